@@ -1,0 +1,56 @@
+# jukebox-pl: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/jukebox-pl
+STAMP := $(VENV)/.installed
+DATA ?= data
+SR ?= 22050
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format toy-data shards demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv, install $(TORCH) then the package (editable, with dev extras)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+test: install ## install, then run every test
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install ## install, then the tests not marked slow
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: install ## ruff lint + format check
+	$(VENV)/bin/ruff check src tests bench data_prep
+	$(VENV)/bin/ruff format --check src tests bench data_prep
+
+format: install ## ruff format + autofix
+	$(VENV)/bin/ruff format src tests bench data_prep
+	$(VENV)/bin/ruff check --fix src tests bench data_prep
+
+toy-data: install ## write the synthetic toy music set to $(DATA)/toy
+	$(PY) data_prep/make_toy_dataset.py --out $(DATA)/toy
+
+shards: install ## shards from a music folder: make shards SRC=dir OUT=dir [META=file] [SR=44100]
+	@test -n "$(SRC)" -a -n "$(OUT)" || (echo "usage: make shards SRC=music_dir OUT=shards_dir [META=metadata.csv] [SR=44100]"; exit 2)
+	$(CLI) prep --src "$(SRC)" --out "$(OUT)" --sr $(SR) $(if $(META),--metadata "$(META)")
+
+demo: install ## install, make the toy set and its shards, and show batches from the DataModule
+	@test -f $(DATA)/toy/metadata.csv || $(PY) data_prep/make_toy_dataset.py --out $(DATA)/toy
+	$(CLI) prep --src $(DATA)/toy/audio --metadata $(DATA)/toy/metadata.csv --out $(DATA)/toy_shards --sr 22050 --val-fraction 0.2 --shard-tracks 8
+	$(CLI) inspect-data --preset tiny --data $(DATA)/toy_shards
+
+bench: install ## data-loader throughput at 44.1 kHz (prints figures)
+	$(PY) bench/data_throughput.py
+
+clean: ## remove build outputs (keeps .venv and data/)
+	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache lightning_logs

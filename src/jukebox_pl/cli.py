@@ -1,0 +1,162 @@
+"""The `jukebox-pl` command. Each subcommand only parses its arguments and calls into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from jukebox_pl.config.loader import ConfigError
+
+
+def _add_prep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prep", help="turn a folder of music into WebDataset shards + vocab + manifest")
+    p.add_argument("--src", required=True, help="folder of audio (searched recursively)")
+    p.add_argument("--out", required=True, help="folder for the shards (created; resumable)")
+    p.add_argument("--metadata", help="CSV or JSONL keyed by path relative to --src: artist, genre(s), lyrics")
+    p.add_argument("--sr", type=int, default=44100, help="target sample rate (default 44100)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share of tracks for validation")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="skip tracks shorter than this")
+    p.add_argument("--max-seconds", type=float, default=None, help="skip tracks longer than this")
+    p.add_argument("--silence-db", type=float, default=-60.0, help="skip tracks whose RMS is below this dBFS")
+    p.add_argument("--bits", type=int, default=16, choices=(16, 24), help="FLAC bit depth in the shards")
+    p.add_argument("--shard-mb", type=float, default=512.0, help="target shard size in MB")
+    p.add_argument("--shard-tracks", type=int, default=500, help="at most this many tracks per shard")
+    p.add_argument("--base-vocab", help="extend this vocab.json (keeps a pretrained model's label ids)")
+    p.add_argument("--seed", type=int, default=0, help="salt of the train/val split")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
+    p.add_argument("--overwrite", action="store_true", help="delete shards already in --out and start again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
+def _run_prep(args: argparse.Namespace) -> int:
+    from jukebox_pl.data.prep import PrepOptions, prepare_shards
+
+    opts = PrepOptions(
+        src=args.src, out=args.out, metadata=args.metadata, sr=args.sr, val_fraction=args.val_fraction,
+        min_seconds=args.min_seconds, max_seconds=args.max_seconds, silence_db=args.silence_db, bits=args.bits,
+        shard_mb=args.shard_mb, shard_tracks=args.shard_tracks, base_vocab=args.base_vocab, seed=args.seed,
+        workers=args.workers, overwrite=args.overwrite,
+    )  # fmt: skip
+    manifest = prepare_shards(opts, progress=not args.no_progress and sys.stderr.isatty())
+    print_manifest_summary(manifest, args.out)
+    return 0
+
+
+def print_manifest_summary(manifest: dict, out: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = manifest["counts"]
+    table = Table(title=f"shards in {out}", show_header=True)
+    for col in ("split", "tracks", "hours", "shards"):
+        table.add_column(col)
+    for split in ("train", "val"):
+        table.add_row(split, str(c["tracks"][split]), f"{manifest['hours'][split]:.3f}", str(c["shards"][split]))
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{c['audio_files_found']} audio files found, {c['skipped']} skipped, "
+        f"{manifest['vocab']['artists']} artist ids, {manifest['vocab']['genres']} genre ids "
+        f"({manifest['sample_rate']} Hz)"
+    )
+    for item in manifest["skipped"][:20]:
+        console.print(f"  skipped {item['path']}: {item['reason']}", markup=False)
+    if len(manifest["skipped"]) > 20:
+        console.print(f"  ... and {len(manifest['skipped']) - 20} more (see manifest.json)")
+    orphans = manifest["metadata"]["rows_without_audio"]
+    if orphans:
+        console.print(
+            f"  metadata: {len(orphans)} row(s) name files not found under --src: {orphans[:5]}", markup=False
+        )
+    for problem in manifest["metadata"]["problems"][:20]:
+        console.print(f"  metadata: {problem}", markup=False)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print the resolved config of a preset with overrides")
+    p.add_argument("--preset", default="tiny", help="tiny | small | jukebox | path/to/config.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.batch_size=8")
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from jukebox_pl.config import load_config, to_yaml
+
+    print(to_yaml(load_config(args.preset, args.overrides)), end="")
+    return 0
+
+
+def _add_toy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("toy-data", help="write the synthetic toy music set (audio + metadata.csv)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--songs-per-pair", type=int, default=2)
+    p.add_argument("--seconds", type=float, nargs=2, default=(8.0, 14.0), metavar=("MIN", "MAX"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sr", type=int, default=22050)
+
+
+def _run_toy(args: argparse.Namespace) -> int:
+    from jukebox_pl.data.toy import make_toy_dataset
+
+    meta = make_toy_dataset(
+        args.out, songs_per_pair=args.songs_per_pair, seconds=tuple(args.seconds), seed=args.seed,
+        sample_rate=args.sr,
+    )  # fmt: skip
+    print(f"toy set written; metadata: {meta}")
+    return 0
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect-data", help="pull a few batches from shards and describe them")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--data", required=True, help="shards folder written by `jukebox-pl prep`")
+    p.add_argument("--batches", type=int, default=2)
+    p.add_argument("overrides", nargs="*")
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from jukebox_pl.config import load_config
+    from jukebox_pl.data.datamodule import AudioDataModule
+
+    cfg = load_config(args.preset, [f"data.shards={args.data}", *args.overrides])
+    dm = AudioDataModule(cfg.data)
+    dm.setup("fit")
+    for name, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader())):
+        for i, batch in zip(range(args.batches), loader):
+            artists = [dm.vocab.artist_name(a) for a in batch["artist"].tolist()]
+            desc = {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape") and v.ndim}
+            print(f"{name} batch {i}: {desc} artists={artists} offsets={batch['offset'].tolist()}")
+            if "lyrics" in batch:
+                from jukebox_pl.data.lyrics import LyricsTokenizer
+
+                text = LyricsTokenizer(cfg.data.lyrics_vocab).decode(batch["lyrics"][0])
+                print(f"  lyric window of {batch['key'][0]}: {json.dumps(text)}")
+    return 0
+
+
+COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config),
+            "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect)}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jukebox-pl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        print(f"jukebox-pl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

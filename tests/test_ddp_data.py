@@ -1,0 +1,41 @@
+"""Two CPU processes under DDP (gloo): disjoint, complete validation data and equal training steps."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_data_probe.py"
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("workers", [0, 1])
+def test_two_rank_ddp_reads_disjoint_validation_data_without_hanging(shards, tmp_path, workers):
+    manifest = json.loads((shards / "manifest.json").read_text())
+    val_shards = manifest["shards"]["val"][:3]  # an odd count: rank 0 gets two shards, rank 1 one
+    assert len(val_shards) == 3
+    train_urls = "::".join(str(shards / n) for n in manifest["shards"]["train"])
+    val_urls = "::".join(str(shards / n) for n in val_shards)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None), env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), train_urls, val_urls, str(tmp_path), str(workers)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*_epoch*.json"))]
+    assert len(records) == 4  # 2 ranks x 2 epochs
+    val_tracks = {t["key"] for t in manifest["tracks"] if t["split"] == "val" and t["shard"] in val_shards}
+    for epoch in (0, 1):
+        ranks = [r for r in records if r["epoch"] == epoch]
+        assert {r["world"] for r in ranks} == {2}
+        keys0, keys1 = (set(r["val"]) for r in sorted(ranks, key=lambda r: r["rank"]))
+        assert keys0 and keys1 and not keys0 & keys1, "ranks must read disjoint validation data"
+        assert {k.split("/")[0] for k in keys0 | keys1} == val_tracks, "together they read every track"
+        assert len(ranks[0]["train"]) == len(ranks[1]["train"]) == 6  # 12 crops per epoch / 2 ranks
