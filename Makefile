@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/jukebox-pl
 STAMP := $(VENV)/.installed
 DATA ?= data
-SR ?= 22050
+SR ?= 44100
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
