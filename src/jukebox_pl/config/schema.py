@@ -75,6 +75,76 @@ class TrainerConfig:
 
 
 @dataclass
+class OptimConfig:
+    """Adam(W) with linear warm-up and optional decay, as in the reference."""
+
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    # "none" (constant after warm-up), "linear" or "cosine" decay to min_lr_factor * lr over decay_steps.
+    decay: str = "none"
+    decay_steps: int = 0  # 0 = trainer.max_steps
+    min_lr_factor: float = 0.0
+
+
+@dataclass
+class VQVAEConfig:
+    """The hierarchical VQ-VAE: `levels` separate autoencoders, hop of level L = prod(strides**downs)[:L+1]."""
+
+    levels: int = 3
+    downs_t: list[int] = field(default_factory=lambda: [3, 2, 2])
+    strides_t: list[int] = field(default_factory=lambda: [2, 2, 2])
+    emb_width: int = 64
+    l_bins: int = 2048
+    # Codebook EMA decay and the EMA count under which a code is restarted.
+    mu: float = 0.99
+    revival_threshold: float = 1.0
+    commit: float = 0.02
+    # Waveform loss weights (the released model: l2 1.0 + linf 0.02).
+    loss_l1: float = 0.0
+    loss_l2: float = 1.0
+    loss_linf: float = 0.02
+    linf_k: int = 2048
+    spectral: float = 0.0
+    multispectral: float = 1.0
+    # "jukebox" = the reference's multi-resolution magnitude loss; "auraloss" = SC + log-magnitude MR-STFT.
+    spectral_mode: str = "jukebox"
+    width: int = 32
+    depth: int = 4
+    m_conv: float = 1.0
+    dilation_growth_rate: int = 3
+    dilation_cycle: int | None = None
+    # Per-level multipliers of width and depth (released model: bottom level 2x).
+    multipliers: list[int] | None = None
+    zero_out: bool = False
+    res_scale: bool = False
+    reverse_decoder_dilation: bool = True
+    # Recompute residual blocks in the backward pass (less activation memory).
+    checkpoint_res: bool = False
+    # Audio channels the autoencoder sees (the reference: 1, stereo is blended to mono).
+    channels: int = 1
+    # Training crop in samples (overrides data.sample_length for VQ-VAE stages) and batch size.
+    sample_length: int = 32768
+    batch_size: int = 4
+    # Batches of training audio used to estimate the loss normalisation at the start of a run.
+    bandwidth_batches: int = 8
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class RunSection:
+    """Checkpointing and logging cadence shared by all stages."""
+
+    checkpoint_every_n_steps: int = 1000
+    # How many step checkpoints to keep besides last.ckpt (-1 keeps all).
+    keep_checkpoints: int = 3
+    log_audio_every_n_steps: int = 500
+    n_audio_examples: int = 2
+
+
+@dataclass
 class RunConfig:
     """The whole resolved configuration of one run; saved beside every run and inside its checkpoints."""
 
@@ -82,3 +152,5 @@ class RunConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunSection = field(default_factory=RunSection)
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)

@@ -1,0 +1,1 @@
+"""Import of the reference implementation's checkpoints (OpenAI's `openai/jukebox` layout)."""

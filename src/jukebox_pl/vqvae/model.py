@@ -1,0 +1,140 @@
+"""One VQ-VAE level as a plain nn.Module: audio -> codes at this level's hop -> audio, with its loss terms."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from jukebox_pl.vqvae.bottleneck import Bottleneck
+from jukebox_pl.vqvae.encdec import BlockSpec, Decoder, Encoder
+from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses, recon_loss
+
+LEVEL_NAMES = {1: ("top",), 2: ("bottom", "top"), 3: ("bottom", "middle", "top")}
+
+
+def level_index(name: str | int, levels: int) -> int:
+    """'bottom' / 'middle' / 'top' (or an index) -> level index; a clear error for names the set lacks."""
+    names = LEVEL_NAMES.get(levels, tuple(str(i) for i in range(levels)))
+    if isinstance(name, int) or str(name).isdigit():
+        idx = int(name)
+        if not 0 <= idx < levels:
+            raise ValueError(f"level {idx} out of range: this VQ-VAE has {levels} levels ({', '.join(names)})")
+        return idx
+    if name not in names:
+        raise ValueError(f"unknown level {name!r}: this VQ-VAE has {levels} levels: {', '.join(names)}")
+    return names.index(name)
+
+
+def level_name(idx: int, levels: int) -> str:
+    return LEVEL_NAMES.get(levels, tuple(str(i) for i in range(levels)))[idx]
+
+
+def hop_lengths(downs_t, strides_t) -> list[int]:
+    hops, hop = [], 1
+    for d, s in zip(downs_t, strides_t):
+        hop *= s**d
+        hops.append(hop)
+    return hops
+
+
+@dataclass
+class LevelOutput:
+    recon: torch.Tensor
+    codes: torch.Tensor
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class VQVAELevelModel(nn.Module):
+    """The level-L autoencoder: encoder through levels 0..L, codebook of level L, its own decoder."""
+
+    def __init__(self, cfg, level: int):
+        super().__init__()
+        if len(cfg.downs_t) != cfg.levels or len(cfg.strides_t) != cfg.levels:
+            raise ValueError(
+                f"vqvae.downs_t {list(cfg.downs_t)} and vqvae.strides_t {list(cfg.strides_t)} need one entry per "
+                f"level (vqvae.levels={cfg.levels})"
+            )
+        self.cfg, self.level = cfg, level
+        mult = (cfg.multipliers or [1] * cfg.levels)[level]
+        spec = BlockSpec(
+            cfg.width * mult,
+            cfg.depth * mult,
+            cfg.m_conv,
+            cfg.dilation_growth_rate,
+            cfg.dilation_cycle,
+            cfg.zero_out,
+            cfg.res_scale,
+            cfg.reverse_decoder_dilation,
+            cfg.checkpoint_res,
+        )
+        downs, strides = list(cfg.downs_t[: level + 1]), list(cfg.strides_t[: level + 1])
+        self.encoder = Encoder(cfg.channels, cfg.emb_width, downs, strides, spec)
+        self.decoder = Decoder(cfg.channels, cfg.emb_width, downs, strides, spec)
+        self.bottleneck = Bottleneck(cfg.l_bins, cfg.emb_width, cfg.mu, cfg.revival_threshold)
+        self.hop_length = hop_lengths(downs, strides)[-1]
+        self.spectral = SpectralLosses(cfg.spectral_mode)
+
+    def _check_length(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[1] != self.cfg.channels:
+            raise ValueError(f"expected audio shaped (batch, {self.cfg.channels}, samples), got {tuple(x.shape)}")
+        if x.shape[-1] % self.hop_length:
+            raise ValueError(
+                f"audio length {x.shape[-1]} is not a multiple of this level's hop {self.hop_length}; "
+                f"use a sample_length divisible by {self.hop_length} (or `encode`, which pads)"
+            )
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Audio (N, C, T) -> codes (N, ceil(T / hop)); pads the end with zeros to a multiple of the hop."""
+        pad = (-x.shape[-1]) % self.hop_length
+        if pad:
+            x = nn.functional.pad(x, (0, pad))
+        return self.bottleneck.encode(self.encoder(x))
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (N, T') -> audio (N, C, T' * hop)."""
+        return self.decoder(self.bottleneck.decode(codes))
+
+    def forward(self, x: torch.Tensor, bandwidth: Bandwidth | None = None) -> LevelOutput:
+        """Encode, quantise (updating the codebook in training), decode, and compute every loss term."""
+        self._check_length(x)
+        bw = bandwidth or Bandwidth()
+        cfg = self.cfg
+        q = self.bottleneck(self.encoder(x))
+        recon = self.decoder(q.quantised)
+        target = x.float()
+        terms = {"commit": q.commit_loss}
+        recons = recon.new_zeros(())
+        for kind, weight in (("l1", cfg.loss_l1), ("l2", cfg.loss_l2), ("linf", cfg.loss_linf)):
+            if weight:
+                term = recon_loss(kind, target, recon, bw, cfg.linf_k)
+                terms[f"recons_{kind}"] = term
+                recons = recons + weight * term
+        terms["recons"] = recons
+        terms["multispectral"] = self.spectral.multispectral(target, recon, bw) if cfg.multispectral else recons * 0
+        if cfg.spectral:
+            terms["spectral"] = self.spectral.spectral(target, recon, bw)
+        loss = recons + cfg.multispectral * terms["multispectral"] + cfg.commit * q.commit_loss
+        if cfg.spectral:
+            loss = loss + cfg.spectral * terms["spectral"]
+        return LevelOutput(recon, q.codes, loss, terms, q.metrics)
+
+
+def codebook_stats(codes: torch.Tensor, l_bins: int) -> dict[str, float]:
+    """Usage (share of codes used), perplexity and entropy (bits) of a batch of codes."""
+    counts = torch.bincount(codes.reshape(-1), minlength=l_bins).double()
+    prob = counts / counts.sum().clamp(min=1)
+    nz = prob[prob > 0]
+    entropy = float(-(nz * nz.log2()).sum())
+    return {
+        "usage": float((counts > 0).sum()) / l_bins,
+        "perplexity": 2**entropy,
+        "entropy_bits": entropy,
+        "max_entropy_bits": math.log2(l_bins),
+    }
