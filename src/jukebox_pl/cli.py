@@ -136,8 +136,82 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one stage: a VQ-VAE level (or a prior) through the Lightning Trainer")
+    p.add_argument("stage", choices=("vqvae",), help="what to train")
+    p.add_argument("--level", required=True, help="bottom | middle | top")
+    p.add_argument("--preset", default="tiny", help="tiny | small | jukebox | path/to/config.yaml")
+    p.add_argument("--data", help="shards folder written by `jukebox-pl prep` (sets data.shards)")
+    p.add_argument("--run", required=True, help="run folder; each stage gets RUN/<stage>_<level>")
+    p.add_argument("--resume", action="store_true", help="continue RUN/<stage>_<level>/checkpoints/last.ckpt")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (trainer.devices=2, vqvae.lr=...)")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from jukebox_pl.vqvae.train import train_vqvae
+
+    train_vqvae(args.run, args.level, args.preset, args.data, args.overrides, args.resume)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a weights-only file (no optimizer) from a training checkpoint")
+    p.add_argument(
+        "--ckpt", required=True, help="a .ckpt written by training (e.g. RUN/vqvae_top/checkpoints/last.ckpt)"
+    )
+    p.add_argument("--out", required=True, help="output .pt file")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights even if an EMA copy exists")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from jukebox_pl.training.checkpoints import export_weights
+
+    print(f"wrote {export_weights(args.ckpt, args.out, use_ema=not args.no_ema)}")
+    return 0
+
+
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encode", help="audio file -> codes of every trained VQ-VAE level (a .pt file)")
+    p.add_argument("--audio", required=True)
+    p.add_argument("--out", required=True, help="codes file (.pt)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder with trained vqvae_<level> stages")
+    src.add_argument("--ckpt", nargs="+", help="checkpoints or exports of the levels to use")
+    p.add_argument("--levels", nargs="*", help="only these levels (bottom/middle/top)")
+
+
+def _run_encode(args: argparse.Namespace) -> int:
+    from jukebox_pl.vqvae.codes import encode_file
+
+    codes = encode_file(args.audio, args.out, run=args.run, ckpts=args.ckpt, levels=args.levels)
+    for name, c in codes.items():
+        print(f"{name}: {tuple(c.shape)} codes")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_decode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decode", help="codes file -> audio of one level (WAV/FLAC by extension)")
+    p.add_argument("--codes", required=True)
+    p.add_argument("--out", required=True, help="audio file to write (or a folder: one file per level)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder with trained vqvae_<level> stages")
+    src.add_argument("--ckpt", nargs="+", help="checkpoints or exports of the levels to use")
+    p.add_argument("--level", help="which level's codes to decode (default: every level in the file)")
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    from jukebox_pl.vqvae.codes import decode_file
+
+    for path in decode_file(args.codes, args.out, run=args.run, ckpts=args.ckpt, level=args.level):
+        print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config),
-            "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect)}  # fmt: skip
+            "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect),
+            "train": (_add_train, _run_train), "export": (_add_export, _run_export),
+            "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode)}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may sit between or after the flags; anything else unknown is an error.
+    bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     try:
         return COMMANDS[args.command][1](args)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:

@@ -32,9 +32,7 @@ def level_state_from_reference(state: Mapping[str, torch.Tensor], level: int) ->
     """Our `VQVAELevelModel` state dict (weights + codebook `k`) for one level of a reference VQ-VAE."""
     state = unwrap_checkpoint(state)
     if f"bottleneck.level_blocks.{level}.k" not in state:
-        raise KeyError(
-            f"the reference state dict has no level {level} (it has {reference_levels(state)} levels)"
-        )
+        raise KeyError(f"the reference state dict has no level {level} (it has {reference_levels(state)} levels)")
     out: dict[str, torch.Tensor] = {}
     for prefix, ours in ((f"encoders.{level}.", "encoder."), (f"decoders.{level}.", "decoder.")):
         for key, value in state.items():
@@ -50,5 +48,7 @@ def load_reference_level(model, state: Mapping[str, torch.Tensor], num_tokens: i
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if not k.startswith("bottleneck.") and not k.startswith("spectral.")]
     if missing or unexpected:
-        raise KeyError(f"reference level {model.level} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise KeyError(
+            f"reference level {model.level} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     model.bottleneck.restore_ema(num_tokens)

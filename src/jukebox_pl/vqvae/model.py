@@ -128,13 +128,17 @@ class VQVAELevelModel(nn.Module):
 
 def codebook_stats(codes: torch.Tensor, l_bins: int) -> dict[str, float]:
     """Usage (share of codes used), perplexity and entropy (bits) of a batch of codes."""
-    counts = torch.bincount(codes.reshape(-1), minlength=l_bins).double()
+    return codebook_stats_from_counts(torch.bincount(codes.reshape(-1), minlength=l_bins))
+
+
+def codebook_stats_from_counts(counts: torch.Tensor) -> dict[str, float]:
+    counts = counts.double()
     prob = counts / counts.sum().clamp(min=1)
     nz = prob[prob > 0]
     entropy = float(-(nz * nz.log2()).sum())
     return {
-        "usage": float((counts > 0).sum()) / l_bins,
+        "usage": float((counts > 0).sum()) / len(counts),
         "perplexity": 2**entropy,
         "entropy_bits": entropy,
-        "max_entropy_bits": math.log2(l_bins),
+        "max_entropy_bits": math.log2(len(counts)),
     }

@@ -1,0 +1,1 @@
+"""Training plumbing shared by every stage: LR schedules, the Trainer factory, callbacks, checkpoints."""

@@ -1,0 +1,120 @@
+"""Run folders and the Trainer factory: one folder per stage, resumable, with its resolved config.
+
+A run folder holds every stage of one model: `RUN/vqvae_bottom`, `RUN/vqvae_top`, `RUN/prior_top`, ... Each
+stage folder has `config.yaml` (the resolved config), `checkpoints/` (`last.ckpt` + every-N-step ones) and
+`logs/` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
+
+from jukebox_pl.config.loader import load_config, save_config, to_yaml
+from jukebox_pl.config.schema import RunConfig
+
+CONFIG_FILE = "config.yaml"
+
+
+class RunExists(RuntimeError):
+    """A stage folder already has a checkpoint and --resume was not asked for."""
+
+
+@dataclass
+class StageRun:
+    cfg: DictConfig
+    dir: Path
+    ckpt_path: str | None  # what to resume from
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+
+def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[str], resume: bool) -> StageRun:
+    """Resolve the config of one stage and decide whether it starts or resumes; never overwrite silently."""
+    stage_dir = Path(run_dir) / stage
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"nothing to resume: {last} does not exist (train without --resume first)")
+        saved = stage_dir / CONFIG_FILE
+        cfg = load_config(str(saved), overrides) if saved.is_file() else load_config(preset, overrides)
+        ckpt = str(last)
+    else:
+        if last.is_file():
+            raise RunExists(
+                f"{stage_dir} already has a trained checkpoint ({last}); pass --resume (RESUME=1) to continue it, "
+                "or choose another --run folder"
+            )
+        cfg = load_config(preset, overrides)
+        ckpt = None
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, stage_dir / CONFIG_FILE)
+    rank_zero_info(f"resolved config of {stage} ({'resuming ' + ckpt if ckpt else 'new run'}):\n{to_yaml(cfg)}")
+    return StageRun(cfg, stage_dir, ckpt)
+
+
+class SaveLast(Callback):
+    """Keep `last.ckpt` current: every N steps, when training ends, and when a single-process run is
+    interrupted (Ctrl-C, an error), so `--resume` always continues from the latest state."""
+
+    def __init__(self, path: Path, every_n_steps: int):
+        self.path, self.every_n_steps = path, max(1, every_n_steps)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_end(self, trainer, pl_module):
+        trainer.save_checkpoint(self.path)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if trainer.global_step > 0 and trainer.world_size == 1:
+            trainer.save_checkpoint(self.path)
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict:
+    """The `trainer.*` section as Trainer keyword arguments (None values dropped)."""
+    kw = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strategy=None, **extra) -> pl.Trainer:
+    cfg = run.cfg
+    kw = trainer_kwargs(cfg)
+    keep = cfg.run.keep_checkpoints
+    ckpt = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="step{step:08d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=max(1, cfg.run.checkpoint_every_n_steps),
+        save_top_k=keep if keep >= 0 else -1,
+        monitor="step",
+        mode="max",
+        save_last=False,
+    )
+    cbs = [ckpt, SaveLast(run.last, cfg.run.checkpoint_every_n_steps), *(callbacks or [])]
+    if kw.get("enable_progress_bar", True) and sys.stderr.isatty():
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        cbs.append(RichProgressBar(leave=True))
+    if strategy is not None:
+        kw["strategy"] = strategy
+    logger = TensorBoardLogger(save_dir=str(run.dir), name="logs", version="")
+    return pl.Trainer(**kw, callbacks=cbs, logger=logger, default_root_dir=str(run.dir), **extra)
+
+
+def default_config() -> DictConfig:
+    return OmegaConf.structured(RunConfig)

@@ -1,0 +1,37 @@
+"""Learning-rate schedules: linear warm-up, then constant, linear or cosine decay (as multipliers of lr)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def lr_multiplier(step: int, warmup: int, decay: str, decay_steps: int, min_factor: float) -> float:
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if decay == "none" or decay_steps <= 0:
+        return warm
+    progress = min(1.0, max(0, step - warmup) / max(1, decay_steps - warmup))
+    if decay == "linear":
+        factor = 1.0 - progress
+    elif decay == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise ValueError(f"unknown lr decay {decay!r}; choose none, linear or cosine")
+    return warm * (min_factor + (1.0 - min_factor) * factor)
+
+
+def build_optimizer(params, optim_cfg, max_steps: int):
+    """Adam (AdamW when weight_decay > 0) with the warm-up/decay schedule stepped every optimizer step."""
+    kind = torch.optim.AdamW if optim_cfg.weight_decay > 0 else torch.optim.Adam
+    opt = kind(
+        params, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay
+    )
+    decay_steps = optim_cfg.decay_steps or max(0, max_steps)
+    if optim_cfg.decay not in ("none", "linear", "cosine"):
+        raise ValueError(f"optim.decay={optim_cfg.decay!r}; choose none, linear or cosine")
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda step: lr_multiplier(step, optim_cfg.warmup_steps, optim_cfg.decay, decay_steps, optim_cfg.min_lr_factor),
+    )
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

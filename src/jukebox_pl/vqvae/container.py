@@ -1,0 +1,116 @@
+"""`VQVAE`: trained levels assembled for inference — audio -> codes per level, codes -> audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from jukebox_pl.training.checkpoints import load_any
+from jukebox_pl.vqvae.lightning import vqvae_config
+from jukebox_pl.vqvae.model import VQVAELevelModel, level_index, level_name
+
+
+def load_level(path: str | Path) -> tuple[VQVAELevelModel, int]:
+    """A level model (eval mode) and its sample rate from a training checkpoint or an export."""
+    info = load_any(path)
+    if info["kind"] != "vqvae-level":
+        raise ValueError(f"{path} holds a {info['kind']} checkpoint, not a VQ-VAE level")
+    hp = info["hparams"]
+    model = VQVAELevelModel(vqvae_config(hp["vqvae"]), hp["level"])
+    state = {k[len("model.") :]: v for k, v in info["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=False)
+    missing = [k for k in model.state_dict() if k not in state and not k.startswith("spectral.")]
+    if missing:
+        raise ValueError(f"{path} lacks weights for {missing[:5]}")
+    return model.eval(), int(hp["sample_rate"])
+
+
+def level_checkpoint(run_dir: str | Path, name: str) -> Path:
+    """Where `jukebox-pl train vqvae --level NAME --run RUN` leaves its weights (an export wins over last.ckpt)."""
+    stage = Path(run_dir) / f"vqvae_{name}"
+    for candidate in (stage / "export.pt", stage / "checkpoints" / "last.ckpt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no trained VQ-VAE {name} level in {run_dir} (looked for {stage}/export.pt and "
+        f"{stage}/checkpoints/last.ckpt); train it with `make train-level LEVEL={name} STAGE=vqvae`"
+    )
+
+
+class VQVAE(nn.Module):
+    """Separately trained levels, bottom (index 0) to top, all at one sample rate."""
+
+    def __init__(self, levels: dict[int, VQVAELevelModel], sample_rate: int):
+        super().__init__()
+        if not levels:
+            raise ValueError("a VQVAE needs at least one trained level")
+        counts = {m.cfg.levels for m in levels.values()}
+        if len(counts) != 1:
+            raise ValueError(f"levels come from VQ-VAEs with different level counts: {sorted(counts)}")
+        self.n_levels = counts.pop()
+        self.levels = nn.ModuleDict({str(i): m for i, m in sorted(levels.items())})
+        self.sample_rate = sample_rate
+
+    @classmethod
+    def from_checkpoints(cls, paths: list[str | Path]) -> VQVAE:
+        levels, rates = {}, set()
+        for path in paths:
+            model, sr = load_level(path)
+            if model.level in levels:
+                raise ValueError(f"two checkpoints for level {model.level}: {path}")
+            levels[model.level] = model
+            rates.add(sr)
+        if len(rates) > 1:
+            raise ValueError(f"levels trained at different sample rates: {sorted(rates)}")
+        return cls(levels, rates.pop())
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, levels: list[str] | None = None) -> VQVAE:
+        """Load every trained level of a run folder (or just `levels`)."""
+        run_dir = Path(run_dir)
+        names = levels or [p.name.removeprefix("vqvae_") for p in sorted(run_dir.glob("vqvae_*")) if p.is_dir()]
+        if not names:
+            raise FileNotFoundError(f"no VQ-VAE levels in {run_dir}; train one with `make train-level STAGE=vqvae`")
+        return cls.from_checkpoints([level_checkpoint(run_dir, n) for n in names])
+
+    def available(self) -> list[int]:
+        return [int(k) for k in self.levels]
+
+    def level(self, level: int | str) -> VQVAELevelModel:
+        idx = level_index(level, self.n_levels)
+        if str(idx) not in self.levels:
+            have = ", ".join(level_name(i, self.n_levels) for i in self.available())
+            raise KeyError(f"level {level_name(idx, self.n_levels)} is not loaded (have: {have})")
+        return self.levels[str(idx)]
+
+    def hop_length(self, level: int | str) -> int:
+        return self.level(level).hop_length
+
+    @torch.no_grad()
+    def encode(self, audio: torch.Tensor, levels: list[int] | None = None, chunk_seconds: float = 30.0):
+        """Audio (N, C, T), (C, T) or (T,) -> {level index: codes (N, ceil(T / hop))}, encoded in chunks."""
+        x = audio if audio.dim() == 3 else audio.reshape(1, -1, audio.shape[-1])
+        out = {}
+        for idx in levels if levels is not None else self.available():
+            model = self.level(idx)
+            chunk = max(model.hop_length, int(chunk_seconds * self.sample_rate) // model.hop_length * model.hop_length)
+            out[idx] = torch.cat([model.encode(x[..., s : s + chunk]) for s in range(0, x.shape[-1], chunk)], dim=-1)
+        return out
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, level: int | str, chunk_tokens: int | None = None) -> torch.Tensor:
+        """Codes (N, T') of one level -> audio (N, C, T' * hop)."""
+        model = self.level(level)
+        codes = codes if codes.dim() == 2 else codes[None]
+        if not chunk_tokens or codes.shape[-1] <= chunk_tokens:
+            return model.decode(codes)
+        # Decode overlapping chunks and keep their centres, so chunk edges leave no seams.
+        pad, hop = 32, model.hop_length
+        pieces = []
+        for s in range(0, codes.shape[-1], chunk_tokens):
+            lo, hi = max(0, s - pad), min(codes.shape[-1], s + chunk_tokens + pad)
+            audio = model.decode(codes[:, lo:hi])
+            pieces.append(audio[..., (s - lo) * hop : (s - lo + min(chunk_tokens, codes.shape[-1] - s)) * hop])
+        return torch.cat(pieces, dim=-1)

@@ -1,0 +1,173 @@
+"""`VQVAELevel`: one VQ-VAE level as a LightningModule (losses, codebook metrics, optimiser, checkpoints)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MeanMetric
+from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
+
+from jukebox_pl.config.schema import OptimConfig, VQVAEConfig
+from jukebox_pl.training.schedules import build_optimizer
+from jukebox_pl.vqvae.losses import Bandwidth, estimate_bandwidth, spectral_convergence_db
+from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats_from_counts, level_index, level_name
+
+
+def vqvae_config(cfg: VQVAEConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
+    merged = OmegaConf.merge(OmegaConf.structured(VQVAEConfig), cfg or {}, overrides)
+    return merged
+
+
+def batch_audio(batch) -> torch.Tensor:
+    """Accept our DataModule's dict batches, (audio, ...) tuples, or plain (N, C, T) tensors."""
+    if isinstance(batch, dict):
+        return batch["audio"]
+    if isinstance(batch, list | tuple):
+        return batch[0]
+    return batch
+
+
+class VQVAELevel(pl.LightningModule):
+    """Trains one level's autoencoder and codebook on raw audio; usable in any Lightning project.
+
+    The loss normalisation ("bandwidth") is estimated from the first `bandwidth_batches` training batches at
+    the start of a fit (averaged over ranks) and then stored in the checkpoint, so a resumed run keeps it.
+    """
+
+    def __init__(
+        self,
+        vqvae: VQVAEConfig | DictConfig | dict | None = None,
+        level: int | str = 0,
+        sample_rate: int = 22050,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        cfg = vqvae_config(vqvae)
+        idx = level_index(level, cfg.levels)
+        self.save_hyperparameters(
+            {
+                "vqvae": OmegaConf.to_container(cfg, resolve=True),
+                "level": idx,
+                "sample_rate": sample_rate,
+                "config": config,
+            }
+        )
+        self.cfg, self.level, self.sample_rate = cfg, idx, sample_rate
+        self.model = VQVAELevelModel(cfg, idx)
+        self.register_buffer("bandwidth", torch.ones(3))
+        self.register_buffer("bandwidth_ready", torch.tensor(False))
+        self.val_si_sdr = ScaleInvariantSignalDistortionRatio()
+        self.val_sc_db = MeanMetric()
+        self.register_buffer("val_code_counts", torch.zeros(cfg.l_bins, dtype=torch.long), persistent=False)
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    @property
+    def level_name(self) -> str:
+        return level_name(self.level, self.cfg.levels)
+
+    @property
+    def hop_length(self) -> int:
+        return self.model.hop_length
+
+    @property
+    def bw(self) -> Bandwidth:
+        l1, l2, spec = self.bandwidth.tolist()
+        return Bandwidth(l1=l1, l2=l2, spec=spec)
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(audio)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(codes)
+
+    @torch.no_grad()
+    def reconstruct(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio through the codebook and back (same length as the input)."""
+        return self.decode(self.encode(audio))[..., : audio.shape[-1]]
+
+    def throughput_units(self, batch) -> float:
+        """Audio-seconds in a batch (for the throughput callback)."""
+        x = batch_audio(batch)
+        return x.shape[0] * x.shape[-1] / self.sample_rate
+
+    # -- loss normalisation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_bandwidth(self, bw: Bandwidth) -> None:
+        self.bandwidth.copy_(torch.tensor([bw.l1, bw.l2, bw.spec], device=self.bandwidth.device))
+        self.bandwidth_ready.fill_(True)
+
+    def on_train_start(self) -> None:
+        if bool(self.bandwidth_ready):
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        loader = dm.train_dataloader() if dm is not None else self.trainer.train_dataloader
+        n = max(1, self.cfg.bandwidth_batches)
+        batches = (batch_audio(b).to(self.device) for b in itertools.islice(iter(loader), n))
+        bw = estimate_bandwidth(batches, self.model.spectral.default)
+        stats = torch.tensor([bw.l1, bw.l2, bw.spec], device=self.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+            stats /= dist.get_world_size()
+        self.set_bandwidth(Bandwidth(*stats.tolist()))
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x = batch_audio(batch)
+        out = self.model(x, self.bw)
+        n = x.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value, batch_size=n)
+        for name, value in out.metrics.items():
+            self.log(f"codebook/{name}", value, prog_bar=name == "usage", batch_size=n)
+        if isinstance(batch, dict) and "skipped" in batch:
+            self.log("data/skipped", batch["skipped"].float(), batch_size=n)
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        x = batch_audio(batch)
+        out = self.model(x, self.bw)
+        n = x.shape[0]
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=True)
+        for name, value in out.terms.items():
+            self.log(f"val/{name}", value, batch_size=n, sync_dist=True)
+        sc = self.model.spectral.spectral_convergence(x, out.recon)
+        self.val_sc_db.update(spectral_convergence_db(sc))
+        self.val_si_sdr.update(out.recon.float().mean(1), x.float().mean(1))
+        self.val_code_counts += torch.bincount(out.codes.reshape(-1), minlength=self.cfg.l_bins)
+        return out
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_code_counts.zero_()
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/spectral_convergence_db", self.val_sc_db.compute(), prog_bar=True)
+        self.log("val/si_sdr", self.val_si_sdr.compute())
+        self.val_sc_db.reset()
+        self.val_si_sdr.reset()
+        counts = self.val_code_counts.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        if counts.sum() > 0:
+            stats = codebook_stats_from_counts(counts)
+            self.log("val/codebook_usage", stats["usage"])
+            self.log("val/codebook_perplexity", stats["perplexity"])
+
+    def configure_optimizers(self):
+        optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)
+        max_steps = self.trainer.max_steps if self.trainer is not None else -1
+        return build_optimizer(self.model.parameters(), optim, max_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["jukebox_pl"] = {
+            "kind": "vqvae-level",
+            "level": self.level,
+            "level_name": self.level_name,
+            "sample_rate": self.sample_rate,
+            "hop_length": self.hop_length,
+        }

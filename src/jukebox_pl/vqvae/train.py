@@ -1,0 +1,58 @@
+"""Train one VQ-VAE level through the Lightning Trainer (what `jukebox-pl train vqvae` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import OmegaConf
+
+from jukebox_pl.config.loader import load_config
+from jukebox_pl.data.datamodule import AudioDataModule
+from jukebox_pl.training.callbacks import AudioLogger, Throughput
+from jukebox_pl.training.runner import build_trainer, prepare_stage
+from jukebox_pl.vqvae.lightning import VQVAELevel
+from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
+
+
+def ddp_strategy(name: str):
+    """DDP without buffer broadcasts: the codebook stays in sync through its own all-reduce, and rank 0's
+    buffers must never overwrite the EMA state the other ranks computed."""
+    if name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        from pytorch_lightning.strategies import DDPStrategy
+
+        start = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}[name]
+        return DDPStrategy(start_method=start, broadcast_buffers=False)
+    return None
+
+
+def vqvae_datamodule(cfg) -> AudioDataModule:
+    """Crops of `vqvae.sample_length` (rounded to the top hop) in `vqvae.channels` channels."""
+    top_hop = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)[-1]
+    length = cfg.vqvae.sample_length
+    if length % top_hop:
+        raise ValueError(f"vqvae.sample_length={length} must be a multiple of the top hop {top_hop}")
+    return AudioDataModule(cfg.data, sample_length=length, batch_size=cfg.vqvae.batch_size, channels=cfg.vqvae.channels)
+
+
+def train_vqvae(
+    run_dir: str | Path,
+    level: str,
+    preset: str = "tiny",
+    data: str | None = None,
+    overrides: list[str] = (),
+    resume: bool = False,
+) -> VQVAELevel:
+    """Train (or resume) one level; returns the trained module."""
+    overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
+    levels = load_config(preset, [o for o in overrides if o.startswith("vqvae.levels=")]).vqvae.levels
+    name = level_name(level_index(level, levels), levels)
+    run = prepare_stage(run_dir, f"vqvae_{name}", preset, overrides, resume)
+    cfg = run.cfg
+    pl.seed_everything(cfg.seed + level_index(name, cfg.vqvae.levels), workers=True)
+    dm = vqvae_datamodule(cfg)
+    module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=OmegaConf.to_container(cfg, resolve=True))
+    callbacks = [AudioLogger(cfg.run.log_audio_every_n_steps, cfg.run.n_audio_examples), Throughput("audio_seconds")]
+    trainer = build_trainer(run, callbacks, strategy=ddp_strategy(cfg.trainer.strategy))
+    trainer.fit(module, datamodule=dm, ckpt_path=run.ckpt_path)
+    return module
