@@ -42,6 +42,7 @@ def train_vqvae(
     data: str | None = None,
     overrides: list[str] = (),
     resume: bool = False,
+    callbacks: list | None = None,
 ) -> VQVAELevel:
     """Train (or resume) one level; returns the trained module."""
     overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
@@ -52,7 +53,7 @@ def train_vqvae(
     pl.seed_everything(cfg.seed + level_index(name, cfg.vqvae.levels), workers=True)
     dm = vqvae_datamodule(cfg)
     module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=OmegaConf.to_container(cfg, resolve=True))
-    callbacks = [AudioLogger(cfg.run.log_audio_every_n_steps, cfg.run.n_audio_examples), Throughput("audio_seconds")]
-    trainer = build_trainer(run, callbacks, strategy=ddp_strategy(cfg.trainer.strategy))
+    extra = [AudioLogger(cfg.run.log_audio_every_n_steps, cfg.run.n_audio_examples), Throughput("audio_seconds")]
+    trainer = build_trainer(run, extra + list(callbacks or []), strategy=ddp_strategy(cfg.trainer.strategy))
     trainer.fit(module, datamodule=dm, ckpt_path=run.ckpt_path)
     return module
