@@ -55,7 +55,10 @@ def encode_file(
 
 
 def read_codes(path: str | Path) -> dict:
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # pickle, zip and EOF errors all mean the same thing here
+        obj = None
     if not isinstance(obj, dict) or obj.get("format") != CODES_FORMAT:
         raise ValueError(f"{path} is not a codes file written by `jukebox-pl encode`")
     return obj
