@@ -10,7 +10,14 @@ SR ?= 44100
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format toy-data shards demo bench clean
+PRESET ?= tiny
+RUN ?= runs/$(PRESET)
+LEVEL ?= top
+STAGE ?= vqvae
+SHARDS ?= $(DATA)/toy_shards
+ARGS ?=
+
+.PHONY: help install test test-fast lint format toy-data toy-shards shards train-level demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,9 +51,14 @@ shards: install ## shards from a music folder: make shards SRC=dir OUT=dir [META
 	@test -n "$(SRC)" -a -n "$(OUT)" || (echo "usage: make shards SRC=music_dir OUT=shards_dir [META=metadata.csv] [SR=44100]"; exit 2)
 	$(CLI) prep --src "$(SRC)" --out "$(OUT)" --sr $(SR) $(if $(META),--metadata "$(META)")
 
-demo: install ## install, make the toy set and its shards, and show batches from the DataModule
+toy-shards: install ## the toy set as shards in $(DATA)/toy_shards (resumes; nothing to do when complete)
 	@test -f $(DATA)/toy/metadata.csv || $(PY) data_prep/make_toy_dataset.py --out $(DATA)/toy
 	$(CLI) prep --src $(DATA)/toy/audio --metadata $(DATA)/toy/metadata.csv --out $(DATA)/toy_shards --sr 22050 --val-fraction 0.2 --shard-tracks 8
+
+train-level: install ## train one level: make train-level LEVEL=top STAGE=vqvae [PRESET=tiny SHARDS=dir RUN=dir RESUME=1 ARGS="k=v ..."]
+	$(CLI) train $(STAGE) --level $(LEVEL) --preset $(PRESET) --data $(SHARDS) --run $(RUN) $(if $(RESUME),--resume) $(ARGS)
+
+demo: install toy-shards ## install, build the toy set and its shards, and show batches from the DataModule
 	$(CLI) inspect-data --preset tiny --data $(DATA)/toy_shards
 
 bench: install ## data-loader throughput at 44.1 kHz (prints figures)
