@@ -89,28 +89,12 @@ class VQVAE(nn.Module):
         return self.level(level).hop_length
 
     @torch.no_grad()
-    def encode(self, audio: torch.Tensor, levels: list[int] | None = None, chunk_seconds: float = 30.0):
-        """Audio (N, C, T), (C, T) or (T,) -> {level index: codes (N, ceil(T / hop))}, encoded in chunks."""
+    def encode(self, audio: torch.Tensor, levels: list[int] | None = None) -> dict[int, torch.Tensor]:
+        """Audio (N, C, T), (C, T) or (T,) -> {level index: codes (N, ceil(T / hop))}."""
         x = audio if audio.dim() == 3 else audio.reshape(1, -1, audio.shape[-1])
-        out = {}
-        for idx in levels if levels is not None else self.available():
-            model = self.level(idx)
-            chunk = max(model.hop_length, int(chunk_seconds * self.sample_rate) // model.hop_length * model.hop_length)
-            out[idx] = torch.cat([model.encode(x[..., s : s + chunk]) for s in range(0, x.shape[-1], chunk)], dim=-1)
-        return out
+        return {idx: self.level(idx).encode(x) for idx in (levels if levels is not None else self.available())}
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, level: int | str, chunk_tokens: int | None = None) -> torch.Tensor:
-        """Codes (N, T') of one level -> audio (N, C, T' * hop)."""
-        model = self.level(level)
-        codes = codes if codes.dim() == 2 else codes[None]
-        if not chunk_tokens or codes.shape[-1] <= chunk_tokens:
-            return model.decode(codes)
-        # Decode overlapping chunks and keep their centres, so chunk edges leave no seams.
-        pad, hop = 32, model.hop_length
-        pieces = []
-        for s in range(0, codes.shape[-1], chunk_tokens):
-            lo, hi = max(0, s - pad), min(codes.shape[-1], s + chunk_tokens + pad)
-            audio = model.decode(codes[:, lo:hi])
-            pieces.append(audio[..., (s - lo) * hop : (s - lo + min(chunk_tokens, codes.shape[-1] - s)) * hop])
-        return torch.cat(pieces, dim=-1)
+    def decode(self, codes: torch.Tensor, level: int | str) -> torch.Tensor:
+        """Codes (N, T') (or (T',)) of one level -> audio (N, C, T' * hop)."""
+        return self.level(level).decode(codes if codes.dim() == 2 else codes[None])

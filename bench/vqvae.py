@@ -1,0 +1,243 @@
+"""VQ-VAE figures on this machine: training throughput, encode/decode speed, and a quality run.
+
+    python bench/vqvae.py speed   [--reference /path/to/openai-jukebox-checkout]
+    python bench/vqvae.py quality [--steps 300] [--data data/toy_shards]
+
+speed: the `small` preset (the reference's small_vqvae: 2 levels, 22050 Hz), a training step on a batch of
+4 x 2 s through both levels (median of interleaved repeats), and encode / decode real-time factors for a 30 s
+clip. With --reference, the reference implementation's own VQ-VAE is timed side by side on the same input
+(a plain checkout of openai/jukebox; shims stand in for CUDA and librosa, nothing of it is imported
+otherwise), because this machine is shared and absolute timings drift by 20%.
+
+quality: the `tiny` preset trained on the toy set for a fixed budget of steps per level, then spectral
+convergence (dB, lower is better) and codebook usage measured on the held-out validation tracks, against the
+same levels untrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import torch
+
+from jukebox_pl.config import load_config
+from jukebox_pl.vqvae.losses import Bandwidth
+from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats_from_counts
+
+SR, BATCH, LENGTH = 22050, 4, 44032  # 2 s at 22050 Hz, a multiple of the top hop 256
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def ours_step():
+    cfg = load_config("small").vqvae
+    models = [VQVAELevelModel(cfg, level) for level in range(cfg.levels)]
+    params = [p for m in models for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-4)
+    x = torch.randn(BATCH, 1, LENGTH) * 0.1
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        sum(m(x, Bandwidth()).loss for m in models).backward()
+        opt.step()
+
+    return step, models
+
+
+def reference_step(checkout: Path):
+    """The reference's small_vqvae training step (its VQVAE.forward, loss, backward, Adam)."""
+    sys.path.insert(0, str(checkout))
+    sys.modules.setdefault("librosa", types.ModuleType("librosa"))
+    torch.Tensor.cuda = lambda self, *a, **k: self  # CPU only
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    import jukebox.utils.audio_utils as audio_utils
+    import jukebox.utils.dist_adapter as dist_adapter
+    from jukebox.vqvae.vqvae import VQVAE
+
+    dist_adapter.is_available = lambda: False
+    audio_utils.stft = lambda sig, hps: torch.view_as_real(
+        torch.stft(
+            sig,
+            hps.n_fft,
+            hps.hop_length,
+            win_length=hps.window_size,
+            window=torch.hann_window(hps.window_size),
+            return_complex=True,
+        )
+    )
+    model = VQVAE(
+        input_shape=(LENGTH, 1),
+        levels=2,
+        downs_t=(5, 3),
+        strides_t=(2, 2),
+        emb_width=64,
+        l_bins=1024,
+        mu=0.99,
+        commit=0.02,
+        spectral=0.0,
+        multispectral=1.0,
+        multipliers=None,
+        use_bottleneck=True,
+        width=32,
+        depth=4,
+        m_conv=1.0,
+        dilation_growth_rate=3,
+        dilation_cycle=None,
+        reverse_decoder_dilation=True,
+    )
+    hps = types.SimpleNamespace(
+        sr=SR,
+        bandwidth={"l1": 1.0, "l2": 1.0, "spec": 1.0},
+        linf_k=2048,
+        use_nonrelative_specloss=True,
+        multispec_loss_n_fft=(2048, 1024, 512),
+        multispec_loss_hop_length=(240, 120, 50),
+        multispec_loss_window_size=(1200, 600, 240),
+        lmix_l1=0.0,
+        lmix_l2=0.0,
+        lmix_linf=0.0,
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    x = torch.randn(BATCH, LENGTH, 1) * 0.1
+
+    def step():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        _, loss, _ = model(x, hps, "l2")
+        loss.backward()
+        opt.step()
+
+    return step, model
+
+
+def speed(args) -> None:
+    torch.manual_seed(0)
+    ours, models = ours_step()
+    steps = {"jukebox-pl": ours}
+    reference = None
+    if args.reference:
+        steps["reference"], reference = reference_step(Path(args.reference))
+    for step in steps.values():
+        step()  # warm-up
+    times = {name: [] for name in steps}
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
+        for name, step in steps.items():
+            times[name] += _timed(step, 1)
+    audio_s = BATCH * LENGTH / SR
+    print(f"small preset training step, batch {BATCH} x {LENGTH / SR:.1f} s, both levels, median of {args.repeats}:")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name:>10}: {med:.2f} s/step = {audio_s / med:.2f} audio-seconds/s")
+    if args.reference:
+        ratio = statistics.median(times["reference"]) / statistics.median(times["jukebox-pl"])
+        print(f"  speed-up over the reference, same machine, same input: {ratio:.2f}x")
+    clip = torch.randn(1, 1, SR * 30) * 0.1
+    print("30 s clip, real-time factors (higher is faster):")
+    with torch.inference_mode():
+        for m in models:
+            m.eval()
+            enc = statistics.median(_timed(lambda m=m: m.encode(clip), 3))
+            codes = m.encode(clip)
+            dec = statistics.median(_timed(lambda m=m, c=codes: m.decode(c), 3))
+            print(f"  level {m.level} (hop {m.hop_length}): encode {30 / enc:.1f}x, decode {30 / dec:.1f}x")
+        total_enc = sum(statistics.median(_timed(lambda m=m: m.encode(clip), 3)) for m in models)
+        print(f"  jukebox-pl, all levels encoded: {30 / total_enc:.1f}x")
+        if reference is not None:
+            reference.eval()
+            clip_ntc = clip.permute(0, 2, 1)
+            enc = statistics.median(_timed(lambda: reference.encode(clip_ntc), 3))
+            zs = reference.encode(clip_ntc)
+            print(f"  reference, all levels encoded: {30 / enc:.1f}x")
+            for level in range(2):
+                dec = statistics.median(_timed(lambda lv=level: reference.decode(zs[lv:], start_level=lv), 3))
+                print(f"  reference level {level}: decode {30 / dec:.1f}x")
+
+
+def evaluate(module, loader) -> dict[str, float]:
+    """Spectral convergence (dB) and codebook usage of a level on every batch of `loader`."""
+    from jukebox_pl.vqvae.losses import spectral_convergence_db
+
+    module.eval()
+    counts = torch.zeros(module.cfg.l_bins, dtype=torch.long)
+    scs = []
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["audio"]
+            codes = module.model.encode(x)
+            recon = module.model.decode(codes)
+            scs.append(spectral_convergence_db(module.model.spectral.spectral_convergence(x, recon)))
+            counts += torch.bincount(codes.reshape(-1), minlength=module.cfg.l_bins)
+    stats = codebook_stats_from_counts(counts)
+    return {"sc_db": torch.cat(scs).mean().item(), "usage": stats["usage"], "perplexity": stats["perplexity"]}
+
+
+def quality(args) -> None:
+    from jukebox_pl.vqvae.lightning import VQVAELevel
+    from jukebox_pl.vqvae.train import train_vqvae, vqvae_datamodule
+
+    data = Path(args.data)
+    if not (data / "manifest.json").is_file():
+        raise SystemExit(f"{data} has no shards; run `make toy-shards` first")
+    with tempfile.TemporaryDirectory() as run:
+        overrides = [
+            f"trainer.max_steps={args.steps}",
+            "trainer.enable_progress_bar=false",
+            "run.log_audio_every_n_steps=0",
+            "trainer.limit_val_batches=0",
+        ]
+        cfg = load_config("tiny", [f"data.shards={data}", *overrides])
+        dm = vqvae_datamodule(cfg)
+        dm.cfg.val_crops_per_track = 16
+        dm.setup("validate")
+        val = list(dm.val_dataloader())
+        seconds = sum(b["audio"].shape[0] * b["audio"].shape[-1] for b in val) / cfg.data.sample_rate
+        print(f"tiny preset, {args.steps} steps per level, held-out: {seconds:.0f} s of validation audio")
+        print(
+            f"{'level':>7} {'hop':>4} {'SC dB untrained':>16} {'SC dB trained':>14} {'usage':>6} {'perplexity':>10} "
+            f"{'train s':>8}"
+        )
+        for name in ("bottom", "middle", "top"):
+            torch.manual_seed(0)
+            untrained = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate)
+            untrained.model.bottleneck.init_codebook(
+                untrained.model.encoder(val[0]["audio"]).permute(0, 2, 1).reshape(-1, cfg.vqvae.emb_width)
+            )
+            before = evaluate(untrained, val)
+            start = time.perf_counter()
+            trained = train_vqvae(run, name, "tiny", str(data), overrides)
+            elapsed = time.perf_counter() - start
+            after = evaluate(trained, val)
+            print(
+                f"{name:>7} {trained.hop_length:>4} {before['sc_db']:>16.2f} {after['sc_db']:>14.2f} "
+                f"{after['usage']:>6.1%} {after['perplexity']:>10.1f} {elapsed:>8.0f}"
+            )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--reference", help="a checkout of openai/jukebox to time side by side")
+    s.add_argument("--repeats", type=int, default=5)
+    q = sub.add_parser("quality")
+    q.add_argument("--steps", type=int, default=300)
+    q.add_argument("--data", default="data/toy_shards")
+    args = p.parse_args()
+    speed(args) if args.what == "speed" else quality(args)
+
+
+if __name__ == "__main__":
+    main()
