@@ -205,3 +205,20 @@ def test_checkpointed_residuals_give_the_same_gradients():
         model(x).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_relative_restart_threshold_follows_the_batch():
+    torch.manual_seed(0)
+    b = Bottleneck(l_bins=4, emb_width=1, mu=0.0, relative_threshold=0.5)
+    b.k.copy_(torch.tensor([[0.0], [1.0], [2.0], [3.0]]))
+    b.restore_ema()
+    b.train()
+    # 100 vectors near code 0, 4 near code 3: average 26 per code, threshold 13: codes 1, 2 and 3 restart
+    x = torch.cat([torch.zeros(100, 1) + 0.01, torch.full((4, 1), 3.0)])
+    out = b(x.t()[None])
+    assert out.metrics["restarts"].item() == 3
+    absolute = Bottleneck(l_bins=4, emb_width=1, mu=0.0, threshold=1.0)
+    absolute.k.copy_(torch.tensor([[0.0], [1.0], [2.0], [3.0]]))
+    absolute.restore_ema()
+    absolute.train()
+    assert absolute(x.t()[None]).metrics["restarts"].item() == 2  # only the two codes nothing was near

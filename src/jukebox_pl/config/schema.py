@@ -101,6 +101,10 @@ class VQVAEConfig:
     # Codebook EMA decay and the EMA count under which a code is restarted.
     mu: float = 0.99
     revival_threshold: float = 1.0
+    # When set, the restart threshold is this share of the average EMA count per code (tokens per step /
+    # l_bins, over all ranks) instead of the absolute revival_threshold: small batches then still restart
+    # rarely used codes, which keeps usage high on unseen audio.
+    revival_relative: float | None = None
     commit: float = 0.02
     # Waveform loss weights (the released model: l2 1.0 + linf 0.02).
     loss_l1: float = 0.0

@@ -32,9 +32,17 @@ class QuantiseOutput:
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, l_bins: int, emb_width: int, mu: float = 0.99, threshold: float = 1.0):
+    def __init__(
+        self,
+        l_bins: int,
+        emb_width: int,
+        mu: float = 0.99,
+        threshold: float = 1.0,
+        relative_threshold: float | None = None,
+    ):
         super().__init__()
         self.l_bins, self.emb_width, self.mu, self.threshold = l_bins, emb_width, mu, threshold
+        self.relative_threshold = relative_threshold
         self.register_buffer("k", torch.zeros(l_bins, emb_width))
         self.register_buffer("k_sum", torch.zeros(l_bins, emb_width))
         self.register_buffer("k_elem", torch.zeros(l_bins))
@@ -78,12 +86,15 @@ class Bottleneck(nn.Module):
         old_k = self.k.clone()
         self.k_sum.mul_(self.mu).add_(batch_sum, alpha=1.0 - self.mu)
         self.k_elem.mul_(self.mu).add_(batch_elem, alpha=1.0 - self.mu)
-        alive = (self.k_elem >= self.threshold).to(x.dtype)[:, None]
+        threshold = self.threshold
+        if self.relative_threshold is not None:  # a share of the average count per code at this batch size
+            threshold = self.relative_threshold * float(batch_elem.sum()) / self.l_bins
+        alive = (self.k_elem >= threshold).to(x.dtype)[:, None]
         self.k.copy_(alive * (self.k_sum / self.k_elem[:, None]) + (1.0 - alive) * candidates)
         prob = batch_elem / batch_elem.sum()
         return {
             "entropy": -(prob * torch.log(prob + 1e-8)).sum(),
-            "used_curr": (batch_elem >= self.threshold).sum().to(x.dtype),
+            "used_curr": (batch_elem >= threshold).sum().to(x.dtype),
             "usage": alive.sum(),
             "restarts": (1.0 - alive).sum(),
             "dk": torch.linalg.vector_norm(self.k - old_k) / math.sqrt(old_k.numel()),
