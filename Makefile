@@ -17,7 +17,7 @@ STAGE ?= vqvae
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install test test-fast lint format toy-data toy-shards shards train-level demo bench clean
+.PHONY: help install test test-fast lint format toy-data toy-shards shards train-level demo bench bench-quality clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,8 +61,12 @@ train-level: install ## train one level: make train-level LEVEL=top STAGE=vqvae 
 demo: install toy-shards ## install, build the toy set and its shards, and show batches from the DataModule
 	$(CLI) inspect-data --preset tiny --data $(DATA)/toy_shards
 
-bench: install ## data-loader throughput at 44.1 kHz (prints figures)
+bench: install ## print measured figures: data-loader throughput, VQ-VAE speed (REFERENCE=checkout to compare)
 	$(PY) bench/data_throughput.py
+	$(PY) bench/vqvae.py speed $(if $(REFERENCE),--reference $(REFERENCE))
+
+bench-quality: install toy-shards ## tiny VQ-VAE trained on the toy set: spectral convergence and codebook use on held-out songs
+	$(PY) bench/vqvae.py quality
 
 clean: ## remove build outputs (keeps .venv and data/)
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache lightning_logs

@@ -88,10 +88,23 @@ class ProbeStart(pl.Callback):
 
 def test_train_checkpoint_and_resume_at_the_same_step(shards, tmp_path):
     run = tmp_path / "run"
-    train_vqvae(run, "bottom", "tiny", str(shards), SMALL + ["trainer.max_steps=6", "run.checkpoint_every_n_steps=3"])
+    train_vqvae(
+        run,
+        "bottom",
+        "tiny",
+        str(shards),
+        SMALL + ["trainer.max_steps=6", "run.checkpoint_every_n_steps=3", "trainer.val_check_interval=3"],
+    )
     stage = run / "vqvae_bottom"
     assert (stage / "config.yaml").is_file() and (stage / "checkpoints" / "step00000003.ckpt").is_file()
-    assert list((stage / "logs").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(stage / "logs"), size_guidance={"audio": 0, "images": 0}).Reload()
+    tags = events.Tags()
+    assert {"audio/0_real", "audio/0_recon"} <= set(tags["audio"]), tags["audio"]
+    assert "spectrogram/0_recon" in tags["images"]
+    assert {"train/loss", "train/multispectral", "codebook/usage", "codebook/restarts"} <= set(tags["scalars"])
+    assert {"val/spectral_convergence_db", "val/si_sdr", "val/codebook_usage"} <= set(tags["scalars"])
     saved = torch.load(stage / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 6 and saved["optimizer_states"] and saved["jukebox_pl"]["level_name"] == "bottom"
     with pytest.raises(RunExists, match="--resume"):

@@ -170,13 +170,18 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_vqvae_source(p: argparse.ArgumentParser) -> None:
+    """Where trained VQ-VAE levels come from: a run folder or explicit checkpoints."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder with trained vqvae_<level> stages")
+    src.add_argument("--ckpt", nargs="+", help="checkpoints or exports of the levels to use")
+
+
 def _add_encode(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="audio file -> codes of every trained VQ-VAE level (a .pt file)")
     p.add_argument("--audio", required=True)
     p.add_argument("--out", required=True, help="codes file (.pt)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run folder with trained vqvae_<level> stages")
-    src.add_argument("--ckpt", nargs="+", help="checkpoints or exports of the levels to use")
+    _add_vqvae_source(p)
     p.add_argument("--levels", nargs="*", help="only these levels (bottom/middle/top)")
 
 
@@ -194,9 +199,7 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decode", help="codes file -> audio of one level (WAV/FLAC by extension)")
     p.add_argument("--codes", required=True)
     p.add_argument("--out", required=True, help="audio file to write (or a folder: one file per level)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run folder with trained vqvae_<level> stages")
-    src.add_argument("--ckpt", nargs="+", help="checkpoints or exports of the levels to use")
+    _add_vqvae_source(p)
     p.add_argument("--level", help="which level's codes to decode (default: every level in the file)")
 
 
