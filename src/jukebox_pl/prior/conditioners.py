@@ -1,0 +1,170 @@
+"""What the priors are conditioned on: labels and timing (top prior) and the codes of the level above.
+
+Module names mirror the reference (`y_emb.{artist_emb, bow_genre_emb, total_length_emb, absolute_pos_emb,
+relative_pos_emb}.emb`, `conditioner_blocks.0.{x_emb, cond.model, ln}`) so its checkpoints import by renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jukebox_pl.vqvae.encdec import BlockSpec, DecoderConvBlock
+
+
+class SimpleEmbedding(nn.Module):
+    """An id embedding whose errors name the label kind and the valid range."""
+
+    def __init__(self, bins: int, width: int, init_scale: float = 1.0, what: str = "label"):
+        super().__init__()
+        self.bins, self.what = bins, what
+        self.emb = nn.Embedding(bins, width)
+        nn.init.normal_(self.emb.weight, std=0.01 * init_scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.bins):
+            raise ValueError(
+                f"{self.what} id out of range: got {ids.min().item()}..{ids.max().item()}, this prior knows ids "
+                f"0..{self.bins - 1} (0 = unknown); was it trained with another vocab.json?"
+            )
+        return self.emb(ids)
+
+
+class RangeEmbedding(nn.Module):
+    """A value in [low, high) binned into `bins` embeddings; with n_time > 1, interpolated from start to end
+    across the window (the reference's timing embeddings)."""
+
+    def __init__(
+        self,
+        n_time: int,
+        bins: int,
+        low: float,
+        high: float,
+        width: int,
+        init_scale: float = 1.0,
+        clamp: bool = False,
+        what: str = "position",
+    ):
+        super().__init__()
+        self.n_time, self.bins, self.low, self.high, self.clamp, self.what = n_time, bins, low, high, clamp, what
+        self.emb = nn.Embedding(bins, width)
+        nn.init.normal_(self.emb.weight, std=0.01 * init_scale)
+
+    def forward(self, start: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
+        start = start.float().reshape(-1, 1)
+        if ((start < self.low) | (start >= self.high)).any():
+            raise ValueError(f"{self.what} {start.flatten().tolist()} outside [{self.low}, {self.high})")
+        if self.n_time > 1:
+            if end is None:
+                raise ValueError(f"{self.what} needs an end value to interpolate over the window")
+            end = end.float().reshape(-1, 1)
+            if self.clamp:
+                end = end.clamp(self.low, self.high)
+            frac = torch.arange(self.n_time, device=start.device, dtype=torch.float32)[None] / self.n_time
+            position = start + (end - start) * frac
+        else:
+            position = start
+        idx = (self.bins * (position - self.low) / (self.high - self.low)).floor().long().clamp(0, self.bins - 1)
+        return self.emb(idx)
+
+
+class LabelConditioner(nn.Module):
+    """Artist + bag of genres -> the start token; total length, absolute and relative position -> per-token
+    timing embeddings over the window (top prior only)."""
+
+    def __init__(
+        self,
+        n_artists: int,
+        n_genres: int,
+        width: int,
+        n_time: int,
+        max_genres: int,
+        include_time_signal: bool = True,
+        t_bins: int = 64,
+        sample_rate: int = 44100,
+        min_duration: float = 60.0,
+        max_duration: float = 600.0,
+        init_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.max_genres, self.include_time_signal, self.width = max_genres, include_time_signal, width
+        self.bow_genre_emb = SimpleEmbedding(n_genres, width, init_scale, "genre")
+        self.artist_emb = SimpleEmbedding(n_artists, width, init_scale, "artist")
+        if include_time_signal:
+            lo, hi = min_duration * sample_rate, max_duration * sample_rate
+            self.total_length_emb = RangeEmbedding(1, t_bins, lo, hi, width, init_scale, what="total length")
+            self.absolute_pos_emb = RangeEmbedding(n_time, t_bins, 0.0, hi, width, init_scale, what="position")
+            self.relative_pos_emb = RangeEmbedding(
+                n_time, t_bins, 0.0, 1.0, width, init_scale, clamp=True, what="relative position"
+            )
+        self.min_samples = min_duration * sample_rate
+        self.max_samples = max_duration * sample_rate
+
+    def forward(
+        self,
+        artist: torch.Tensor,
+        genres: torch.Tensor,
+        total_length: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
+        length: int | None = None,
+    ):
+        """-> (start token (B, 1, W), timing (B, n_time, W) or None). Genre slots of -1 are empty."""
+        mask = (genres >= 0).float().unsqueeze(-1)
+        genre = (self.bow_genre_emb(genres.clamp(min=0)) * mask).sum(dim=1, keepdim=True)
+        start = genre + self.artist_emb(artist.reshape(-1, 1))
+        if not self.include_time_signal:
+            return start, None
+        if total_length is None or offset is None or length is None:
+            raise ValueError("the timing signal needs total_length, offset and the window length (samples)")
+        total = total_length.float().clamp(self.min_samples, self.max_samples - 1)
+        begin, end = offset.float(), offset.float() + length
+        timing = (
+            self.total_length_emb(total)
+            + self.absolute_pos_emb(begin.clamp(max=self.max_samples - 1), end.clamp(max=self.max_samples))
+            + self.relative_pos_emb(begin / total, end / total)
+        )
+        return start, timing
+
+
+class UpperLevelConditioner(nn.Module):
+    """Codes of the level above -> embeddings up-sampled to this level's rate (x4 in Jukebox), layer-normed;
+    added to the upsampler's token embeddings."""
+
+    def __init__(
+        self,
+        bins: int,
+        width: int,
+        down_t: int,
+        stride_t: int,
+        cond_width: int,
+        cond_depth: int,
+        m_conv: float = 1.0,
+        dilation_growth_rate: int = 3,
+        dilation_cycle: int | None = None,
+        zero_out: bool = False,
+        res_scale: bool = False,
+        init_scale: float = 1.0,
+        checkpoint_res: bool = False,
+    ):
+        super().__init__()
+        self.x_emb = nn.Embedding(bins, width)
+        nn.init.normal_(self.x_emb.weight, std=0.02 * init_scale)
+        spec = BlockSpec(
+            cond_width,
+            cond_depth,
+            m_conv,
+            dilation_growth_rate,
+            dilation_cycle,
+            zero_out,
+            res_scale,
+            reverse_decoder_dilation=False,
+            checkpoint_res=checkpoint_res,
+        )
+        self.cond = DecoderConvBlock(width, width, down_t, stride_t, spec)
+        self.ln = nn.LayerNorm(width)
+        self.ratio = stride_t**down_t
+
+    def forward(self, upper_codes: torch.Tensor) -> torch.Tensor:
+        """(B, T_upper) codes -> (B, T_upper * ratio, width)."""
+        x = self.x_emb(upper_codes).permute(0, 2, 1)
+        return self.ln(self.cond(x).permute(0, 2, 1))
