@@ -161,6 +161,7 @@ class AutoregressiveTransformer(nn.Module):
         merged_decoder: bool = False,
         prime_len: int | None = None,
         checkpoint_res: bool = False,
+        tie_embeddings: bool | None = None,
     ):
         super().__init__()
         self.bins, self.n_ctx, self.width = bins, n_ctx, width
@@ -188,8 +189,9 @@ class AutoregressiveTransformer(nn.Module):
         )
         self.add_cond_after_transformer = not merged_decoder
         self.x_out = nn.Linear(width, bins, bias=False)
-        if not merged_decoder:
-            self.x_out.weight = self.x_emb.weight  # tied, as in the reference
+        # Tied to the input embedding unless the decoder is merged (the released prior_5b keeps its own head).
+        if (not merged_decoder) if tie_embeddings is None else tie_embeddings:
+            self.x_out.weight = self.x_emb.weight
 
     def _start(self, n: int, y_cond: torch.Tensor | None) -> torch.Tensor:
         if self.y_cond:
