@@ -57,7 +57,7 @@ def test_a_level_overfits_one_clip():
             losses.append(outputs["loss"].item())
 
     trainer = pl.Trainer(
-        max_steps=200,
+        max_steps=120,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
