@@ -3,7 +3,6 @@ import json
 import tarfile
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 
@@ -190,11 +189,3 @@ def test_too_few_validation_tracks_for_ranks(shards):
     dm._distributed = lambda: (0, 64)
     with pytest.raises(ValueError, match="64 ranks"):
         dm.setup("fit")
-
-
-def test_plain_numpy_free_path_to_model():
-    """The DataModule is plain Lightning: it can be handed to any Trainer/LightningModule."""
-    import pytorch_lightning as pl
-
-    assert issubclass(AudioDataModule, pl.LightningDataModule)
-    assert np.dtype("float32") == torch.zeros(1).numpy().dtype

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -511,8 +510,3 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.enabled:
             self.bar.__exit__(*exc)
-
-
-def remove_prep_output(out: str | Path) -> None:
-    """Delete a prep folder (used by tests and --overwrite callers that want a clean slate)."""
-    shutil.rmtree(out, ignore_errors=True)

@@ -18,7 +18,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
-from jukebox_pl.config.schema import RunConfig
 
 CONFIG_FILE = "config.yaml"
 
@@ -114,7 +113,3 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
         kw["strategy"] = strategy
     logger = TensorBoardLogger(save_dir=str(run.dir), name="logs", version="")
     return pl.Trainer(**kw, callbacks=cbs, logger=logger, default_root_dir=str(run.dir), **extra)
-
-
-def default_config() -> DictConfig:
-    return OmegaConf.structured(RunConfig)
