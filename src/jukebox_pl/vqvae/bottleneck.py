@@ -49,6 +49,16 @@ class Bottleneck(nn.Module):
         self.register_buffer("initialised", torch.tensor(False))
 
     # -- codebook state -------------------------------------------------------------------------------------
+    def _known_initialised(self) -> bool:
+        """Whether the codebook is initialised, reading the buffer (a device sync) only until it is."""
+        if not getattr(self, "_initialised_seen", False):
+            self._initialised_seen = bool(self.initialised)
+        return self._initialised_seen
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._initialised_seen = False  # the loaded buffer decides again
+        super()._load_from_state_dict(*args, **kwargs)
+
     def _random_vectors(self, x: torch.Tensor) -> torch.Tensor:
         """`l_bins` random rows of x (tiled with a little noise when x has fewer rows), taken from rank 0."""
         n, width = x.shape
@@ -88,7 +98,7 @@ class Bottleneck(nn.Module):
         self.k_elem.mul_(self.mu).add_(batch_elem, alpha=1.0 - self.mu)
         threshold = self.threshold
         if self.relative_threshold is not None:  # a share of the average count per code at this batch size
-            threshold = self.relative_threshold * float(batch_elem.sum()) / self.l_bins
+            threshold = self.relative_threshold * batch_elem.sum() / self.l_bins
         alive = (self.k_elem >= threshold).to(x.dtype)[:, None]
         self.k.copy_(alive * (self.k_sum / self.k_elem[:, None]) + (1.0 - alive) * candidates)
         prob = batch_elem / batch_elem.sum()
@@ -130,7 +140,7 @@ class Bottleneck(nn.Module):
         metrics: dict[str, torch.Tensor] = {
             "pn": torch.linalg.vector_norm(flat - flat.mean()).detach() / math.sqrt(flat.numel())
         }
-        if update and not bool(self.initialised):
+        if update and not self._known_initialised():
             self.init_codebook(flat.detach())
         codes, fit = self.nearest(flat.detach() if update else flat)
         metrics["fit"] = fit.detach()

@@ -76,7 +76,8 @@ class VQVAELevel(pl.LightningModule):
 
     @property
     def bw(self) -> Bandwidth:
-        l1, l2, spec = self.bandwidth.tolist()
+        """The loss normalisation as 0-d tensors: no device-to-host copy in the training step."""
+        l1, l2, spec = self.bandwidth.unbind()
         return Bandwidth(l1=l1, l2=l2, spec=spec)
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:

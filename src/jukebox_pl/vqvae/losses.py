@@ -22,11 +22,11 @@ DEFAULT_STFT = (2048, 256, 1536)
 
 @dataclass
 class Bandwidth:
-    """Data statistics the losses are divided by."""
+    """Data statistics the losses are divided by (floats or 0-d tensors)."""
 
-    l1: float = 1.0
-    l2: float = 1.0
-    spec: float = 1.0
+    l1: float | torch.Tensor = 1.0
+    l2: float | torch.Tensor = 1.0
+    spec: float | torch.Tensor = 1.0
 
 
 def _squeeze(x: torch.Tensor) -> torch.Tensor:
