@@ -13,11 +13,11 @@ PYTEST_ARGS ?=
 PRESET ?= tiny
 RUN ?= runs/$(PRESET)
 LEVEL ?= top
-STAGE ?= vqvae
+STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install test test-fast lint format toy-data toy-shards shards train-level demo bench bench-quality clean
+.PHONY: help install test test-fast lint format toy-data toy-shards shards train-level train-stage demo bench bench-quality clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,8 +55,24 @@ toy-shards: install ## the toy set as shards in $(DATA)/toy_shards (resumes; not
 	@test -f $(DATA)/toy/metadata.csv || $(PY) data_prep/make_toy_dataset.py --out $(DATA)/toy
 	$(CLI) prep --src $(DATA)/toy/audio --metadata $(DATA)/toy/metadata.csv --out $(DATA)/toy_shards --sr 22050 --val-fraction 0.2 --shard-tracks 8
 
-train-level: install ## train one level: make train-level LEVEL=top STAGE=vqvae [PRESET=tiny SHARDS=dir RUN=dir RESUME=1 ARGS="k=v ..."]
-	$(CLI) train $(STAGE) --level $(LEVEL) --preset $(PRESET) --data $(SHARDS) --run $(RUN) $(if $(RESUME),--resume) $(ARGS)
+train-level: install ## train one level: make train-level LEVEL=top [STAGE=vqvae|prior; none = both] [PRESET=tiny SHARDS=dir RUN=dir RESUME=1 ARGS="k=v ..."]
+ifeq ($(STAGE),)
+	$(MAKE) --no-print-directory train-stage STAGE_NAME=vqvae
+	$(MAKE) --no-print-directory train-stage STAGE_NAME=prior
+else
+	$(MAKE) --no-print-directory train-stage STAGE_NAME=$(STAGE)
+endif
+
+# One stage; with RESUME=1 a stage that already finished is continued (a no-op at max_steps), one never started
+# is started, so `make train-level LEVEL=x RESUME=1` picks up wherever a stop left the pair.
+train-stage: install
+	@if [ -n "$(RESUME)" ] && [ -f "$(RUN)/$(STAGE_NAME)_$(LEVEL)/checkpoints/last.ckpt" ]; then \
+		echo "$(CLI) train $(STAGE_NAME) --level $(LEVEL) ... --resume"; \
+		$(CLI) train $(STAGE_NAME) --level $(LEVEL) --preset $(PRESET) --data $(SHARDS) --run $(RUN) --resume $(ARGS); \
+	else \
+		echo "$(CLI) train $(STAGE_NAME) --level $(LEVEL) ..."; \
+		$(CLI) train $(STAGE_NAME) --level $(LEVEL) --preset $(PRESET) --data $(SHARDS) --run $(RUN) $(ARGS); \
+	fi
 
 demo: install toy-shards ## install, build the toy set and its shards, and show batches from the DataModule
 	$(CLI) inspect-data --preset tiny --data $(DATA)/toy_shards

@@ -138,16 +138,27 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one stage: a VQ-VAE level (or a prior) through the Lightning Trainer")
-    p.add_argument("stage", choices=("vqvae",), help="what to train")
+    p.add_argument("stage", choices=("vqvae", "prior"), help="what to train")
     p.add_argument("--level", required=True, help="bottom | middle | top")
     p.add_argument("--preset", default="tiny", help="tiny | small | jukebox | path/to/config.yaml")
     p.add_argument("--data", help="shards folder written by `jukebox-pl prep` (sets data.shards)")
     p.add_argument("--run", required=True, help="run folder; each stage gets RUN/<stage>_<level>")
     p.add_argument("--resume", action="store_true", help="continue RUN/<stage>_<level>/checkpoints/last.ckpt")
+    p.add_argument("--vqvae", nargs="+", help="prior: VQ-VAE level checkpoints to use instead of RUN/vqvae_<level>")
+    p.add_argument("--init", help="prior: start from this prior checkpoint/export of the same level (fine-tuning)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides (trainer.devices=2, vqvae.lr=...)")
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if args.stage == "prior":
+        from jukebox_pl.prior.train import train_prior
+
+        train_prior(
+            args.run, args.level, args.preset, args.data, args.overrides, args.resume, vqvae=args.vqvae, init=args.init
+        )
+        return 0
+    if args.vqvae or args.init:
+        raise ConfigError("--vqvae and --init are options of `train prior`")
     from jukebox_pl.vqvae.train import train_vqvae
 
     train_vqvae(args.run, args.level, args.preset, args.data, args.overrides, args.resume)

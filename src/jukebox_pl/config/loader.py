@@ -77,17 +77,51 @@ def load_config(preset: str = "tiny", overrides: Sequence[str] = (), schema: typ
         raise ConfigError(f"overrides must look like key=value, got {bad}")
     if overrides:
         sources.append(("command line", OmegaConf.from_dotlist(list(overrides))))
-    for source, cfg in sources:
-        try:
-            merged = OmegaConf.merge(merged, cfg)
-        except OmegaConfBaseException as err:
-            raise _explain(err, base, source) from None
+    merged = _merge(base, sources)
+    arch_layers = _prior_arch_layers(merged)
+    if arch_layers:
+        merged = _merge(base, arch_layers + sources)
     merged.preset = path.stem
     try:
         OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise _explain(err, base, "interpolation") from None
     return merged
+
+
+def _merge(base: DictConfig, sources: list[tuple[str, DictConfig]]) -> DictConfig:
+    merged = base
+    for source, cfg in sources:
+        try:
+            merged = OmegaConf.merge(merged, cfg)
+        except OmegaConfBaseException as err:
+            raise _explain(err, base, source) from None
+    return merged
+
+
+def prior_arch_path(arch: str) -> Path:
+    """`configs/priors/<arch>.yaml`: a named prior architecture (prior_5b_lyrics, small_prior, tiny_prior, ...)."""
+    folder = configs_dir() / "priors"
+    path = folder / f"{arch}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        close = difflib.get_close_matches(arch, known, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown prior arch {arch!r}; {hint}known: {', '.join(known)}")
+    return path
+
+
+def _prior_arch_layers(merged: DictConfig) -> list[tuple[str, DictConfig]]:
+    """The architecture files named by `prior.<level>.arch`, to merge beneath the preset and the overrides."""
+    layers = []
+    if "prior" not in merged:
+        return layers
+    for level, section in merged.prior.items():
+        arch = section.get("arch")
+        if arch:
+            path = prior_arch_path(arch)
+            layers.append((str(path), OmegaConf.create({"prior": {level: OmegaConf.load(path)}})))
+    return layers
 
 
 def to_yaml(cfg: DictConfig) -> str:

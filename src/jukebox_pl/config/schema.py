@@ -134,7 +134,88 @@ class VQVAEConfig:
     batch_size: int = 4
     # Batches of training audio used to estimate the loss normalisation at the start of a run.
     bandwidth_batches: int = 8
+    # Training steps of each level's stage (null = trainer.max_steps; trainer.max_steps on the command line wins).
+    max_steps: int | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class PriorConfig:
+    """One level's prior: a sparse transformer over that level's codes (reference hyperparameter names).
+
+    `arch` names a file `configs/priors/<arch>.yaml` (prior_5b, small_prior, tiny_prior, ...) merged under this
+    section before the preset's own values and the command line, so `prior.top.arch=prior_1b_lyrics` swaps the
+    whole architecture and `prior.top.width=...` still wins.
+    """
+
+    arch: str | None = None
+    n_ctx: int = 8192
+    width: int = 1024
+    depth: int = 48
+    heads: int = 1
+    attn_order: int = 2
+    blocks: int = 64
+    m_attn: float = 0.25
+    m_mlp: float = 1.0
+    init_scale: float = 0.7
+    zero_out: bool = False
+    res_scale: bool = False
+    # Recompute residual blocks in the backward pass (the reference's c_res).
+    checkpoint_res: bool = True
+    # The released 5B priors: own output head, timing not added again after the transformer.
+    merged_decoder: bool = False
+    # Artist + genre start token (and, on the top level, timing embeddings).
+    labels: bool = True
+    # [genres, artists] embedding sizes; null = from the shards' vocab.json.
+    y_bins: list[int] | None = None
+    t_bins: int = 64
+    min_duration: float = 60.0
+    max_duration: float = 600.0
+    # Lyrics (top level): "none", "encoder" (separate lyrics encoder + cross-attention layers) or "merged"
+    # (one sequence of n_tokens characters then the music codes, prime-attention layers).
+    lyrics: str = "none"
+    n_tokens: int = 0
+    lyrics_vocab: str = "v2"
+    prime_loss_fraction: float = 0.4
+    prime_width: int = 128
+    prime_depth: int = 3
+    prime_heads: int = 1
+    prime_attn_order: int = 0
+    prime_blocks: int | None = None
+    prime_m_attn: float = 0.25
+    prime_m_mlp: float = 1.0
+    prime_init_scale: float = 1.0
+    prime_zero_out: bool = False
+    prime_res_scale: bool = False
+    prime_checkpoint_res: bool = False
+    # Upsamplers: the conv stack that up-samples the codes of the level above.
+    cond_width: int = 1024
+    cond_depth: int = 16
+    cond_m_conv: float = 1.0
+    cond_dilation_growth_rate: int = 3
+    cond_dilation_cycle: int | None = 8
+    cond_zero_out: bool = False
+    cond_res_scale: bool = False
+    cond_checkpoint_res: bool = False
+    # Which cross/prime attention layer and head align lyrics to music (for the sample gallery).
+    alignment_layer: int | None = None
+    alignment_head: int | None = None
+    batch_size: int = 1
+    # Decay of the exponential moving average of the weights used for validation, sampling and export
+    # (null = no EMA copy).
+    ema_decay: float | None = None
+    # Training steps of this stage (null = trainer.max_steps; trainer.max_steps on the command line wins).
+    max_steps: int | None = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class PriorLevels:
+    """A prior per VQ-VAE level, by level name (a 2-level VQ-VAE uses bottom and top)."""
+
+    bottom: PriorConfig = field(default_factory=PriorConfig)
+    middle: PriorConfig = field(default_factory=PriorConfig)
+    top: PriorConfig = field(default_factory=PriorConfig)
 
 
 @dataclass
@@ -158,3 +239,4 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunSection = field(default_factory=RunSection)
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    prior: PriorLevels = field(default_factory=PriorLevels)

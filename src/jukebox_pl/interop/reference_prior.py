@@ -1,4 +1,4 @@
-"""Map the reference's prior state dict (`prior.*`, Conv1D weights stored (n_in, n_out)) onto our modules."""
+"""Map the reference's prior state dicts (Conv1D weights stored (n_in, n_out), fp16 weights) onto our modules."""
 
 from __future__ import annotations
 
@@ -9,25 +9,44 @@ import torch
 from jukebox_pl.interop.reference_vqvae import unwrap_checkpoint
 
 
-def transformer_state_from_reference(state: Mapping[str, torch.Tensor], prefix: str = "prior.") -> dict:
-    """Our AutoregressiveTransformer state dict from the reference's `prior.*` keys (fp16 weights -> fp32)."""
-    state = unwrap_checkpoint(state)
+def reference_key(key: str) -> tuple[str, bool]:
+    """A reference key -> (our key, whether the tensor is a transposed Conv1D weight)."""
+    if key.startswith("conditioner_blocks."):
+        # the reference's checkpointed Resnet1D keeps its blocks in `.blocks`, ours always in `.model`
+        key = key.replace(".blocks.", ".model.")
+    if key.endswith(".w"):
+        return key[:-2] + ".weight", True
+    if key.endswith(".b"):
+        return key[:-2] + ".bias", False
+    return key, False
+
+
+def prior_state_from_reference(state: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
+    """Our state dict from a reference prior's (`prior.*`, `y_emb.*`, `prime_prior.*`, ...), in fp32.
+
+    With `prefix` (e.g. "prior."), only keys under it are taken and the prefix is dropped."""
     out = {}
-    for key, value in state.items():
+    for key, value in unwrap_checkpoint(state).items():
         if not key.startswith(prefix):
             continue
-        name = key[len(prefix) :]
-        if name.endswith(".w"):  # the reference's Conv1D: (n_in, n_out) -> nn.Linear (n_out, n_in)
-            out[name[:-2] + ".weight"] = value.float().t().contiguous()
-        elif name.endswith(".b"):
-            out[name[:-2] + ".bias"] = value.float()
-        else:
-            out[name] = value.float()
+        name, transposed = reference_key(key[len(prefix) :])
+        value = value.float()
+        out[name] = value.t().contiguous() if transposed else value
     return out
 
 
+def transformer_state_from_reference(state: Mapping[str, torch.Tensor], prefix: str = "prior.") -> dict:
+    """Our AutoregressiveTransformer state dict from the reference's `prior.*` keys."""
+    return prior_state_from_reference(state, prefix)
+
+
 def load_reference_transformer(model, state: Mapping[str, torch.Tensor], prefix: str = "prior.") -> None:
-    mapped = transformer_state_from_reference(state, prefix)
+    load_reference_prior(model, state, prefix)
+
+
+def load_reference_prior(model, state: Mapping[str, torch.Tensor], prefix: str = "") -> None:
+    """Load a reference prior state dict into `model`; any key that does not fit is named."""
+    mapped = prior_state_from_reference(state, prefix)
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     if missing or unexpected:
         raise KeyError(f"reference prior does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -138,6 +138,7 @@ class Transformer(nn.Module):
 class AutoregressiveTransformer(nn.Module):
     """Tokens -> next-token logits: embedding, start/conditioning token, learned positions, transformer, head.
 
+    With `only_encode` it returns the hidden states (B, L, width) instead (the lyrics encoder).
     `y_cond` (B, 1, width) replaces the learned start token with the label embedding; `x_cond` (B, L or 1,
     width) is added to the input (and again to the output, as the reference does unless the decoder is
     merged); `encoder_kv` feeds the cross-attention layers.
@@ -162,6 +163,7 @@ class AutoregressiveTransformer(nn.Module):
         prime_len: int | None = None,
         checkpoint_res: bool = False,
         tie_embeddings: bool | None = None,
+        only_encode: bool = False,
     ):
         super().__init__()
         self.bins, self.n_ctx, self.width = bins, n_ctx, width
@@ -188,6 +190,9 @@ class AutoregressiveTransformer(nn.Module):
             checkpoint_res,
         )
         self.add_cond_after_transformer = not merged_decoder
+        self.only_encode = only_encode
+        if only_encode:  # a lyrics encoder: its hidden states are the output, it has no head
+            return
         self.x_out = nn.Linear(width, bins, bias=False)
         # Tied to the input embedding unless the decoder is merged (the released prior_5b keeps its own head).
         if (not merged_decoder) if tie_embeddings is None else tie_embeddings:
@@ -211,7 +216,7 @@ class AutoregressiveTransformer(nn.Module):
         x = self.transformer(x, encoder_kv)
         if self.add_cond_after_transformer:
             x = x + cond
-        return self.x_out(x)
+        return x if self.only_encode else self.x_out(x)
 
     @staticmethod
     def bits_per_token(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,13 @@ class SaveLast(Callback):
             trainer.save_checkpoint(self.path)
 
 
+def apply_stage_steps(cfg: DictConfig, stage_steps: int | None, overrides: list[str]) -> None:
+    """A stage's own step budget (`vqvae.max_steps`, `prior.<level>.max_steps`) unless the command line sets
+    `trainer.max_steps`."""
+    if stage_steps is not None and not any(o.startswith("trainer.max_steps=") for o in overrides):
+        cfg.trainer.max_steps = stage_steps
+
+
 def trainer_kwargs(cfg: DictConfig) -> dict:
     """The `trainer.*` section as Trainer keyword arguments (None values dropped)."""
     kw = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from jukebox_pl.config.loader import load_config
 from jukebox_pl.data.datamodule import AudioDataModule
 from jukebox_pl.training.callbacks import AudioLogger, Throughput
-from jukebox_pl.training.runner import build_trainer, prepare_stage
+from jukebox_pl.training.runner import apply_stage_steps, build_trainer, prepare_stage
 from jukebox_pl.vqvae.lightning import VQVAELevel
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
@@ -50,6 +50,7 @@ def train_vqvae(
     name = level_name(level_index(level, levels), levels)
     run = prepare_stage(run_dir, f"vqvae_{name}", preset, overrides, resume)
     cfg = run.cfg
+    apply_stage_steps(cfg, cfg.vqvae.max_steps, overrides)
     pl.seed_everything(cfg.seed + level_index(name, cfg.vqvae.levels), workers=True)
     dm = vqvae_datamodule(cfg)
     module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=OmegaConf.to_container(cfg, resolve=True))

@@ -1,0 +1,211 @@
+"""`PriorModule`: one level's prior as a LightningModule (frozen VQ-VAE encoding, bits/token, EMA weights).
+
+Batches are either audio crops (the frozen VQ-VAE levels encode them on the fly, without gradients, into this
+level's codes and, for upsamplers, the codes of the level above) or pre-encoded code crops from
+`jukebox-pl encode-shards` (keys `codes` / `upper_codes`). Either way the rest of the batch carries the labels:
+`artist`, `genres`, `total_length`, `offset` (samples) and `lyrics`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from jukebox_pl.config.schema import OptimConfig, PriorConfig, VQVAEConfig
+from jukebox_pl.prior.model import JukeboxPrior, prior_config
+from jukebox_pl.training.schedules import build_optimizer
+from jukebox_pl.vqvae.lightning import vqvae_config
+from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
+
+LABEL_KEYS = ("artist", "genres", "total_length", "offset", "lyrics")
+
+
+class PriorModule(pl.LightningModule):
+    """Trains the prior of one level; plug it into any Lightning project with your own DataModule.
+
+    `vqvae` (a `jukebox_pl.vqvae.container.VQVAE` with this level and, for upsamplers, the level above) is
+    needed only for audio batches; it stays frozen, is never saved in the prior's checkpoints, and is reloaded
+    from `vqvae_checkpoints` when a checkpoint is restored.
+    """
+
+    def __init__(
+        self,
+        prior: PriorConfig | DictConfig | dict,
+        level: int | str,
+        vqvae_cfg: VQVAEConfig | DictConfig | dict,
+        sample_rate: int,
+        y_bins: tuple[int, int] | list[int] | None = None,
+        vqvae_checkpoints: list[str] | None = None,
+        vqvae=None,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        pcfg, vcfg = prior_config(prior), vqvae_config(vqvae_cfg)
+        idx = level_index(level, vcfg.levels)
+        self.save_hyperparameters(
+            {
+                "prior": OmegaConf.to_container(pcfg, resolve=True),
+                "level": idx,
+                "vqvae_cfg": OmegaConf.to_container(vcfg, resolve=True),
+                "sample_rate": sample_rate,
+                "y_bins": list(y_bins) if y_bins is not None else None,
+                "vqvae_checkpoints": [str(p) for p in vqvae_checkpoints] if vqvae_checkpoints else None,
+                "config": config,
+            }
+        )
+        self.cfg, self.vcfg, self.level, self.sample_rate = pcfg, vcfg, idx, sample_rate
+        hops = hop_lengths(vcfg.downs_t, vcfg.strides_t)
+        self.hop_length = hops[idx]
+        upper = None if idx == vcfg.levels - 1 else (vcfg.downs_t[idx + 1], vcfg.strides_t[idx + 1])
+        self.model = JukeboxPrior(pcfg, idx, vcfg.levels, vcfg.l_bins, self.hop_length, sample_rate, upper, y_bins)
+        self.ema_model: nn.Module | None = None
+        if pcfg.ema_decay is not None:
+            self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+        self.__dict__["_vqvae"] = vqvae  # not a submodule: frozen, not trained, not in the checkpoint
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    @property
+    def level_name(self) -> str:
+        return level_name(self.level, self.vcfg.levels)
+
+    @property
+    def sample_length(self) -> int:
+        return self.model.sample_length
+
+    @property
+    def inference_model(self) -> JukeboxPrior:
+        """The weights used for validation, sampling and export: the EMA copy when there is one."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    @property
+    def vqvae(self):
+        if self._vqvae is None:
+            paths = self.hparams.get("vqvae_checkpoints")
+            if not paths:
+                raise RuntimeError(
+                    "audio batches need the frozen VQ-VAE: pass vqvae=VQVAE.from_run(RUN) (or vqvae_checkpoints), "
+                    "or train on code shards from `jukebox-pl encode-shards`"
+                )
+            from jukebox_pl.vqvae.container import VQVAE
+
+            self.__dict__["_vqvae"] = VQVAE.from_checkpoints(paths)
+        return self._vqvae
+
+    def throughput_units(self, batch) -> float:
+        """Tokens in a batch (for the throughput callback)."""
+        return float(self._batch_size(batch) * self.cfg.n_ctx)
+
+    @staticmethod
+    def _batch_size(batch) -> int:
+        return (batch["codes"] if "codes" in batch else batch["audio"]).shape[0]
+
+    # -- batches -> codes ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def batch_codes(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This level's codes (B, n_ctx) and the upper level's (B, n_ctx / ratio) for a batch of either kind."""
+        upper_needed = self.level < self.vcfg.levels - 1
+        if "codes" in batch:
+            codes, upper = batch["codes"].long(), batch.get("upper_codes")
+            if upper_needed and upper is None:
+                raise ValueError(f"the {self.level_name} upsampler needs `upper_codes` in code batches")
+            return codes, (upper.long() if upper is not None else None)
+        audio = batch["audio"]
+        if audio.shape[-1] != self.sample_length:
+            raise ValueError(
+                f"audio crops of {audio.shape[-1]} samples, but the {self.level_name} prior needs n_ctx x hop = "
+                f"{self.cfg.n_ctx} x {self.hop_length} = {self.sample_length} samples (set data.sample_length="
+                f"{self.sample_length}, or leave it to the prior stage)"
+            )
+        vqvae = self.vqvae.to(self.device)
+        if audio.shape[1] != 1:
+            audio = audio.mean(1, keepdim=True)
+        codes = vqvae.level(self.level).encode(audio)
+        upper = vqvae.level(self.level + 1).encode(audio) if upper_needed else None
+        return codes, upper
+
+    def labels(self, batch: dict, upper: torch.Tensor | None) -> dict[str, Any]:
+        out = {k: batch[k] for k in LABEL_KEYS if k in batch}
+        if not self.model.n_tokens:
+            out.pop("lyrics", None)
+        elif "lyrics" not in batch:
+            raise ValueError(
+                f"the {self.level_name} prior reads {self.model.n_tokens} lyric characters per window but the batch "
+                f"has none: set data.n_lyric_tokens={self.model.n_tokens} (the prior stage does this)"
+            )
+        if upper is not None:
+            out["upper_codes"] = upper
+        return out
+
+    def _step(self, batch: dict, model: JukeboxPrior):
+        codes, upper = self.batch_codes(batch)
+        return model(codes, **self.labels(batch, upper))
+
+    def _log_parts(self, split: str, out, n: int) -> None:
+        sync = split == "val"
+        self.log(f"{split}/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=sync)
+        self.log(
+            f"{split}/music_bits_per_token", out.music_bits, prog_bar=split == "train", batch_size=n, sync_dist=sync
+        )
+        if out.lyric_bits is not None:
+            self.log(f"{split}/lyric_bits_per_token", out.lyric_bits, batch_size=n, sync_dist=sync)
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        out = self._step(batch, self.model)
+        n = self._batch_size(batch)
+        self._log_parts("train", out, n)
+        opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
+        if opt is not None:
+            self.log("train/lr", opt.param_groups[0]["lr"], batch_size=n)
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        out = self._step(batch, self.inference_model)
+        self._log_parts("val", out, self._batch_size(batch))
+        return out.loss
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema_model is None:
+            return
+        decay = self.cfg.ema_decay
+        ema = [p for p in self.ema_model.parameters()]
+        live = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(ema, live, 1.0 - decay)
+
+    def configure_optimizers(self):
+        optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)
+        max_steps = self.trainer.max_steps if self._trainer is not None else -1
+        return build_optimizer(self.model.parameters(), optim, max_steps)
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["jukebox_pl"] = {
+            "kind": "prior",
+            "level": self.level,
+            "level_name": self.level_name,
+            "levels": self.vcfg.levels,
+            "sample_rate": self.sample_rate,
+            "hop_length": self.hop_length,
+            "n_ctx": self.cfg.n_ctx,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_prior_level(checkpoint.get("jukebox_pl", {}), self.level, self.vcfg.levels, "this checkpoint")
+
+
+def check_prior_level(meta: dict, level: int, levels: int, what: str) -> None:
+    """A prior checkpoint must belong to the level (and level count) it is loaded for."""
+    if meta.get("kind") not in (None, "prior"):
+        raise ValueError(f"{what} holds a {meta['kind']} checkpoint, not a prior")
+    saved = meta.get("level")
+    if saved is not None and (saved != level or meta.get("levels", levels) != levels):
+        raise ValueError(
+            f"{what} is a prior trained for the {meta.get('level_name', saved)} level (index {saved} of "
+            f"{meta.get('levels', '?')}), not for the {level_name(level, levels)} level (index {level} of {levels})"
+        )

@@ -1,0 +1,291 @@
+"""`JukeboxPrior`: one level's prior as a plain module — conditioners, optional lyrics model, sparse transformer.
+
+Module names follow the reference (`prior.*`, `y_emb.*`, `conditioner_blocks.0.*`, `prime_prior.*`,
+`prime_state_proj`, `prime_state_ln`, `prime_x_out`), so released checkpoints import by renaming.
+
+Lyrics come in two designs, both from the reference:
+- "encoder": a causal transformer over the lyric characters (`prime_prior`), projected to the prior's width,
+  feeds the prior's cross-attention layers; its own next-character loss trains it (`prime_x_out`).
+- "merged": one sequence [lyric characters, music codes] in one transformer with prime-attention layers;
+  the code ids are shifted past the character ids.
+The loss is the reference's: (prime_loss_fraction * lyric_bits * n_tokens + music_bits * n_ctx) /
+(n_tokens + n_ctx), in bits per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from jukebox_pl.config.schema import PriorConfig
+from jukebox_pl.data.lyrics import LyricsTokenizer
+from jukebox_pl.prior.attention import attn_kinds
+from jukebox_pl.prior.conditioners import LabelConditioner, UpperLevelConditioner
+from jukebox_pl.prior.sampling import sample_token
+from jukebox_pl.prior.transformer import AutoregressiveTransformer
+
+LYRICS_MODES = ("none", "encoder", "merged")
+
+
+def prior_config(cfg: PriorConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
+    return OmegaConf.merge(OmegaConf.structured(PriorConfig), cfg or {}, overrides)
+
+
+@dataclass
+class PriorOutput:
+    loss: torch.Tensor
+    music_bits: torch.Tensor
+    lyric_bits: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+@dataclass
+class Conditioning:
+    """Everything a window is conditioned on, computed once per window (also for sampling)."""
+
+    x_cond: torch.Tensor | None  # (B, L, width) per-token conditioning (timing or upper-level codes)
+    y_cond: torch.Tensor | None  # (B, 1, width) the artist/genre start token
+    encoder_kv: torch.Tensor | None  # (B, n_tokens, width) lyrics encoder output for cross-attention
+    lyrics: torch.Tensor | None  # (B, n_tokens) lyric character ids
+
+
+class JukeboxPrior(nn.Module):
+    """A prior over the codes of one VQ-VAE level.
+
+    `bins` and `hop_length` describe the level; `upper` = (down_t, stride_t) of the level above (upsamplers);
+    `y_bins` = (genres, artists) when the config leaves them to the data's vocabulary.
+    """
+
+    def __init__(
+        self,
+        cfg: PriorConfig | DictConfig | dict,
+        level: int,
+        levels: int,
+        bins: int,
+        hop_length: int,
+        sample_rate: int,
+        upper: tuple[int, int] | None = None,
+        y_bins: tuple[int, int] | None = None,
+    ):
+        super().__init__()
+        cfg = prior_config(cfg)
+        self.cfg, self.level, self.levels, self.bins = cfg, level, levels, bins
+        self.hop_length, self.sample_rate, self.n_ctx = hop_length, sample_rate, cfg.n_ctx
+        self.is_top = level == levels - 1
+        self.lyrics_mode = cfg.lyrics
+        self._check(cfg, upper)
+        self.n_tokens = cfg.n_tokens if cfg.lyrics != "none" else 0
+        self.n_vocab = LyricsTokenizer(cfg.lyrics_vocab).n_vocab if self.n_tokens else 0
+        w = cfg.width
+        if cfg.labels:
+            genres, artists = self._label_bins(cfg, y_bins)
+            self.y_emb = LabelConditioner(
+                artists, genres, w, cfg.n_ctx, 5, include_time_signal=self.is_top, t_bins=cfg.t_bins,
+                sample_rate=sample_rate, min_duration=cfg.min_duration, max_duration=cfg.max_duration,
+                init_scale=cfg.init_scale,
+            )  # fmt: skip
+        if not self.is_top:
+            down_t, stride_t = upper
+            self.upsample_ratio = stride_t**down_t
+            block = UpperLevelConditioner(
+                bins, w, down_t, stride_t, cfg.cond_width, cfg.cond_depth, cfg.cond_m_conv,
+                cfg.cond_dilation_growth_rate, cfg.cond_dilation_cycle, cfg.cond_zero_out, cfg.cond_res_scale,
+                cfg.init_scale, cfg.cond_checkpoint_res,
+            )  # fmt: skip
+            self.conditioner_blocks = nn.ModuleList([block])
+        body = dict(
+            width=w, depth=cfg.depth, heads=cfg.heads, attn_order=cfg.attn_order, blocks=cfg.blocks,
+            m_attn=cfg.m_attn, m_mlp=cfg.m_mlp, init_scale=cfg.init_scale, zero_out=cfg.zero_out,
+            res_scale=cfg.res_scale, checkpoint_res=cfg.checkpoint_res,
+        )  # fmt: skip
+        if self.lyrics_mode == "merged":
+            self.prior = AutoregressiveTransformer(
+                self.n_vocab + bins, self.n_tokens + cfg.n_ctx, y_cond=True, prime_len=self.n_tokens, **body
+            )
+        else:
+            self.prior = AutoregressiveTransformer(
+                bins, cfg.n_ctx, y_cond=cfg.labels, merged_decoder=cfg.merged_decoder, **body
+            )
+        if self.lyrics_mode == "encoder":
+            self.prime_prior = AutoregressiveTransformer(
+                self.n_vocab, self.n_tokens, cfg.prime_width, cfg.prime_depth, cfg.prime_heads, cfg.prime_attn_order,
+                cfg.prime_blocks, cfg.prime_m_attn, cfg.prime_m_mlp, cfg.prime_init_scale, cfg.prime_zero_out,
+                cfg.prime_res_scale, checkpoint_res=cfg.prime_checkpoint_res, only_encode=True,
+            )  # fmt: skip
+            self.prime_state_proj = nn.Linear(cfg.prime_width, w)
+            nn.init.normal_(self.prime_state_proj.weight, std=0.02 * cfg.prime_init_scale)
+            nn.init.zeros_(self.prime_state_proj.bias)
+            self.prime_state_ln = nn.LayerNorm(w)
+            self.prime_x_out = nn.Linear(w, self.n_vocab, bias=False)
+            nn.init.normal_(self.prime_x_out.weight, std=0.02 * cfg.init_scale)
+
+    # -- construction checks ----------------------------------------------------------------------------
+    def _check(self, cfg: DictConfig, upper) -> None:
+        where = f"prior of level {self.level}"
+        if cfg.lyrics not in LYRICS_MODES:
+            raise ValueError(f"{where}: lyrics={cfg.lyrics!r}; choose one of {', '.join(LYRICS_MODES)}")
+        if cfg.lyrics != "none":
+            if not self.is_top:
+                raise ValueError(f"{where}: lyrics are for the top prior only (set lyrics=none on upsamplers)")
+            if cfg.n_tokens <= 0:
+                raise ValueError(f"{where}: lyrics={cfg.lyrics} needs n_tokens > 0")
+        if cfg.lyrics == "merged" and not cfg.labels:
+            raise ValueError(f"{where}: the merged lyrics design needs labels=true (its start token is the label)")
+        kinds = set(attn_kinds(cfg.attn_order, cfg.depth))
+        needs = {"encoder": "cross", "merged": "prime"}.get(cfg.lyrics)
+        if needs and needs not in kinds:
+            raise ValueError(
+                f"{where}: lyrics={cfg.lyrics} needs {needs}-attention layers but attn_order={cfg.attn_order} "
+                f"with depth={cfg.depth} has only {sorted(kinds)}"
+            )
+        for kind, mode in (("cross", "encoder"), ("prime", "merged")):
+            if kind in kinds and cfg.lyrics != mode:
+                raise ValueError(
+                    f"{where}: attn_order={cfg.attn_order} has {kind}-attention layers, which need lyrics={mode}"
+                )
+        if not self.is_top and upper is None:
+            raise ValueError(f"{where}: an upsampler needs the (down_t, stride_t) of the level above")
+
+    @staticmethod
+    def _label_bins(cfg: DictConfig, y_bins) -> tuple[int, int]:
+        if cfg.y_bins is not None:
+            genres, artists = cfg.y_bins
+            if y_bins is not None and (y_bins[0] > genres or y_bins[1] > artists):
+                raise ValueError(
+                    f"the data's vocabulary has {y_bins[1]} artists and {y_bins[0]} genres but the prior's y_bins "
+                    f"= [{genres}, {artists}] (genres, artists); raise prior.<level>.y_bins or set it to null"
+                )
+            return int(genres), int(artists)
+        if y_bins is None:
+            raise ValueError("labels=true needs y_bins: set prior.<level>.y_bins or train on shards with a vocab.json")
+        return int(y_bins[0]), int(y_bins[1])
+
+    # -- shapes -------------------------------------------------------------------------------------------
+    @property
+    def sample_length(self) -> int:
+        """Audio samples one window covers."""
+        return self.n_ctx * self.hop_length
+
+    @property
+    def upper_length(self) -> int:
+        return self.n_ctx // self.upsample_ratio
+
+    # -- conditioning -------------------------------------------------------------------------------------
+    def encode_lyrics(self, lyrics: torch.Tensor) -> torch.Tensor:
+        """Lyric character ids (B, n_tokens) -> keys/values source for the cross-attention (B, n_tokens, width)."""
+        return self.prime_state_ln(self.prime_state_proj(self.prime_prior(lyrics)))
+
+    def condition(
+        self,
+        n: int,
+        artist: torch.Tensor | None = None,
+        genres: torch.Tensor | None = None,
+        total_length: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
+        upper_codes: torch.Tensor | None = None,
+        lyrics: torch.Tensor | None = None,
+    ) -> Conditioning:
+        y_cond = x_cond = encoder_kv = None
+        if self.cfg.labels:
+            if artist is None or genres is None:
+                raise ValueError("this prior is conditioned on artist and genre: pass artist and genres ids")
+            y_cond, x_cond = self.y_emb(artist, genres, total_length, offset, self.sample_length)
+        if not self.is_top:
+            if upper_codes is None:
+                raise ValueError(f"the level-{self.level} upsampler needs the codes of the level above (upper_codes)")
+            if upper_codes.shape[-1] != self.upper_length:
+                raise ValueError(
+                    f"upper_codes has {upper_codes.shape[-1]} codes per window; the level-{self.level} upsampler "
+                    f"needs n_ctx / {self.upsample_ratio} = {self.upper_length}"
+                )
+            x_cond = self.conditioner_blocks[0](upper_codes)
+        if self.n_tokens:
+            if lyrics is None or lyrics.shape[-1] != self.n_tokens:
+                got = None if lyrics is None else tuple(lyrics.shape)
+                raise ValueError(f"this prior reads {self.n_tokens} lyric characters per window; got lyrics {got}")
+            lyrics = lyrics.long()
+            if self.lyrics_mode == "encoder":
+                encoder_kv = self.encode_lyrics(lyrics)
+            else:
+                music = x_cond if x_cond is not None else y_cond.new_zeros(n, self.n_ctx, self.cfg.width)
+                x_cond = torch.cat([music.new_zeros(n, self.n_tokens, music.shape[-1]), music], dim=1)
+        return Conditioning(x_cond, y_cond, encoder_kv, lyrics)
+
+    # -- training -----------------------------------------------------------------------------------------
+    def forward(self, codes: torch.Tensor, return_logits: bool = False, **labels) -> PriorOutput:
+        """codes (B, n_ctx) of this level + conditioning (see `condition`) -> losses in bits per token."""
+        if codes.shape[-1] != self.n_ctx:
+            raise ValueError(f"codes windows of {codes.shape[-1]} tokens; this prior's n_ctx is {self.n_ctx}")
+        cond = self.condition(codes.shape[0], **labels)
+        bits = AutoregressiveTransformer.bits_per_token
+        lyric_bits = None
+        if self.lyrics_mode == "merged":
+            p = self.n_tokens
+            tokens = torch.cat([cond.lyrics, codes + self.n_vocab], dim=1)
+            logits = self.prior(tokens, cond.x_cond, cond.y_cond)
+            lyric_bits, music_bits = bits(logits[:, :p], tokens[:, :p]), bits(logits[:, p:], tokens[:, p:])
+            logits = logits[:, p:, self.n_vocab :]
+        else:
+            logits = self.prior(codes, cond.x_cond, cond.y_cond, cond.encoder_kv)
+            music_bits = bits(logits, codes)
+            if self.lyrics_mode == "encoder":
+                lyric_bits = bits(self.prime_x_out(cond.encoder_kv), cond.lyrics)
+        loss = music_bits
+        if lyric_bits is not None:
+            p, g = self.n_tokens, self.n_ctx
+            loss = (self.cfg.prime_loss_fraction * lyric_bits * p + music_bits * g) / (p + g)
+        return PriorOutput(loss, music_bits, lyric_bits, logits if return_logits else None)
+
+    # -- sampling -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: Conditioning,
+        n: int,
+        prompt: torch.Tensor | None = None,
+        length: int | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.0,
+        chunk_size: int = 128,
+        generator: torch.Generator | None = None,
+        on_token: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """Codes (n, length) of one window: `prompt` codes (n, p) kept as they are, the rest sampled with the
+        KV cache (the prompt is pushed through in chunks of `chunk_size`)."""
+        length = self.n_ctx if length is None else length
+        p = 0 if prompt is None else prompt.shape[1]
+        if not p <= length <= self.n_ctx:
+            raise ValueError(f"prompt of {p} codes and length {length}: need prompt <= length <= n_ctx={self.n_ctx}")
+        shift = self.n_vocab if self.lyrics_mode == "merged" else 0
+        known = [] if prompt is None else [prompt.long() + shift]
+        if self.lyrics_mode == "merged":
+            known.insert(0, cond.lyrics)
+        known = torch.cat(known, dim=1) if known else None
+        n_known = 0 if known is None else known.shape[1]
+        total = n_known + length - p
+        if n_known >= total:
+            return known[:, known.shape[1] - length :] - shift
+        out = [] if known is None else [known]
+        step = self.prior.step
+        with self.prior.streaming():
+            logits = step(None, 0, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+            for i in range(0, n_known, chunk_size):
+                chunk = known[:, i : i + chunk_size]
+                logits = step(chunk, i + 1, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+            for pos in range(n_known, total):
+                if shift:
+                    logits = logits[:, shift:]
+                token = sample_token(logits, temperature, top_k, top_p, generator) + shift
+                out.append(token[:, None])
+                if on_token is not None:
+                    on_token(pos - n_known + 1)
+                if pos + 1 < total:
+                    logits = step(token[:, None], pos + 1, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+        tokens = torch.cat(out, dim=1)
+        return tokens[:, tokens.shape[1] - length :] - shift

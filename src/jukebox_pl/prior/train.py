@@ -1,0 +1,156 @@
+"""Train one level's prior through the Lightning Trainer (what `jukebox-pl train prior` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import OmegaConf
+
+from jukebox_pl.config.loader import ConfigError, load_config
+from jukebox_pl.data.datamodule import AudioDataModule
+from jukebox_pl.prior.lightning import PriorModule, check_prior_level
+from jukebox_pl.training.callbacks import Throughput
+from jukebox_pl.training.checkpoints import load_any
+from jukebox_pl.training.runner import apply_stage_steps, build_trainer, prepare_stage
+from jukebox_pl.vqvae.container import level_checkpoint
+from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
+from jukebox_pl.vqvae.train import ddp_strategy
+
+
+def training_strategy(name: str):
+    """DDP without buffer broadcasts, or FSDP sharding each transformer block (for the 1B/5B presets)."""
+    if name == "fsdp":
+        from pytorch_lightning.strategies import FSDPStrategy
+
+        from jukebox_pl.prior.transformer import ResAttnBlock
+
+        return FSDPStrategy(auto_wrap_policy={ResAttnBlock}, state_dict_type="full")
+    return ddp_strategy(name)
+
+
+def vqvae_checkpoints(run_dir: Path, name: str, levels: int, explicit: list[str] | None) -> list[str]:
+    """The frozen VQ-VAE levels a prior needs: its own level and, for upsamplers, the level above."""
+    if explicit:
+        return [str(p) for p in explicit]
+    idx = level_index(name, levels)
+    needed = [idx] + ([idx + 1] if idx < levels - 1 else [])
+    return [str(level_checkpoint(run_dir, level_name(i, levels))) for i in needed]
+
+
+def prior_datamodule(cfg, module_cfg, level: int, levels: int, hop: int, upper_hop: int | None):
+    """Audio crops of n_ctx x hop samples (encoded on the fly) or, for a `jukebox-pl encode-shards` folder,
+    code crops of n_ctx tokens."""
+    p = module_cfg
+    lyric_tokens = p.n_tokens if p.lyrics != "none" else 0
+    common = dict(batch_size=p.batch_size, n_lyric_tokens=lyric_tokens, lyrics_vocab=p.lyrics_vocab)
+    from jukebox_pl.data.code_shards import is_code_shards
+
+    if cfg.data.shards and is_code_shards(cfg.data.shards):
+        from jukebox_pl.data.code_datamodule import CodeDataModule
+
+        upper = level + 1 if level < levels - 1 else None
+        return CodeDataModule(cfg.data, level=level, n_ctx=p.n_ctx, upper_level=upper, **common)
+    return AudioDataModule(cfg.data, sample_length=p.n_ctx * hop, channels=1, **common)
+
+
+def load_prior_weights(module: PriorModule, path: str | Path) -> None:
+    """Start from another run's prior weights (fine-tuning): same level; label tables may have grown.
+
+    Artist/genre rows the old vocabulary had are copied; new rows (new artists after `prep --base-vocab`) keep
+    their fresh initialisation."""
+    info = load_any(path)
+    check_prior_level({**info["meta"], "kind": info["kind"]}, module.level, module.vcfg.levels, str(path))
+    state = info["state_dict"]
+    prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
+    own = module.model.state_dict()
+    loaded, skipped = {}, []
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :]
+        if name not in own:
+            skipped.append(name)
+        elif own[name].shape == value.shape:
+            loaded[name] = value
+        elif (
+            name.startswith("y_emb.") and value.shape[1:] == own[name].shape[1:] and value.shape[0] < own[name].shape[0]
+        ):
+            grown = own[name].clone()
+            grown[: value.shape[0]] = value
+            loaded[name] = grown
+        else:
+            raise ValueError(
+                f"{path}: {name} has shape {tuple(value.shape)}, this prior needs {tuple(own[name].shape)}"
+            )
+    missing = [k for k in own if k not in loaded]
+    if missing or skipped:
+        raise ValueError(f"{path} does not fit this prior: missing {missing[:5]}, unexpected {skipped[:5]}")
+    module.model.load_state_dict(loaded)
+    if module.ema_model is not None:
+        module.ema_model.load_state_dict(loaded)
+
+
+def train_prior(
+    run_dir: str | Path,
+    level: str,
+    preset: str = "tiny",
+    data: str | None = None,
+    overrides: list[str] = (),
+    resume: bool = False,
+    callbacks: list | None = None,
+    vqvae: list[str] | None = None,
+    init: str | None = None,
+) -> PriorModule:
+    """Train (or resume) the prior of one level on top of the run's trained VQ-VAE levels."""
+    overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
+    levels = load_config(preset, [o for o in overrides if o.startswith("vqvae.levels=")]).vqvae.levels
+    name = level_name(level_index(level, levels), levels)
+    if any(o.startswith("data.sample_length=") for o in overrides):
+        pcfg = load_config(preset, overrides)
+        hop = hop_lengths(pcfg.vqvae.downs_t, pcfg.vqvae.strides_t)[level_index(name, levels)]
+        want = pcfg.prior[name].n_ctx * hop
+        if pcfg.data.sample_length != want:
+            raise ConfigError(
+                f"data.sample_length={pcfg.data.sample_length} does not match the {name} prior's n_ctx x hop = "
+                f"{pcfg.prior[name].n_ctx} x {hop} = {want}; drop the override (the prior stage sets it) or change "
+                f"prior.{name}.n_ctx"
+            )
+    ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
+    # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.
+    first = load_any(ckpts[0])
+    vq_overrides = [f"vqvae.{k}={v}" for k, v in _flat(first["hparams"]["vqvae"])]
+    run = prepare_stage(run_dir, f"prior_{name}", preset, vq_overrides + overrides, resume)
+    cfg = run.cfg
+    idx = level_index(name, cfg.vqvae.levels)
+    pl.seed_everything(cfg.seed + 100 + idx, workers=True)
+    hops = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)
+    pcfg = cfg.prior[name]
+    apply_stage_steps(cfg, pcfg.max_steps, overrides)
+    dm = prior_datamodule(cfg, pcfg, idx, cfg.vqvae.levels, hops[idx], hops[idx + 1] if idx + 1 < len(hops) else None)
+    dm.setup("fit")
+    y_bins = (dm.vocab.n_genres, dm.vocab.n_artists) if dm.vocab is not None else None
+    from jukebox_pl.vqvae.container import VQVAE
+
+    module = PriorModule(
+        pcfg, idx, cfg.vqvae, cfg.data.sample_rate, y_bins=y_bins, vqvae_checkpoints=ckpts,
+        vqvae=VQVAE.from_checkpoints(ckpts), config=OmegaConf.to_container(cfg, resolve=True),
+    )  # fmt: skip
+    if init and not resume:
+        load_prior_weights(module, init)
+    trainer = build_trainer(
+        run, [Throughput("tokens"), *(callbacks or [])], strategy=training_strategy(cfg.trainer.strategy)
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=run.ckpt_path)
+    return module
+
+
+def _flat(d: dict, prefix: str = ""):
+    """(dotted key, value) pairs of the VQ-VAE section, skipping training-only settings."""
+    for k, v in d.items():
+        if k in ("optim",):
+            continue
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", "null" if v is None else (str(v).replace(" ", "") if isinstance(v, list) else v)

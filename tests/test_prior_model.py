@@ -1,0 +1,159 @@
+"""`JukeboxPrior`: conditioning is used, lyrics in both designs, upsampler shapes, cached sampling, overfitting."""
+
+import pytest
+import torch
+
+from jukebox_pl.config import load_config
+from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.prior.sampling import filter_logits
+
+SR, Y_BINS = 22050, (4, 6)  # (genres, artists)
+
+
+def tiny(level: int = 2, **changes) -> JukeboxPrior:
+    name = {2: "top", 1: "middle", 0: "bottom"}[level]
+    cfg = load_config("tiny").prior[name]
+    cfg.merge_with({"n_ctx": 64, "blocks": 8, "n_tokens": 16, "prime_blocks": 4, "width": 32, **changes})
+    hop = {2: 128, 1: 32, 0: 8}[level]
+    torch.manual_seed(0)
+    return JukeboxPrior(cfg, level, 3, 32, hop, SR, upper=None if level == 2 else (2, 2), y_bins=Y_BINS)
+
+
+def labels(n: int = 2, artist=(1, 2), lyrics_len: int = 16, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "artist": torch.tensor(artist[:n]),
+        "genres": torch.tensor([[1, -1], [2, 3]][:n]),
+        "total_length": torch.tensor([SR * 30, SR * 50][:n]),
+        "offset": torch.tensor([0, SR * 10][:n]),
+        "lyrics": torch.randint(1, 80, (n, lyrics_len), generator=g),
+    }
+
+
+def randomise_cross_attention(model: JukeboxPrior) -> None:
+    """Cross-attention projections start at zero (as in the reference); give them weights to see their effect."""
+    for block in model.prior.transformer._attn_mods:
+        if block.attn.kind == "cross":
+            torch.nn.init.normal_(block.attn.c_proj.weight, std=0.2)
+
+
+def test_every_conditioning_input_changes_the_output_and_gets_gradients():
+    model = tiny()
+    randomise_cross_attention(model)
+    codes = torch.randint(0, 32, (2, 64))
+    base = labels()
+    out = model(codes, return_logits=True, **base)
+    out.loss.backward()
+    for name in ("artist_emb", "bow_genre_emb", "total_length_emb", "absolute_pos_emb", "relative_pos_emb"):
+        grad = getattr(model.y_emb, name).emb.weight.grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert model.prime_prior.x_emb.weight.grad.abs().sum() > 0
+    assert model.prime_x_out.weight.grad.abs().sum() > 0
+    assert out.lyric_bits is not None and out.logits.shape == (2, 64, 32)
+    with torch.no_grad():
+        for key, value in (
+            ("artist", torch.tensor([3, 4])),
+            ("genres", torch.tensor([[3, -1], [1, -1]])),
+            ("offset", torch.tensor([SR * 5, SR * 25])),
+            ("total_length", torch.tensor([SR * 200, SR * 90])),
+            ("lyrics", labels(seed=1)["lyrics"]),
+        ):
+            changed = model(codes, return_logits=True, **{**base, key: value}).logits
+            assert not torch.allclose(changed, out.logits), f"{key} has no effect"
+
+
+def test_loss_weights_lyrics_as_the_reference():
+    model = tiny()
+    out = model(torch.randint(0, 32, (2, 64)), **labels())
+    expected = (0.4 * out.lyric_bits * 16 + out.music_bits * 64) / (16 + 64)
+    assert torch.allclose(out.loss, expected)
+
+
+def test_merged_lyrics_sequence():
+    model = tiny(lyrics="merged", attn_order=12, depth=16, n_tokens=16, blocks=10)
+    assert model.prior.n_ctx == 80 and model.prior.bins == 32 + 80
+    assert model.prior.transformer.kinds.count("prime") == 1
+    codes = torch.randint(0, 32, (2, 64))
+    out = model(codes, return_logits=True, **labels())
+    assert out.logits.shape == (2, 64, 32) and out.lyric_bits > 0
+    out.loss.backward()
+    assert model.y_emb.artist_emb.emb.weight.grad.abs().sum() > 0
+    # the lyric prefix is what prime layers attend to: other lyrics, other music logits
+    with torch.no_grad():
+        other = model(codes, return_logits=True, **{**labels(), "lyrics": labels(seed=3)["lyrics"]}).logits
+    assert not torch.allclose(other, out.logits)
+
+
+@pytest.mark.parametrize(
+    "level,changes",
+    [(2, {}), (2, {"lyrics": "merged", "attn_order": 12, "depth": 16, "blocks": 10}), (1, {}), (0, {})],
+)
+def test_greedy_cached_sampling_agrees_with_the_full_pass(level, changes):
+    """Each sampled token is the argmax of the full forward pass over the sampled sequence (cache == full)."""
+    model = tiny(level, **changes).eval()
+    randomise_cross_attention(model)
+    lab = labels()
+    if level < 2:
+        lab = {k: lab[k] for k in ("artist", "genres")} | {"upper_codes": torch.randint(0, 32, (2, 16))}
+    cond = model.condition(2, **lab)
+    prompt = torch.randint(0, 32, (2, 10))
+    codes = model.sample(cond, 2, prompt=prompt, temperature=0.0, chunk_size=4)
+    assert codes.shape == (2, 64) and torch.equal(codes[:, :10], prompt)
+    with torch.no_grad():
+        logits = model(codes, return_logits=True, **lab).logits
+    assert torch.equal(logits.argmax(-1)[:, 10:], codes[:, 10:])
+
+
+def test_upsampler_conditioning_shapes_for_every_level():
+    for level, hop in ((1, 32), (0, 8)):
+        model = tiny(level)
+        assert model.sample_length == 64 * hop and model.upper_length == 16
+        upper = torch.randint(0, 32, (3, 16))
+        cond = model.condition(
+            3, artist=torch.tensor([1, 2, 3]), genres=torch.tensor([[1], [2], [0]]), upper_codes=upper
+        )
+        assert cond.x_cond.shape == (3, 64, 32) and cond.y_cond.shape == (3, 1, 32)
+        with pytest.raises(ValueError, match="needs n_ctx / 4 = 16"):
+            model.condition(
+                3, artist=torch.tensor([1, 2, 3]), genres=torch.tensor([[1], [2], [0]]), upper_codes=upper[:, :8]
+            )
+        with pytest.raises(ValueError, match="codes of the level above"):
+            model(torch.randint(0, 32, (3, 64)), artist=torch.tensor([1, 2, 3]), genres=torch.tensor([[1], [2], [0]]))
+
+
+def test_bad_inputs_name_the_problem():
+    model = tiny()
+    codes = torch.randint(0, 32, (2, 64))
+    with pytest.raises(ValueError, match=r"artist id out of range: got 1\.\.9, this prior knows ids 0\.\.5"):
+        model(codes, **{**labels(), "artist": torch.tensor([1, 9])})
+    with pytest.raises(ValueError, match="n_ctx is 64"):
+        model(codes[:, :32], **labels())
+    with pytest.raises(ValueError, match="16 lyric characters"):
+        model(codes, **{**labels(), "lyrics": torch.zeros(2, 8, dtype=torch.long)})
+
+
+def test_tiny_prior_overfits_one_batch():
+    model = tiny(ema_decay=None)
+    torch.manual_seed(1)
+    codes = torch.randint(0, 32, (2, 64))
+    lab = labels()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        out = model(codes, **lab)
+        first = first if first is not None else out.music_bits.item()
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert first > 4.5  # log2(32) = 5 bits at the start
+    assert out.music_bits.item() < 1.0, out.music_bits.item()
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    kept = filter_logits(logits, top_k=2).isfinite()
+    assert kept.tolist() == [[False, False, True, True]]
+    probs = logits.softmax(-1)[0]  # 0.03, 0.09, 0.24, 0.64
+    nucleus = filter_logits(logits, top_p=0.8).isfinite()
+    assert nucleus.tolist() == [[False, False, True, True]] and probs[2:].sum() > 0.8
+    assert filter_logits(logits, top_p=0.5).isfinite().tolist() == [[False, False, False, True]]
