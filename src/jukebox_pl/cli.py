@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from jukebox_pl.config.loader import ConfigError
+from jukebox_pl.data.code_shards import COMMAND as ENCODE_SHARDS
 
 
 def _add_prep(sub: argparse._SubParsersAction) -> None:
@@ -225,7 +226,8 @@ def _run_decode(args: argparse.Namespace) -> int:
 COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config),
             "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect),
             "train": (_add_train, _run_train), "export": (_add_export, _run_export),
-            "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode)}  # fmt: skip
+            "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode),
+            "encode-shards": ENCODE_SHARDS}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,168 @@
+"""Training priors through Lightning on a small trained VQ-VAE: top with lyrics, upsampler, resume, errors, DDP."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from prior_settings import COMMON, PRIOR, VQVAE
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from jukebox_pl.config import ConfigError
+from jukebox_pl.prior.lightning import PriorModule
+from jukebox_pl.prior.train import load_prior_weights, train_prior
+from jukebox_pl.training.checkpoints import export_weights, load_any
+from jukebox_pl.vqvae.train import train_vqvae
+
+
+@pytest.fixture(scope="module")
+def vqvae_run(shards, tmp_path_factory) -> Path:
+    """A run folder with the top and middle VQ-VAE levels trained for two steps."""
+    run = tmp_path_factory.mktemp("prior_run") / "run"
+    for level in ("top", "middle"):
+        train_vqvae(run, level, "tiny", str(shards), VQVAE + COMMON)
+    return run
+
+
+def fresh_run(vqvae_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    for stage in vqvae_run.glob("vqvae_*"):
+        shutil.copytree(stage, run / stage.name)
+    return run
+
+
+class AtStart(pl.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.step = trainer.global_step
+        self.ema = {k: v.clone() for k, v in pl_module.ema_model.state_dict().items()}
+
+
+def test_top_prior_trains_logs_and_resumes(vqvae_run, shards, tmp_path):
+    run = fresh_run(vqvae_run, tmp_path)
+    module = train_prior(
+        run, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=3", "trainer.val_check_interval=2"]
+    )
+    assert module.model.lyrics_mode == "encoder" and module.model.cfg.labels
+    ckpt = run / "prior_top" / "checkpoints" / "last.ckpt"
+    info = load_any(ckpt)
+    assert info["kind"] == "prior" and info["meta"]["level_name"] == "top" and info["global_step"] == 3
+    state = info["state_dict"]
+    assert any(k.startswith("ema_model.y_emb.artist_emb") for k in state)
+    moved = [k for k in state if k.startswith("model.") and not torch.equal(state[k], state["ema_model." + k[6:]])]
+    assert moved, "the EMA copy trails the trained weights"
+    events = EventAccumulator(str(run / "prior_top" / "logs")).Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in (
+        "train/music_bits_per_token",
+        "train/lyric_bits_per_token",
+        "train/lr",
+        "speed/tokens_per_s",
+        "val/loss",
+    ):
+        assert tag in tags, f"{tag} not logged (have {sorted(tags)})"
+
+    probe = AtStart()
+    train_prior(
+        run, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=5"], resume=True, callbacks=[probe]
+    )
+    assert probe.step == 3
+    for key, value in probe.ema.items():
+        assert torch.equal(value, state["ema_model." + key]), key
+    assert load_any(ckpt)["global_step"] == 5
+
+    export = export_weights(ckpt, tmp_path / "top.pt")
+    exported = load_any(export)["state_dict"]
+    assert torch.equal(
+        exported["model.y_emb.artist_emb.emb.weight"],
+        load_any(ckpt)["state_dict"]["ema_model.y_emb.artist_emb.emb.weight"],
+    )
+
+
+def test_upsampler_trains_on_the_level_above(vqvae_run, shards, tmp_path):
+    run = fresh_run(vqvae_run, tmp_path)
+    seen = {}
+
+    class Shapes(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            codes, upper = pl_module.batch_codes(batch)
+            seen["codes"], seen["upper"] = tuple(codes.shape), tuple(upper.shape)
+
+    module = train_prior(run, "middle", "tiny", str(shards), PRIOR + COMMON, callbacks=[Shapes()])
+    assert seen == {"codes": (2, 64), "upper": (2, 16)}
+    assert module.model.lyrics_mode == "none" and module.model.n_tokens == 0
+    assert load_any(run / "prior_middle" / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
+def test_prior_stage_errors_name_the_problem(vqvae_run, shards, tmp_path):
+    with pytest.raises(FileNotFoundError, match="make train-level LEVEL=top STAGE=vqvae"):
+        train_prior(tmp_path / "empty", "top", "tiny", str(shards), PRIOR + COMMON)
+    run = fresh_run(vqvae_run, tmp_path)
+    with pytest.raises(ConfigError, match=r"n_ctx x hop = 32 x 128 = 4096"):
+        train_prior(run, "top", "tiny", str(shards), PRIOR + COMMON + ["data.sample_length=8192"])
+    train_prior(run, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
+    top = run / "prior_top" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="trained for the top level"):
+        train_prior(run, "middle", "tiny", str(shards), PRIOR + COMMON, init=str(top))
+
+
+def test_fine_tuning_keeps_known_artists_and_grows_the_table(vqvae_run, shards, tmp_path):
+    run = fresh_run(vqvae_run, tmp_path)
+    old = train_prior(run, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
+    cfg = old.hparams
+    n_genres, n_artists = cfg["y_bins"]
+    bigger = PriorModule(
+        cfg["prior"], "top", cfg["vqvae_cfg"], cfg["sample_rate"], y_bins=(n_genres + 1, n_artists + 2)
+    )
+    load_prior_weights(bigger, run / "prior_top" / "checkpoints" / "last.ckpt")
+    new_table = bigger.model.y_emb.artist_emb.emb.weight
+    old_table = old.ema_model.y_emb.artist_emb.emb.weight
+    assert new_table.shape[0] == n_artists + 2
+    assert torch.equal(new_table[:n_artists], old_table)
+    assert torch.equal(bigger.model.prior.x_emb.weight, old.ema_model.prior.x_emb.weight)
+
+
+@pytest.mark.ddp
+def test_two_rank_ddp_prior_step(vqvae_run, shards, tmp_path):
+    run = fresh_run(vqvae_run, tmp_path)
+    script = Path(__file__).parent / "scripts" / "ddp_prior_probe.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(shards), str(run), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["step"] == r1["step"] == 3
+    assert set(r0["keys"]) != set(r1["keys"]), "ranks trained on different crops"
+    for name in ("weights", "ema"):
+        for key in r0[name]:
+            assert torch.equal(r0[name][key], r1[name][key]), f"{name} {key} differs between ranks"
+    assert (run / "prior_top" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_priors_train_on_pre_encoded_code_shards(vqvae_run, shards, tmp_path):
+    from jukebox_pl.cli import main
+
+    run = fresh_run(vqvae_run, tmp_path)
+    codes = tmp_path / "codes"
+    assert (
+        main(["encode-shards", "--shards", str(shards), "--out", str(codes), "--run", str(run), "--no-progress"]) == 0
+    )
+    seen = []
+
+    class Kinds(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(("audio" in batch, tuple(batch["codes"].shape), tuple(batch["upper_codes"].shape)))
+
+    train_prior(run, "middle", "tiny", str(codes), PRIOR + COMMON, callbacks=[Kinds()])
+    assert seen == [(False, (2, 64), (2, 16))] * 2
+    top = train_prior(run, "top", "tiny", str(codes), PRIOR + COMMON)
+    assert top.trainer.global_step == 2
