@@ -95,3 +95,10 @@ def test_inconsistent_lyrics_settings_are_refused():
         JukeboxPrior(cfg, 1, 3, 128, 32, 22050, upper=(2, 2), y_bins=(3, 5))
     with pytest.raises(ValueError, match="y_bins"):
         JukeboxPrior(cfg, 2, 3, 128, 128, 22050)
+
+
+def test_a_vocabulary_larger_than_a_pretrained_label_table_is_refused():
+    cfg = load_config("tiny", ["prior.top.y_bins=[3,4]"]).prior.top
+    with pytest.raises(ValueError, match=r"vocabulary has 9 artists and 2 genres but the prior's y_bins = \[3, 4\]"):
+        JukeboxPrior(cfg, 2, 3, 128, 128, 22050, y_bins=(2, 9))
+    assert JukeboxPrior(cfg, 2, 3, 128, 128, 22050, y_bins=(2, 3)).y_emb.artist_emb.bins == 4

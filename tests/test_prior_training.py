@@ -166,3 +166,14 @@ def test_priors_train_on_pre_encoded_code_shards(vqvae_run, shards, tmp_path):
     assert seen == [(False, (2, 64), (2, 16))] * 2
     top = train_prior(run, "top", "tiny", str(codes), PRIOR + COMMON)
     assert top.trainer.global_step == 2
+
+
+def test_strategy_names_reach_the_trainer():
+    from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
+
+    from jukebox_pl.prior.train import training_strategy
+    from jukebox_pl.prior.transformer import ResAttnBlock
+
+    fsdp = training_strategy("fsdp")
+    assert isinstance(fsdp, FSDPStrategy) and ResAttnBlock in fsdp.kwargs["auto_wrap_policy"]._module_classes
+    assert isinstance(training_strategy("ddp"), DDPStrategy) and training_strategy("auto") is None

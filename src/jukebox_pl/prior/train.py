@@ -25,7 +25,9 @@ def training_strategy(name: str):
 
         from jukebox_pl.prior.transformer import ResAttnBlock
 
-        return FSDPStrategy(auto_wrap_policy={ResAttnBlock}, state_dict_type="full")
+        # One FSDP unit per transformer block; original parameters kept so the frozen EMA copy can share a unit
+        # with trained weights.
+        return FSDPStrategy(auto_wrap_policy={ResAttnBlock}, state_dict_type="full", use_orig_params=True)
     return ddp_strategy(name)
 
 
