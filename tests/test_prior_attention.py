@@ -91,7 +91,7 @@ def test_cached_decoding_equals_the_full_pass(kind, chunks):
         attn = FactorizedAttention(WIDTH, N_CTX, WIDTH, HEADS, "cross", BLOCKS)
     x, enc = torch.randn(2, N_CTX, WIDTH), torch.randn(2, 7, WIDTH)
     full = attn(x, encoder_kv=enc if kind == "cross" else None)
-    cache, outs, start = LayerCache(), [], 0
+    cache, outs, start = LayerCache(poison=True), [], 0  # NaN in every slot not written yet
     for size in chunks:
         outs.append(attn.forward_cached(x[:, start : start + size], cache, encoder_kv=enc))
         start += size

@@ -101,7 +101,9 @@ def test_greedy_cached_sampling_agrees_with_the_full_pass(level, changes):
     assert codes.shape == (2, 64) and torch.equal(codes[:, :10], prompt)
     with torch.no_grad():
         logits = model(codes, return_logits=True, **lab).logits
-    assert torch.equal(logits.argmax(-1)[:, 10:], codes[:, 10:])
+    # the sampled token is the full pass's argmax (up to float ties between near-equal logits)
+    chosen = logits.gather(-1, codes[..., None])[..., 0]
+    torch.testing.assert_close(chosen[:, 10:], logits.max(-1).values[:, 10:], atol=1e-4, rtol=0)
 
 
 def test_upsampler_conditioning_shapes_for_every_level():

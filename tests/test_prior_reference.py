@@ -69,3 +69,18 @@ def test_training_gradients_with_checkpointed_blocks(ref):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-3, msg=key)
     norms = ref[1]["train_grad_norms"]
     assert params["x_emb.weight"].grad.norm().item() == pytest.approx(float(norms["prior.x_emb.weight"]), rel=1e-4)
+
+
+def test_int8_weights_keep_the_reference_loss(ref):
+    """Int8 weight storage (the fast sampling mode) changes the trained model's loss by a tiny amount."""
+    from jukebox_pl.prior.quantize import Int8Linear, quantize_weights
+
+    z = ref[1]["z"]
+    model = quantize_weights(build(ref))
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 6 * 4
+    with torch.no_grad():
+        logits = model(z)
+    bits = model.bits_per_token(logits, z).item()
+    assert bits == pytest.approx(ref[1]["eval_loss"].item(), abs=0.005)
+    agree = (logits[0].argmax(-1) == ref[1]["argmax_per_position"]).float().mean().item()
+    assert agree > 0.95, agree

@@ -1,1 +1,18 @@
 """Priors: sparse transformers over VQ-VAE codes (factorised attention, KV cache) and their conditioning."""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "AutoregressiveTransformer": "jukebox_pl.prior.transformer",
+    "JukeboxPrior": "jukebox_pl.prior.model",
+    "PriorModule": "jukebox_pl.prior.lightning",
+    "train_prior": "jukebox_pl.prior.train",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Lazy exports: `from jukebox_pl.prior import PriorModule` without importing Lightning for the maths."""
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'jukebox_pl.prior' has no attribute {name!r}")

@@ -61,6 +61,12 @@ class LayerCache:
     value: torch.Tensor | None = None
     start: int = 0  # absolute position of key[:, :, 0]
     extra: dict = field(default_factory=dict)
+    # Fill new buffers with NaN: a test that any read of a slot not written yet shows up in the outputs.
+    poison: bool = False
+
+    def empty(self, like: torch.Tensor, *shape: int) -> torch.Tensor:
+        buf = like.new_empty(shape)
+        return buf.fill_(float("nan")) if self.poison else buf
 
 
 class FactorizedAttention(nn.Module):
@@ -184,71 +190,75 @@ class FactorizedAttention(nn.Module):
         q, k, v = (self._heads(u) for u in self.c_attn(x).chunk(3, dim=-1))
         if self.kind in ("row", "prev_row"):
             out = self._rows_cached(q, k, v, cache)
-        else:
-            keys = k if cache.key is None else torch.cat([cache.key, k], dim=2)
-            values = v if cache.value is None else torch.cat([cache.value, v], dim=2)
-            if self.kind == "prime":
-                n_keys = prime_keys_len(self.prime_len, self.blocks)
-                keys, values = keys[:, :, :n_keys], values[:, :, :n_keys]
-            cache.key, cache.value = keys, values
+        elif self.kind == "column":
+            out = self._column_cached(q, k, v, cache)
+        else:  # dense and prime: key j visible to the query at position p when j <= p
+            capacity = self.n_ctx if self.kind == "dense" else prime_keys_len(self.prime_len, self.blocks)
+            if cache.key is None:  # allocated once, written in place (no copy of the whole cache per token)
+                cache.key = cache.empty(k, b, self.heads, capacity, k.shape[-1])
+                cache.value = cache.empty(v, b, self.heads, capacity, v.shape[-1])
+            end = min(p0 + t, capacity)
+            if p0 < capacity:
+                cache.key[:, :, p0:end] = k[:, :, : end - p0]
+                cache.value[:, :, p0:end] = v[:, :, : end - p0]
+            keys, values = cache.key[:, :, :end], cache.value[:, :, :end]
             pos = p0 + torch.arange(t, device=x.device)
-            if self.kind == "column":
-                out = self._column_cached(q, keys, values, pos)
-            else:  # dense and prime: key j visible to the query at position p when j <= p
-                mask = (
-                    None
-                    if t == 1 and self.kind == "dense"
-                    else torch.arange(keys.shape[2], device=x.device)[None] <= pos[:, None]
-                )
-                out = self._sdpa(q, keys, values, mask=mask)
+            mask = None if t == 1 and self.kind == "dense" else torch.arange(end, device=x.device)[None] <= pos[:, None]
+            out = self._sdpa(q, keys, values, mask=mask)
         cache.length += t
         return self.c_proj(self._merge(out))
 
-    def _column_cached(self, q, keys, values, pos):
-        """Each query attends to the positions of its column up to itself (gathered, no n_ctx mask)."""
-        bc = self.block_ctx
-        if q.shape[2] == 1:
-            p = int(pos[0])
-            return self._sdpa(q, keys[:, :, p % bc : p + 1 : bc], values[:, :, p % bc : p + 1 : bc])
-        n_rows = int(pos[-1]) // bc + 1
-        idx = (pos % bc)[:, None] + bc * torch.arange(n_rows, device=q.device)[None]  # (T, rows)
-        valid = idx <= pos[:, None]
-        idx = idx.clamp(max=keys.shape[2] - 1)
-        k = keys[:, :, idx]  # (B, H, T, rows, d)
-        v = values[:, :, idx]
-        w = torch.einsum("bhtd,bhtrd->bhtr", q, k) * q.shape[-1] ** -0.5
+    def _column_cached(self, q, k, v, cache: LayerCache):
+        """Column kind: keys kept as (B, H, column, row, d), so a query reads its column contiguously."""
+        bc, (b, h, t, d) = self.block_ctx, q.shape
+        if cache.key is None:
+            cache.key = cache.empty(k, b, h, bc, self.n_ctx // bc, d)
+            cache.value = cache.empty(v, b, h, bc, self.n_ctx // bc, d)
+        pos = cache.length + torch.arange(t, device=q.device)
+        cols, rows = pos % bc, pos // bc
+        cache.key[:, :, cols, rows] = k
+        cache.value[:, :, cols, rows] = v
+        if t == 1:
+            p = cache.length
+            return self._sdpa(q, cache.key[:, :, p % bc, : p // bc + 1], cache.value[:, :, p % bc, : p // bc + 1])
+        n_rows = int(rows[-1]) + 1
+        keys, values = cache.key[:, :, cols, :n_rows], cache.value[:, :, cols, :n_rows]  # (B, H, T, rows, d)
+        valid = torch.arange(n_rows, device=q.device)[None] <= rows[:, None]
+        w = torch.einsum("bhtd,bhtrd->bhtr", q, keys) * d**-0.5
         w = w.masked_fill(~valid, float("-inf")).softmax(-1)
-        return torch.einsum("bhtr,bhtrd->bhtd", w, v)
+        values = values.masked_fill(~valid[..., None], 0.0)  # rows not written yet hold uninitialised memory
+        return torch.einsum("bhtr,bhtrd->bhtd", w, values)
 
     def _rows_cached(self, q, k, v, cache: LayerCache):
-        """Row and previous-row kinds: walk the chunk row by row, keeping at most the current (and previous) row."""
+        """Row and previous-row kinds: walk the chunk row by row in a one-row buffer (row), or two buffers that
+        swap when a row completes (previous row)."""
         bc, outs, start = self.block_ctx, [], 0
-        t = q.shape[2]
+        b, h, t, d = q.shape
+        if cache.key is None:
+            cache.key, cache.value = cache.empty(k, b, h, bc, d), cache.empty(v, b, h, bc, d)
+        p = cache.length
         while start < t:
-            p = cache.length  # advanced segment by segment below
             row_offset = p % bc
             seg = min(t - start, bc - row_offset)
-            qs, ks, vs = q[:, :, start : start + seg], k[:, :, start : start + seg], v[:, :, start : start + seg]
-            cur_k = ks if cache.key is None else torch.cat([cache.key, ks], dim=2)
-            cur_v = vs if cache.value is None else torch.cat([cache.value, vs], dim=2)
+            end = row_offset + seg
+            cache.key[:, :, row_offset:end] = k[:, :, start : start + seg]
+            cache.value[:, :, row_offset:end] = v[:, :, start : start + seg]
+            qs = q[:, :, start : start + seg]
             if self.kind == "row":
                 mask = None
                 if seg > 1:
                     mask = (
-                        torch.arange(cur_k.shape[2], device=q.device)[None]
+                        torch.arange(end, device=q.device)[None]
                         <= (row_offset + torch.arange(seg, device=q.device))[:, None]
                     )
-                outs.append(self._sdpa(qs, cur_k, cur_v, mask=mask))
+                outs.append(self._sdpa(qs, cache.key[:, :, :end], cache.value[:, :, :end], mask=mask))
             else:
                 prev = cache.extra.get("prev")
                 outs.append(torch.zeros_like(qs) if prev is None else self._sdpa(qs, prev[0], prev[1]))
-            if row_offset + seg == bc:  # the row is complete: it becomes the previous row
-                cache.key = cache.value = None
-                if self.kind == "prev_row":
-                    cache.extra["prev"] = (cur_k, cur_v)
-            else:
-                cache.key, cache.value = cur_k, cur_v
-            cache.length += seg
+                if end == bc:  # the row is complete: it becomes the previous row, the old one is overwritten next
+                    spare = prev if prev is not None else (cache.empty(k, b, h, bc, d), cache.empty(v, b, h, bc, d))
+                    cache.extra["prev"] = (cache.key, cache.value)
+                    cache.key, cache.value = spare
+            p += seg
             start += seg
-        cache.length -= t  # forward_cached adds the whole chunk once
-        return torch.cat(outs, dim=2)
+        return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]

@@ -1,0 +1,491 @@
+"""Prior (sparse transformer) figures on this machine: training and sampling throughput, and peak memory.
+
+    python bench/prior.py                          # tiny + small, n_ctx 2048 and 8192, every mode
+    python bench/prior.py --quick                  # fewer steps / tokens, no small training at n_ctx 8192
+    python bench/prior.py --presets small --n-ctx 8192 --modes sample --sample-batches 1,16
+    python bench/prior.py --presets small --n-ctx 2048 --profile   # torch.profiler top ops of sampling
+
+Presets (block_ctx = n_ctx / blocks kept at 128, i.e. blocks = n_ctx // 128, attn_order 2):
+  tiny:  bins 128,  width 128,  depth 6,  heads 2
+  small: bins 2048, width 1024, depth 48, heads 1 (the reference's small_prior, 161 M parameters at n_ctx 8192)
+
+Modes, each measured in a fresh subprocess (this script re-invoked with a hidden `--_worker` argument) so that
+its peak RSS (ru_maxrss minus the RSS right after the imports) belongs to it alone:
+  train:   a full n_ctx sequence, forward + backward (bits_per_token) + Adam step in fp32; small uses
+           checkpoint_res=True as the reference trains it. One warm-up step, then the median of timed steps.
+  sample:  KV-cache decoding. The cache is primed with a prompt of P tokens (default n_ctx / 4) in chunks of
+           128 at batch 1, then replicated to the batch (`--prime full` primes every row instead), then N new
+           tokens are drawn one per step by multinomial sampling from softmax(logits) under inference_mode.
+  nocache: the same sampling done by recomputing the full forward pass over the prefix (padded up to a
+           multiple of block_ctx, which the row/column layers need) for every new token, batch 1.
+
+Reference figures for this machine class: small_prior at n_ctx 8192 trains at 94 tokens/s (87 s/step) and
+samples 16.8 tokens/s at batch 1. Timings on this shared 2-core machine drift 2-3x: compare figures measured
+side by side. The measurement subprocesses run with OMP_WAIT_POLICY=PASSIVE unless told otherwise: when
+another process keeps a core busy, spinning OpenMP threads make small ops 20x slower. The last line printed
+is a JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from jukebox_pl.prior.quantize import quantize_weights
+from jukebox_pl.prior.transformer import AutoregressiveTransformer
+
+PRESETS = {
+    "tiny": dict(bins=128, width=128, depth=6, heads=2, attn_order=2),
+    "small": dict(bins=2048, width=1024, depth=48, heads=1, attn_order=2),
+}
+BLOCK_CTX = 128
+RESULT_TAG = "@@PRIOR_BENCH_RESULT "
+REFERENCE = {"small_train_8192_tokens_per_s": 94.0, "small_sample_b1_tokens_per_s": 16.8}
+TARGET = {"small_sample_b1_tokens_per_s": 34.0}
+
+
+# -- memory -----------------------------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM and ru_maxrss) to the current RSS (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+# -- the measurements (run inside a worker subprocess) ----------------------------------------------------
+def build(preset: str, n_ctx: int, checkpoint_res: bool = False) -> AutoregressiveTransformer:
+    return AutoregressiveTransformer(
+        n_ctx=n_ctx, blocks=n_ctx // BLOCK_CTX, checkpoint_res=checkpoint_res, **PRESETS[preset]
+    )
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def bench_train(model, n_ctx: int, batch: int, warmup: int, steps: int) -> dict:
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    tokens = torch.randint(model.bins, (batch, n_ctx))
+
+    fwd_mb = []
+
+    def step(measure: bool = False) -> float:
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        if measure:  # the memory the forward pass keeps for backward (activations, checkpoints, logits)
+            rss0 = current_rss_mb()
+        loss = model.bits_per_token(model(tokens), tokens)
+        if measure:
+            fwd_mb.append(peak_rss_mb() - rss0)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    warm = [step() for _ in range(warmup)]
+    # Steady state (after a warm-up step the Adam moments exist): the peak RSS of the timed steps' forward
+    # passes over the RSS before each (weights + Adam moments, gradients freed).
+    pre_reset_peak = peak_rss_mb()
+    timed = [step(measure=warmup > 0 and reset_peak_rss()) for _ in range(steps)]
+    times = timed or warm
+    s_per_step = statistics.median(times)
+    return {
+        "_pre_reset_peak": pre_reset_peak,
+        "forward_mb": max(fwd_mb) if fwd_mb else None,
+        "warmup_s": warm,
+        "step_s": timed,
+        "s_per_step": s_per_step,
+        "tokens_per_s": batch * n_ctx / s_per_step,
+        "timed_from_warmup": not timed,
+    }
+
+
+def _repeat_batch(obj, batch: int, seen: set):
+    """Every tensor of a (batch-1) cache structure repeated along dim 0 to `batch` rows (in place for objects)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.expand(batch, *obj.shape[1:]).contiguous() if obj.dim() and obj.shape[0] == 1 else obj
+    if isinstance(obj, (list, tuple)):
+        items = [_repeat_batch(o, batch, seen) for o in obj]
+        if isinstance(obj, list):
+            obj[:] = items
+            return obj
+        return type(obj)(items)
+    if isinstance(obj, dict):
+        for key in list(obj):
+            obj[key] = _repeat_batch(obj[key], batch, seen)
+        return obj
+    if hasattr(obj, "__dict__") and id(obj) not in seen and not isinstance(obj, torch.nn.Module):
+        seen.add(id(obj))
+        for key, value in list(vars(obj).items()):
+            setattr(obj, key, _repeat_batch(value, batch, seen))
+    return obj
+
+
+def prime(model, prompt: torch.Tensor, chunk: int) -> None:
+    """Push prompt (B, P) through the cache: positions 0..P-1 (inputs: start token, prompt[:, :P-1])."""
+    n, length = prompt.shape
+    for start in range(0, length, chunk):
+        t = min(chunk, length - start)
+        prev = prompt[:, : t - 1] if start == 0 else prompt[:, start - 1 : start - 1 + t]
+        model.step(prev if prev.shape[1] else None, start, n)
+
+
+def sample_tokens(model, last: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """Draw `count` tokens one per step; `last` (B, 1) is the token at position start - 1."""
+    tok = last
+    for i in range(count):
+        logits = model.step(tok, start + i, tok.shape[0])
+        tok = torch.multinomial(torch.softmax(logits[:, -1].float(), dim=-1), 1)
+    return tok
+
+
+def bench_sample(model, n_ctx: int, batch: int, prompt_len: int, tokens: int, chunk: int, prime_mode: str) -> dict:
+    model.eval()
+    warm = 2
+    if prompt_len + warm + tokens > n_ctx:
+        raise ValueError(f"prompt {prompt_len} + {warm + tokens} tokens exceed n_ctx {n_ctx}")
+    prime_rows = 1 if prime_mode == "expand" else batch
+    prompt = torch.randint(model.bins, (prime_rows, prompt_len))
+    with torch.inference_mode(), model.streaming() as caches:
+        t0 = time.perf_counter()
+        prime(model, prompt, chunk)
+        prime_s = time.perf_counter() - t0
+        expand_s = 0.0
+        if prime_rows != batch:
+            if caches is None:
+                raise RuntimeError("streaming() yielded no caches to replicate: use --prime full")
+            t0 = time.perf_counter()
+            _repeat_batch(caches, batch, set())
+            expand_s = time.perf_counter() - t0
+        last = prompt[:, -1:].expand(batch, 1).contiguous()
+        last = sample_tokens(model, last, prompt_len, warm)  # untimed: first T=1 steps after the chunks
+        t0 = time.perf_counter()
+        sample_tokens(model, last, prompt_len + warm, tokens)
+        sample_s = time.perf_counter() - t0
+    per_stream = tokens / sample_s
+    return {
+        "prompt_len": prompt_len,
+        "prime_rows": prime_rows,
+        "prime_s": prime_s,
+        "prime_tokens_per_s": prime_rows * prompt_len / prime_s,
+        "expand_s": expand_s,
+        "new_tokens": tokens,
+        "sample_s": sample_s,
+        "ms_per_step": 1000 * sample_s / tokens,
+        "tokens_per_s_per_stream": per_stream,
+        "tokens_per_s_total": batch * per_stream,
+    }
+
+
+def bench_nocache(model, n_ctx: int, batch: int, prompt_len: int, tokens: int) -> dict:
+    """For every new token, the full forward pass over the prefix (padded to a multiple of block_ctx)."""
+    model.eval()
+    seq = torch.randint(model.bins, (batch, n_ctx))
+    times, lengths = [], []
+    with torch.inference_mode():
+        for i in range(tokens + 1):  # the first one is a warm-up
+            pos = prompt_len + i  # predict the token at this position from seq[:, :pos]
+            length = min(n_ctx, -(-(pos + 1) // BLOCK_CTX) * BLOCK_CTX)
+            t0 = time.perf_counter()
+            logits = model(seq[:, :length])
+            seq[:, pos : pos + 1] = torch.multinomial(torch.softmax(logits[:, pos].float(), dim=-1), 1)
+            if i:
+                times.append(time.perf_counter() - t0)
+                lengths.append(length)
+    s_per_token = statistics.median(times)
+    return {
+        "prompt_len": prompt_len,
+        "new_tokens": tokens,
+        "forward_lengths": lengths,
+        "s_per_token": s_per_token,
+        "tokens_per_s_per_stream": 1 / s_per_token,
+        "tokens_per_s_total": batch / s_per_token,
+    }
+
+
+def profile_sample(model, batch: int, prompt_len: int, tokens: int, chunk: int, rows: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    model.eval()
+    prompt = torch.randint(model.bins, (1, prompt_len))
+    with torch.inference_mode(), model.streaming() as caches:
+        prime(model, prompt, chunk)
+        if batch > 1:
+            _repeat_batch(caches, batch, set())
+        last = sample_tokens(model, prompt[:, -1:].expand(batch, 1).contiguous(), prompt_len, 2)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            sample_tokens(model, last, prompt_len + 2, tokens)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def worker(job: dict) -> dict:
+    torch.set_num_threads(job["threads"])
+    random.seed(job["seed"])
+    torch.manual_seed(job["seed"])
+    base = peak_rss_mb()
+    rss0 = current_rss_mb()
+    t0 = time.perf_counter()
+    model = build(job["preset"], job["n_ctx"], checkpoint_res=job["mode"] == "train" and job["preset"] != "tiny")
+    out = {"build_s": time.perf_counter() - t0, "params": n_params(model)}
+    mode, n_ctx, batch = job["mode"], job["n_ctx"], job["batch"]
+    if mode != "train":
+        quantize_weights(model, job.get("weights", "fp32"))
+    out["model_mb"] = current_rss_mb() - rss0
+    if mode == "train":
+        out |= bench_train(model, n_ctx, batch, job["warmup"], job["steps"])
+    elif mode == "sample":
+        out |= bench_sample(model, n_ctx, batch, job["prompt_len"], job["tokens"], job["chunk"], job["prime"])
+    elif mode == "nocache":
+        out |= bench_nocache(model, n_ctx, batch, job["prompt_len"], job["tokens"])
+    elif mode == "profile":
+        out["table"] = profile_sample(model, batch, job["prompt_len"], job["tokens"], job["chunk"], job["rows"])
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    out["peak_mb"] = max(peak_rss_mb(), out.pop("_pre_reset_peak", 0.0)) - base
+    out["baseline_mb"] = base
+    if mode == "train":  # grads + 2 Adam moments (fp32) on top of the weights, the rest is activations etc.
+        out["activations_mb"] = out["peak_mb"] - out["model_mb"] - 3 * 4 * out["params"] / 2**20
+    return out
+
+
+# -- the driver ---------------------------------------------------------------------------------------------
+def run_job(job: dict, timeout: float | None) -> dict:
+    t0 = time.perf_counter()
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(job)]
+    env = dict(os.environ)
+    if job["omp_wait_policy"] != "default":
+        env["OMP_WAIT_POLICY"] = job["omp_wait_policy"]
+    if job["exact_memory"]:  # every allocation >= 128 KiB mmapped and unmapped on free: RSS follows live memory
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return job | {"error": f"timed out after {timeout} s", "wall_s": time.perf_counter() - t0}
+    result = next((line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)), None)
+    if proc.returncode or result is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        return job | {"error": f"exit {proc.returncode}: " + " | ".join(tail), "wall_s": time.perf_counter() - t0}
+    return job | json.loads(result[len(RESULT_TAG) :]) | {"wall_s": time.perf_counter() - t0}
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def plan(args) -> list[dict]:
+    jobs = []
+    common = {"threads": args.threads, "seed": args.seed, "chunk": args.chunk, "prime": args.prime}
+    common["omp_wait_policy"], common["exact_memory"] = args.omp_wait_policy, args.exact_memory
+    for preset in args.presets:
+        for n_ctx in args.n_ctx:
+            prompt_len = args.prompt_len or n_ctx // 4
+            cfg = common | {"preset": preset, "n_ctx": n_ctx, "prompt_len": prompt_len}
+            if args.profile:
+                for weights in args.weights:
+                    for batch in args.sample_batches or [1]:
+                        job = {"mode": "profile", "batch": batch, "tokens": args.tokens or 16, "rows": 15}
+                        jobs.append(cfg | job | {"weights": weights})
+                continue
+            big = preset == "small" and n_ctx >= 8192
+            if "train" in args.modes and not (big and args.skip_big_train):
+                steps = args.train_steps
+                if steps is None:
+                    steps = 1 if args.quick or big else 2 if preset == "small" else 3
+                batches = args.train_batches or ([1, 8] if preset == "tiny" else [1])
+                for batch in batches:
+                    jobs.append(cfg | {"mode": "train", "batch": batch, "warmup": args.train_warmup, "steps": steps})
+            if "sample" in args.modes:
+                batches = args.sample_batches or ([1, 8] if preset == "tiny" else [1, 8, 16])
+                tokens = args.tokens or (16 if args.quick else 64)
+                for weights in args.weights:
+                    for batch in batches:
+                        jobs.append(cfg | {"mode": "sample", "batch": batch, "tokens": tokens, "weights": weights})
+            if "nocache" in args.modes:
+                tokens = args.nocache_tokens or (2 if args.quick or big else 4)
+                jobs.append(cfg | {"mode": "nocache", "batch": 1, "tokens": tokens})
+    return jobs
+
+
+def fmt(x, spec=".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def report(results: list[dict]) -> dict:
+    ok = [r for r in results if "error" not in r]
+    print("\ntraining (fp32, forward + backward + Adam, full n_ctx sequence; peak MB = peak RSS - RSS after imports,")
+    print("act MB = peak - model - grads - Adam moments, fwd MB = what a timed step's forward pass adds)")
+    print(f"{'preset':<6} {'n_ctx':>5} {'B':>3} {'params':>8} {'s/step':>8} {'tok/s':>8} {'warm s':>7} "
+          f"{'peak MB':>8} {'act MB':>8} {'fwd MB':>8} {'wall s':>7}")  # fmt: skip
+    for r in ok:
+        if r["mode"] == "train":
+            print(f"{r['preset']:<6} {r['n_ctx']:>5} {r['batch']:>3} {r['params'] / 1e6:>7.1f}M "
+                  f"{r['s_per_step']:>8.2f} {r['tokens_per_s']:>8.1f} {max(r['warmup_s'], default=0):>7.2f} "
+                  f"{r['peak_mb']:>8.0f} {r['activations_mb']:>8.0f} {fmt(r['forward_mb'], '.0f'):>8} "
+                  f"{r['wall_s']:>7.1f}")  # fmt: skip
+    print("\nsampling with the KV cache (prompt of P tokens primed in chunks, then N tokens one per step)")
+    print(f"{'preset':<6} {'n_ctx':>5} {'weights':>7} {'B':>3} {'P':>5} {'N':>4} {'prime tok/s':>11} {'ms/step':>8} "
+          f"{'tok/s/stream':>12} {'tok/s total':>11} {'peak MB':>8} {'wall s':>7}")  # fmt: skip
+    for r in ok:
+        if r["mode"] == "sample":
+            print(f"{r['preset']:<6} {r['n_ctx']:>5} {r.get('weights', 'fp32'):>7} {r['batch']:>3} "
+                  f"{r['prompt_len']:>5} {r['new_tokens']:>4} "
+                  f"{r['prime_tokens_per_s']:>11.1f} {r['ms_per_step']:>8.1f} {r['tokens_per_s_per_stream']:>12.2f} "
+                  f"{r['tokens_per_s_total']:>11.2f} {r['peak_mb']:>8.0f} {r['wall_s']:>7.1f}")  # fmt: skip
+    print("\nsampling without a cache (full forward over the prefix for every new token)")
+    print(f"{'preset':<6} {'n_ctx':>5} {'B':>3} {'P':>5} {'N':>4} {'s/token':>8} {'tok/s':>8} {'peak MB':>8} "
+          f"{'wall s':>7}")  # fmt: skip
+    for r in ok:
+        if r["mode"] == "nocache":
+            print(f"{r['preset']:<6} {r['n_ctx']:>5} {r['batch']:>3} {r['prompt_len']:>5} {r['new_tokens']:>4} "
+                  f"{r['s_per_token']:>8.3f} {r['tokens_per_s_total']:>8.2f} {r['peak_mb']:>8.0f} "
+                  f"{r['wall_s']:>7.1f}")  # fmt: skip
+    for r in ok:
+        if r["mode"] == "profile":
+            print(f"\nprofile: {r['preset']} n_ctx {r['n_ctx']}, {r.get('weights', 'fp32')} weights, B {r['batch']} "
+                  f"sampling of {r['tokens']} tokens after {r['prompt_len']}\n{r['table']}")  # fmt: skip
+
+    summary = {}
+    by = {(r["mode"], r["preset"], r["n_ctx"], r["batch"]): r for r in ok if r.get("weights", "fp32") == "fp32"}
+    int8 = {
+        (r["preset"], r["n_ctx"], r["batch"]): r for r in ok if r.get("weights") == "int8" and r["mode"] == "sample"
+    }
+    lines = []
+    for (mode, preset, n_ctx, batch), r in sorted(by.items()):
+        if mode == "sample" and batch > 1 and (one := by.get(("sample", preset, n_ctx, 1))):
+            x = r["tokens_per_s_total"] / one["tokens_per_s_total"]
+            summary[f"{preset}_{n_ctx}_sample_b{batch}_over_b1_total"] = x
+            lines.append(f"{preset} n_ctx {n_ctx}: sampling batch {batch} / batch 1 total tokens/s = {x:.2f}x")
+        if mode == "sample" and batch == 1 and (nc := by.get(("nocache", preset, n_ctx, 1))):
+            x = r["tokens_per_s_total"] / nc["tokens_per_s_total"]
+            summary[f"{preset}_{n_ctx}_cache_over_nocache_b1"] = x
+            lines.append(f"{preset} n_ctx {n_ctx}: KV cache / no cache (batch 1, P={r['prompt_len']}) = {x:.1f}x")
+        if mode == "train" and n_ctx == 8192 and (lo := by.get(("train", preset, 2048, batch))):
+            x, y = r["peak_mb"] / lo["peak_mb"], r["activations_mb"] / max(lo["activations_mb"], 1e-9)
+            summary[f"{preset}_b{batch}_train_mem_8192_over_2048"] = x
+            summary[f"{preset}_b{batch}_train_act_mem_8192_over_2048"] = y
+            lines.append(f"{preset} batch {batch}: training peak memory 8192 / 2048 = {x:.2f}x "
+                         f"(activations only: {y:.2f}x; linear = 4x, quadratic = 16x)")  # fmt: skip
+            if r["forward_mb"] and lo["forward_mb"]:
+                z = r["forward_mb"] / lo["forward_mb"]
+                summary[f"{preset}_b{batch}_train_forward_mem_8192_over_2048"] = z
+                lines.append(f"{preset} batch {batch}: training forward-pass memory 8192 / 2048 = {z:.2f}x")
+    for (preset, n_ctx, batch), r in sorted(int8.items()):
+        summary[f"{preset}_{n_ctx}_sample_b{batch}_int8_total"] = r["tokens_per_s_total"]
+        line = f"{preset} n_ctx {n_ctx} batch {batch}, int8 weights: {r['tokens_per_s_total']:.1f} tokens/s total"
+        if fp := by.get(("sample", preset, n_ctx, batch)):
+            line += f" ({r['tokens_per_s_total'] / fp['tokens_per_s_total']:.2f}x fp32)"
+        if batch > 1 and (one := int8.get((preset, n_ctx, 1))):
+            line += f", {r['tokens_per_s_total'] / one['tokens_per_s_total']:.2f}x int8 batch 1"
+        lines.append(line)
+    s1 = by.get(("sample", "small", 8192, 1)) or by.get(("sample", "small", 2048, 1))
+    if s1:
+        lines.append(f"small n_ctx {s1['n_ctx']} batch-1 sampling: {s1['tokens_per_s_total']:.1f} tokens/s "
+                     f"(reference 16.8, target >= 34)")  # fmt: skip
+    t8 = by.get(("train", "small", 8192, 1))
+    if t8:
+        lines.append(f"small n_ctx 8192 training: {t8['tokens_per_s']:.1f} tokens/s, {t8['s_per_step']:.1f} s/step "
+                     f"(reference 94 tokens/s, 87 s/step)")  # fmt: skip
+    if lines:
+        print("\nsummary")
+        for line in lines:
+            print("  " + line)
+    for r in results:
+        if "error" in r:
+            print(f"FAILED {r['preset']} n_ctx {r['n_ctx']} {r['mode']} batch {r['batch']}: {r['error']}")
+    return summary
+
+
+def git_head() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "src"], capture_output=True, text=True)
+        return head.stdout.strip() + ("+dirty-src" if dirty.stdout.strip() else "")
+    except OSError:
+        return None
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", type=lambda s: s.split(","), default=["tiny", "small"], help="tiny,small")
+    p.add_argument("--n-ctx", type=ints, default=[2048, 8192], help="context lengths (multiples of 128)")
+    p.add_argument("--modes", type=lambda s: s.split(","), default=["train", "sample", "nocache"])
+    p.add_argument("--train-batches", type=ints, help="default: tiny 1,8; small 1")
+    p.add_argument("--sample-batches", type=ints, help="default: tiny 1,8; small 1,8,16")
+    p.add_argument("--train-warmup", type=int, default=1, help="untimed training steps (default 1)")
+    p.add_argument("--train-steps", type=int, help="timed training steps (default: tiny 3, small 2; 1 at 8192)")
+    p.add_argument("--skip-big-train", action="store_true", help="skip training small at n_ctx >= 8192")
+    p.add_argument("--tokens", type=int, help="timed sampled tokens per stream (default 64, --quick 16)")
+    p.add_argument("--nocache-tokens", type=int, help="timed tokens without a cache (default 4; 2 at 8192)")
+    p.add_argument("--prompt-len", type=int, help="prompt length P (default n_ctx / 4)")
+    p.add_argument("--weights", type=lambda s: s.split(","), default=["fp32", "int8"],
+                   help="weight storage for sampling: fp32,int8 (int8 = jukebox_pl.prior.quantize)")  # fmt: skip
+    p.add_argument("--chunk", type=int, default=128, help="prompt chunk length when priming (default 128)")
+    p.add_argument("--prime", choices=["expand", "full"], default="expand",
+                   help="prime the cache at batch 1 and replicate it (expand), or prime every row (full)")  # fmt: skip
+    p.add_argument("--profile", action="store_true", help="only profile sampling (batches: --sample-batches)")
+    p.add_argument("--quick", action="store_true", help="fewer steps and tokens; skips small training at 8192")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "default"], default="PASSIVE",
+                   help="OMP_WAIT_POLICY of the measurement subprocesses (default PASSIVE: with spinning OpenMP "
+                   "threads a busy core slows small ops 20x; 'default' leaves the environment alone)")  # fmt: skip
+    p.add_argument("--job-timeout", type=float, help="seconds before a measurement subprocess is killed")
+    p.add_argument("--exact-memory", action="store_true",
+                   help="MALLOC_MMAP_THRESHOLD_=131072 in the subprocesses, so that glibc hands freed blocks back and "
+                   "peak RSS is the peak of live memory (timings then include the extra page faults)")  # fmt: skip
+    p.add_argument("--_worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._worker:
+        print(RESULT_TAG + json.dumps(worker(json.loads(args._worker))), flush=True)
+        return
+    if args.quick:
+        args.skip_big_train = True
+    unknown = [x for x in args.presets if x not in PRESETS] + [
+        m for m in args.modes if m not in ("train", "sample", "nocache")
+    ]
+    if unknown or any(n % BLOCK_CTX for n in args.n_ctx):
+        p.error(f"unknown presets/modes {unknown} or n_ctx not a multiple of {BLOCK_CTX}: {args.n_ctx}")
+    jobs = plan(args)
+    print(f"prior bench: {len(jobs)} measurements, torch {torch.__version__}, {args.threads} threads, "
+          f"OMP_WAIT_POLICY {args.omp_wait_policy}, git {git_head()}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    results, t0 = [], time.perf_counter()
+    for job in jobs:
+        what = f"{job['preset']} n_ctx {job['n_ctx']} {job['mode']} batch {job['batch']}"
+        print(f"  running {what} ...", end="", flush=True)
+        r = run_job(job, args.job_timeout)
+        results.append(r)
+        print(f" {r['wall_s']:.1f} s" + (f" FAILED: {r['error']}" if "error" in r else ""), flush=True)
+    print(f"total {time.perf_counter() - t0:.1f} s, load average {os.getloadavg()[0]:.1f}")
+    summary = report(results)
+    slim = [{k: v for k, v in r.items() if k != "table"} for r in results]
+    print(json.dumps({"bench": "prior", "git": git_head(), "torch": torch.__version__, "threads": args.threads,
+                      "reference": REFERENCE, "target": TARGET, "summary": summary, "results": slim}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

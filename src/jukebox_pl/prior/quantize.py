@@ -1,0 +1,55 @@
+"""Int8 weight-only storage for sampling: 4x fewer weight bytes read per token, fp32 accumulation.
+
+Batch-1 sampling reads every weight once per token, so on a CPU it runs at memory bandwidth: a 161 M parameter
+prior in fp32 cannot go faster than ~37 tokens/s on 25 GB/s. Storing the transformer's linear weights as int8
+with one bf16 scale per output channel and multiplying with `torch._weight_int8pack_mm` (which dequantises in
+registers and accumulates in fp32) halves the time of every linear layer at batch 1..16. Inference only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Int8Linear(nn.Module):
+    """An `nn.Linear` with int8 weights and per-output-channel scales (no gradients)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        self.register_buffer("weight_int8", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale.to(torch.bfloat16))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.device.type == "cpu":
+            y = torch._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self.weight_int8, self.scale).float()
+        else:  # other devices: dequantise (still 4x less weight memory at rest)
+            y = F.linear(x2.float(), self.weight_int8.float() * self.scale.float()[:, None])
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+
+def quantize_weights(model: nn.Module, mode: str = "int8") -> nn.Module:
+    """Replace the linear layers of every transformer block (attention and MLP) in place; `fp32` is a no-op.
+
+    Embeddings, the output head and the conditioners keep their weights (small, or tied to the embedding)."""
+    if mode in ("fp32", "none"):
+        return model
+    if mode != "int8":
+        raise ValueError(f"unknown weight storage {mode!r}; choose fp32 or int8")
+    from jukebox_pl.prior.transformer import ResAttnBlock
+
+    for block in [m for m in model.modules() if isinstance(m, ResAttnBlock)]:
+        for parent in (block.attn, block.mlp):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(parent, name, Int8Linear(child))
+    return model.eval().requires_grad_(False)
