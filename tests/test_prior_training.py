@@ -177,3 +177,14 @@ def test_strategy_names_reach_the_trainer():
     fsdp = training_strategy("fsdp")
     assert isinstance(fsdp, FSDPStrategy) and ResAttnBlock in fsdp.kwargs["auto_wrap_policy"]._module_classes
     assert isinstance(training_strategy("ddp"), DDPStrategy) and training_strategy("auto") is None
+
+
+def test_cli_train_prior_reports_a_missing_vqvae(shards, tmp_path, capsys):
+    from jukebox_pl.cli import main
+
+    code = main(["train", "prior", "--level", "middle", "--run", str(tmp_path / "r"), "--data", str(shards)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no trained VQ-VAE middle level" in err and "make train-level LEVEL=middle STAGE=vqvae" in err
+    assert main(["train", "vqvae", "--level", "top", "--run", str(tmp_path / "r"), "--init", "x.ckpt"]) == 2
+    assert "--vqvae and --init are options of `train prior`" in capsys.readouterr().err

@@ -202,8 +202,10 @@ class FactorizedAttention(nn.Module):
                 cache.key[:, :, p0:end] = k[:, :, : end - p0]
                 cache.value[:, :, p0:end] = v[:, :, : end - p0]
             keys, values = cache.key[:, :, :end], cache.value[:, :, :end]
-            pos = p0 + torch.arange(t, device=x.device)
-            mask = None if t == 1 and self.kind == "dense" else torch.arange(end, device=x.device)[None] <= pos[:, None]
+            mask = None  # a single query sees every key cached so far (prime: the prefix up to itself)
+            if t > 1:
+                pos = p0 + torch.arange(t, device=x.device)
+                mask = torch.arange(end, device=x.device)[None] <= pos[:, None]
             out = self._sdpa(q, keys, values, mask=mask)
         cache.length += t
         return self.c_proj(self._merge(out))
@@ -214,13 +216,15 @@ class FactorizedAttention(nn.Module):
         if cache.key is None:
             cache.key = cache.empty(k, b, h, bc, self.n_ctx // bc, d)
             cache.value = cache.empty(v, b, h, bc, self.n_ctx // bc, d)
+        if t == 1:  # the sampling step: plain slices, no index tensors
+            col, row = divmod(cache.length, bc)[::-1]
+            cache.key[:, :, col, row] = k[:, :, 0]
+            cache.value[:, :, col, row] = v[:, :, 0]
+            return self._sdpa(q, cache.key[:, :, col, : row + 1], cache.value[:, :, col, : row + 1])
         pos = cache.length + torch.arange(t, device=q.device)
         cols, rows = pos % bc, pos // bc
         cache.key[:, :, cols, rows] = k
         cache.value[:, :, cols, rows] = v
-        if t == 1:
-            p = cache.length
-            return self._sdpa(q, cache.key[:, :, p % bc, : p // bc + 1], cache.value[:, :, p % bc, : p // bc + 1])
         n_rows = int(rows[-1]) + 1
         keys, values = cache.key[:, :, cols, :n_rows], cache.value[:, :, cols, :n_rows]  # (B, H, T, rows, d)
         valid = torch.arange(n_rows, device=q.device)[None] <= rows[:, None]

@@ -8,6 +8,7 @@ stage folder has `config.yaml` (the resolved config), `checkpoints/` (`last.ckpt
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
 
 CONFIG_FILE = "config.yaml"
+
+# Lightning 2.6 + torch 2.13 print this deprecation (from Lightning's own code) on every step.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 class RunExists(RuntimeError):
