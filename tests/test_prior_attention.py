@@ -99,3 +99,15 @@ def test_cached_decoding_equals_the_full_pass(kind, chunks):
     kept = 0 if cache.key is None else cache.key.shape[2]
     limit = {"row": N_CTX // BLOCKS, "prev_row": N_CTX // BLOCKS, "prime": prime_keys_len(11, BLOCKS)}
     assert kept <= limit.get(kind, N_CTX)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 4), (8, 1), (4, 5), (16, 16), (300, 1)])
+def test_linear_rows_equals_linear(shape):
+    from jukebox_pl.prior.attention import linear_rows
+
+    lin = torch.nn.Linear(32, 48)
+    x = torch.randn(*shape, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_rows(lin, x), lin(x), atol=1e-5, rtol=1e-5)
+        lin.bias = None
+        torch.testing.assert_close(linear_rows(lin, x), lin(x), atol=1e-5, rtol=1e-5)

@@ -47,6 +47,19 @@ def attn_kinds(attn_order: int, depth: int) -> list[str]:
     return [KIND_IDS[orders[attn_order](d)] for d in range(depth)]
 
 
+def linear_rows(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`linear(x)` for the few rows of a sampling step, computed as (W @ x^T)^T on CPU from 8 rows up.
+
+    CPU BLAS picks a slow kernel for x @ W^T when x has ~8-256 rows; the transposed product gives the same
+    numbers 2-4x faster for batched sampling (measured by bench/prior.py). Anything else goes to `linear`."""
+    rows = x.numel() // x.shape[-1]
+    if not isinstance(linear, nn.Linear) or x.device.type != "cpu" or not 8 <= rows <= 256 or torch.is_grad_enabled():
+        return linear(x)
+    x2 = x.reshape(rows, x.shape[-1]).t()
+    y = linear.weight @ x2 if linear.bias is None else torch.addmm(linear.bias[:, None], linear.weight, x2)
+    return y.t().contiguous().reshape(*x.shape[:-1], linear.out_features)
+
+
 def prime_keys_len(prime_len: int, blocks: int) -> int:
     """Keys a prime layer sees: the lyric prefix rounded up past a multiple of `blocks` (reference layout)."""
     return (prime_len // blocks + 1) * blocks
@@ -186,8 +199,8 @@ class FactorizedAttention(nn.Module):
                 cache.extra["enc"] = [self._heads(u) for u in self.c_enc_kv(encoder_kv.to(x.dtype)).chunk(2, dim=-1)]
             k, v = cache.extra["enc"]
             cache.length += t
-            return self.c_proj(self._merge(self._sdpa(self._heads(self.c_attn(x)), k, v)))
-        q, k, v = (self._heads(u) for u in self.c_attn(x).chunk(3, dim=-1))
+            return linear_rows(self.c_proj, self._merge(self._sdpa(self._heads(linear_rows(self.c_attn, x)), k, v)))
+        q, k, v = (self._heads(u) for u in linear_rows(self.c_attn, x).chunk(3, dim=-1))
         if self.kind in ("row", "prev_row"):
             out = self._rows_cached(q, k, v, cache)
         elif self.kind == "column":
@@ -208,7 +221,7 @@ class FactorizedAttention(nn.Module):
                 mask = torch.arange(end, device=x.device)[None] <= pos[:, None]
             out = self._sdpa(q, keys, values, mask=mask)
         cache.length += t
-        return self.c_proj(self._merge(out))
+        return linear_rows(self.c_proj, self._merge(out))
 
     def _column_cached(self, q, k, v, cache: LayerCache):
         """Column kind: keys kept as (B, H, column, row, d), so a query reads its column contiguously."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from jukebox_pl.prior.attention import FactorizedAttention, LayerCache, attn_kinds
+from jukebox_pl.prior.attention import FactorizedAttention, LayerCache, attn_kinds, linear_rows
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -35,6 +35,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(quick_gelu(self.c_fc(x)))
+
+    def forward_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The same for the few rows of a sampling step (see `linear_rows`)."""
+        return linear_rows(self.c_proj, quick_gelu(linear_rows(self.c_fc, x)))
 
 
 class ResAttnBlock(nn.Module):
@@ -80,7 +84,7 @@ class ResAttnBlock(nn.Module):
 
     def forward_cached(self, x, cache: LayerCache, encoder_kv=None) -> torch.Tensor:
         a = self.attn.forward_cached(self.ln_0(x), cache, encoder_kv)
-        return self._combine(x, a, self.mlp(self.ln_1(x + a)))
+        return self._combine(x, a, self.mlp.forward_rows(self.ln_1(x + a)))
 
 
 class Transformer(nn.Module):
@@ -253,4 +257,4 @@ class AutoregressiveTransformer(nn.Module):
         x = self.transformer.forward_cached(x, encoder_kv)
         if self.add_cond_after_transformer:
             x = x + cond
-        return self.x_out(x)
+        return x if self.only_encode else linear_rows(self.x_out, x)
