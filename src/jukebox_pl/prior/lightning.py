@@ -43,6 +43,7 @@ class PriorModule(pl.LightningModule):
         vqvae_checkpoints: list[str] | None = None,
         vqvae=None,
         config: dict | None = None,
+        vocab: dict | None = None,
     ):
         super().__init__()
         pcfg, vcfg = prior_config(prior), vqvae_config(vqvae_cfg)
@@ -56,6 +57,8 @@ class PriorModule(pl.LightningModule):
                 "y_bins": list(y_bins) if y_bins is not None else None,
                 "vqvae_checkpoints": [str(p) for p in vqvae_checkpoints] if vqvae_checkpoints else None,
                 "config": config,
+                # the artist/genre names behind the label ids, so that sampling can resolve names
+                "vocab": vocab,
             }
         )
         self.cfg, self.vcfg, self.level, self.sample_rate = pcfg, vcfg, idx, sample_rate

@@ -137,6 +137,7 @@ def train_prior(
     module = PriorModule(
         pcfg, idx, cfg.vqvae, cfg.data.sample_rate, y_bins=y_bins, vqvae_checkpoints=ckpts,
         vqvae=VQVAE.from_checkpoints(ckpts), config=OmegaConf.to_container(cfg, resolve=True),
+        vocab=dm.vocab.to_dict() if dm.vocab is not None else None,
     )  # fmt: skip
     if init and not resume:
         load_prior_weights(module, init)

@@ -1,0 +1,91 @@
+"""The trained pieces a sampler needs, loaded from a run folder or explicit checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from jukebox_pl.data.vocab import LabelVocab
+from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.training.checkpoints import load_any
+from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
+
+
+def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, dict]:
+    """A prior (the EMA weights when the checkpoint has them) in eval mode, and its hyperparameters."""
+    info = load_any(path)
+    if info["kind"] != "prior":
+        raise ValueError(f"{path} holds a {info['kind']} checkpoint, not a prior")
+    hp = info["hparams"]
+    vcfg = hp["vqvae_cfg"]
+    levels, idx = vcfg["levels"], hp["level"]
+    hops = hop_lengths(vcfg["downs_t"], vcfg["strides_t"])
+    upper = None if idx == levels - 1 else (vcfg["downs_t"][idx + 1], vcfg["strides_t"][idx + 1])
+    model = JukeboxPrior(hp["prior"], idx, levels, vcfg["l_bins"], hops[idx], hp["sample_rate"], upper, hp["y_bins"])
+    state = info["state_dict"]
+    prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
+    model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    model.eval().requires_grad_(False)
+    if weights != "fp32":
+        from jukebox_pl.prior.quantize import quantize_weights
+
+        quantize_weights(model, weights)
+    return model, hp
+
+
+def prior_checkpoint(run_dir: str | Path, name: str) -> Path:
+    stage = Path(run_dir) / f"prior_{name}"
+    for candidate in (stage / "export.pt", stage / "checkpoints" / "last.ckpt"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no trained {name} prior in {run_dir} (looked for {stage}/export.pt and {stage}/checkpoints/last.ckpt); "
+        f"train it with `make train-level LEVEL={name} STAGE=prior`"
+    )
+
+
+@dataclass
+class SamplingModels:
+    vqvae: VQVAE
+    priors: dict[int, JukeboxPrior]  # level index -> prior
+    vocab: LabelVocab
+    sample_rate: int
+
+    @property
+    def n_levels(self) -> int:
+        return self.vqvae.n_levels
+
+    def name(self, level: int) -> str:
+        return level_name(level, self.n_levels)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, levels: int | None = None, weights: str = "fp32") -> SamplingModels:
+        """The VQ-VAE levels and the priors of the top `levels` levels (all by default) of a run folder."""
+        vqvae = VQVAE.from_run(run_dir)
+        n = vqvae.n_levels
+        wanted = list(range(n - (levels or n), n))
+        if levels is not None and not 1 <= levels <= n:
+            raise ValueError(f"--levels {levels}: this run has {n} levels")
+        missing = [level_name(i, n) for i in wanted if i not in vqvae.available()]
+        if missing:
+            raise FileNotFoundError(f"the VQ-VAE levels {missing} are not trained in {run_dir}")
+        priors, vocab = {}, None
+        for i in wanted:
+            prior, hp = load_prior(prior_checkpoint(run_dir, level_name(i, n)), weights)
+            priors[i] = prior
+            if vocab is None and hp.get("vocab"):
+                vocab = LabelVocab(artists=dict(hp["vocab"]["artists"]), genres=dict(hp["vocab"]["genres"]))
+        return cls(vqvae, priors, vocab or LabelVocab(), vqvae.sample_rate)
+
+    def level(self, name: str | int) -> int:
+        return level_index(name, self.n_levels)
+
+
+def to_device(models: SamplingModels, device: str | torch.device) -> SamplingModels:
+    models.vqvae.to(device)
+    for prior in models.priors.values():
+        prior.to(device)
+    return models
