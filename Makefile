@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install test test-fast lint format toy-data toy-shards shards train-level train-stage demo bench bench-quality clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards train-level train-stage demo bench bench-quality clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,7 +30,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-test: install ## install, then run every test
+browser: ## headless chromium for the gallery test (Debian package; installed when missing)
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) || \
+		(echo "could not install chromium (needed by the gallery test): apt-get install chromium"; exit 1)
+
+test: install browser ## install, then run every test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install ## install, then the tests not marked slow

@@ -223,11 +223,69 @@ def _run_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="sample songs from trained levels: top first, then the upsamplers; resumable")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder with trained vqvae_<level> and prior_<level> stages")
+    src.add_argument("--prior", nargs="+", help="explicit prior checkpoints (with --vqvae)")
+    p.add_argument("--vqvae", nargs="+", help="explicit VQ-VAE level checkpoints (with --prior)")
+    p.add_argument("--out", required=True, help="output folder (WAVs, codes.pt, index.html)")
+    p.add_argument("--artist", action="append", default=[], help="artist name (repeat: one per sample)")
+    p.add_argument("--genre", action="append", default=[], help="genre name (repeat for several)")
+    p.add_argument("--lyrics", help="text file with the lyrics")
+    p.add_argument("--seconds", type=float, default=10.0, help="song length")
+    p.add_argument("--n-samples", type=int, default=1)
+    p.add_argument("--mode", choices=("ancestral", "continue", "primed", "upsample"), default="ancestral")
+    p.add_argument("--prompt", help="primed: audio file to continue")
+    p.add_argument("--prompt-seconds", type=float, default=0.0, help="primed: seconds of the prompt to keep")
+    p.add_argument("--codes", help="continue / upsample: a codes.pt written by an earlier `sample`")
+    p.add_argument("--temperature", type=float, default=0.99)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.0)
+    p.add_argument("--hop-fraction", help="window hop per sampled level, top first, e.g. 0.125,0.5,0.5")
+    p.add_argument("--levels", type=int, choices=(1, 2, 3), help="how many levels to sample, from the top")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-batch", type=int, default=16, help="samples per forward pass (memory cap)")
+    p.add_argument("--weights", choices=("fp32", "int8"), default="fp32", help="int8: faster CPU sampling")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted output folder")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jukebox_pl.sampling.models import SamplingModels, to_device
+    from jukebox_pl.sampling.progress import TokenProgress
+    from jukebox_pl.sampling.song import SampleRequest, sample_song
+
+    if args.prior and not args.vqvae:
+        raise ConfigError("--prior needs --vqvae (the VQ-VAE level checkpoints)")
+    if args.run:
+        models = SamplingModels.from_run(args.run, args.levels, args.weights)
+    else:
+        models = SamplingModels.from_checkpoints(args.vqvae, args.prior, args.weights)
+    to_device(models, args.device)
+    req = SampleRequest(
+        out=args.out, artists=args.artist, genres=args.genre,
+        lyrics=Path(args.lyrics).read_text() if args.lyrics else "", seconds=args.seconds,
+        n_samples=args.n_samples, mode=args.mode, prompt=args.prompt, prompt_seconds=args.prompt_seconds,
+        codes=args.codes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        hop_fraction=[float(x) for x in args.hop_fraction.split(",")] if args.hop_fraction else None,
+        levels=args.levels, seed=args.seed, max_batch=args.max_batch, resume=args.resume,
+    )  # fmt: skip
+    with TokenProgress(models, enabled=not args.no_progress and sys.stderr.isatty()) as progress:
+        summary = sample_song(models, req, progress=progress.advance, totals=progress.set_totals)
+    print(f"sampled {summary['samples']} x {summary['seconds']:.1f} s ({', '.join(summary['levels'])}) in "
+          f"{summary['sampling_s']:.1f} s; gallery: {Path(summary['out']) / 'index.html'}")  # fmt: skip
+    return 0
+
+
 COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config),
             "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect),
             "train": (_add_train, _run_train), "export": (_add_export, _run_export),
             "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode),
-            "encode-shards": ENCODE_SHARDS}  # fmt: skip
+            "encode-shards": ENCODE_SHARDS, "sample": (_add_sample, _run_sample)}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     try:
         return COMMANDS[args.command][1](args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as err:
         print(f"jukebox-pl {args.command}: error: {err}", file=sys.stderr)
         return 2
 

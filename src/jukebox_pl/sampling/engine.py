@@ -90,6 +90,19 @@ class SongSampler:
     def remaining_tokens(self, level: int) -> int:
         return max(0, self.total_tokens(level) - self.codes[level].shape[1])
 
+    def planned_tokens(self) -> dict[int, int]:
+        """Tokens still to sample per level (all samples), following the window plan from the current state."""
+        plan = {}
+        for level in self.levels:
+            prior, filled, todo = self.models.priors[level], self.codes[level].shape[1], 0
+            total = self.total_tokens(level)
+            while (
+                w := next_window(total, filled, prior.n_ctx, self.hop_fraction(level), self.align(level))
+            ) is not None:
+                todo, filled = todo + w[1] - filled, w[1]
+            plan[level] = todo * self.spec.n_samples
+        return plan
+
     # -- state --------------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {

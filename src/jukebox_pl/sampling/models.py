@@ -36,6 +36,17 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
     return model, hp
 
 
+def vocab_of(hp: dict) -> LabelVocab | None:
+    """The label vocabulary a prior was trained with: saved in its checkpoint, else its shards' vocab.json."""
+    if hp.get("vocab"):
+        return LabelVocab(artists=dict(hp["vocab"]["artists"]), genres=dict(hp["vocab"]["genres"]))
+    data = (hp.get("config") or {}).get("data", {})
+    for candidate in (data.get("vocab"), data.get("shards") and str(Path(data["shards"]) / "vocab.json")):
+        if candidate and Path(candidate).is_file():
+            return LabelVocab.load(candidate)
+    return None
+
+
 def prior_checkpoint(run_dir: str | Path, name: str) -> Path:
     stage = Path(run_dir) / f"prior_{name}"
     for candidate in (stage / "export.pt", stage / "checkpoints" / "last.ckpt"):
@@ -76,9 +87,29 @@ class SamplingModels:
         for i in wanted:
             prior, hp = load_prior(prior_checkpoint(run_dir, level_name(i, n)), weights)
             priors[i] = prior
-            if vocab is None and hp.get("vocab"):
-                vocab = LabelVocab(artists=dict(hp["vocab"]["artists"]), genres=dict(hp["vocab"]["genres"]))
+            vocab = vocab or vocab_of(hp)
         return cls(vqvae, priors, vocab or LabelVocab(), vqvae.sample_rate)
+
+    @classmethod
+    def from_checkpoints(cls, vqvae: list[str], priors: list[str], weights: str = "fp32") -> SamplingModels:
+        """Explicit VQ-VAE level and prior checkpoints (or exports), e.g. a released set fine-tuned elsewhere."""
+        container = VQVAE.from_checkpoints(vqvae)
+        loaded, vocab = {}, None
+        for path in priors:
+            prior, hp = load_prior(path, weights)
+            if prior.level in loaded:
+                raise ValueError(f"two prior checkpoints for level {prior.level}: {path}")
+            if prior.levels != container.n_levels:
+                raise ValueError(
+                    f"{path} is a prior for a {prior.levels}-level VQ-VAE, the VQ-VAE has {container.n_levels}"
+                )
+            loaded[prior.level] = prior
+            vocab = vocab or vocab_of(hp)
+        n = container.n_levels
+        have = sorted(loaded, reverse=True)
+        if have != list(range(n - 1, n - 1 - len(have), -1)):
+            raise ValueError(f"priors must cover the top levels without gaps; got {[level_name(i, n) for i in have]}")
+        return cls(container, loaded, vocab or LabelVocab(), container.sample_rate)
 
     def level(self, name: str | int) -> int:
         return level_index(name, self.n_levels)

@@ -1,0 +1,197 @@
+"""`jukebox-pl sample`: resolve labels and lyrics, plan the levels of a mode, run, save after every window, decode.
+
+Output folder: `state.pt` (resumable state, rewritten after every window), then `codes.pt` (every level's codes
+with the labels, lyrics, settings and seed needed to continue them), `<level>/sample_<i>.wav` and `index.html`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
+from jukebox_pl.data.lyrics import LyricsTokenizer
+from jukebox_pl.sampling.engine import SongSampler, SongSpec
+from jukebox_pl.sampling.models import SamplingModels
+
+MODES = ("ancestral", "continue", "primed", "upsample")
+STATE_FILE, CODES_FILE = "state.pt", "codes.pt"
+
+
+@dataclass
+class SampleRequest:
+    out: str
+    artists: list[str] = field(default_factory=list)
+    genres: list[str] = field(default_factory=list)
+    lyrics: str = ""
+    seconds: float = 10.0
+    n_samples: int = 1
+    mode: str = "ancestral"
+    prompt: str | None = None
+    prompt_seconds: float = 0.0
+    codes: str | None = None
+    temperature: float = 0.99
+    top_k: int = 0
+    top_p: float = 0.0
+    hop_fraction: list[float] | None = None  # top, middle, bottom (the levels sampled, top first)
+    levels: int | None = None
+    seed: int = 0
+    max_batch: int = 16
+    resume: bool = False
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def resolve_labels(models: SamplingModels, req: SampleRequest) -> tuple[list[int], list[list[int]], list[str]]:
+    """Artist and genre names -> ids through the run's vocabulary (unknown names: an error with close matches)."""
+    names = req.artists or ["unknown"]
+    n = max(req.n_samples, len(req.artists))
+    artists = [models.vocab.artist_id(names[i % len(names)]) for i in range(n)]
+    genre_ids = [models.vocab.genre_id(g) for g in req.genres]
+    return artists, [list(genre_ids) for _ in range(n)], [names[i % len(names)] for i in range(n)]
+
+
+def known_codes(models: SamplingModels, req: SampleRequest, n: int) -> tuple[dict[int, torch.Tensor], int | None]:
+    """Codes the chosen mode starts from, per level, and (upsample) the song length they fix in samples."""
+    top = models.n_levels - 1
+    if req.mode == "ancestral":
+        return {}, None
+    if req.mode in ("continue", "upsample"):
+        if not req.codes:
+            raise ValueError(f"--mode {req.mode} needs --codes (a codes.pt written by `jukebox-pl sample`)")
+        saved = torch.load(req.codes, map_location="cpu", weights_only=False)
+        codes = {models.level(name): c for name, c in saved["codes"].items()}
+        codes = {k: (v if v.shape[0] == n else v[:1].repeat(n, 1)) for k, v in codes.items()}
+        if top not in codes:
+            raise ValueError(f"{req.codes} has no top-level codes")
+        if req.mode == "upsample":
+            return {top: codes[top]}, codes[top].shape[1] * models.vqvae.hop_length(top)
+        return codes, None
+    if not req.prompt:
+        raise ValueError("--mode primed needs --prompt AUDIO (and --prompt-seconds)")
+    audio, sr = read_audio(req.prompt)
+    mono = to_mono(resample(audio, sr, models.sample_rate))
+    hop_top = models.vqvae.hop_length(top)
+    keep = int(req.prompt_seconds * models.sample_rate) // hop_top * hop_top if req.prompt_seconds else mono.shape[-1]
+    keep = min(keep, mono.shape[-1] // hop_top * hop_top)
+    if keep <= 0:
+        raise ValueError(f"the prompt {req.prompt} is shorter than one top-level code ({hop_top} samples)")
+    x = torch.from_numpy(np.ascontiguousarray(mono[..., :keep], dtype=np.float32)).reshape(1, 1, -1)
+    encoded = models.vqvae.encode(x, levels=[i for i in models.vqvae.available()])
+    return {k: v.repeat(n, 1) for k, v in encoded.items()}, None
+
+
+def plan_levels(models: SamplingModels, req: SampleRequest) -> list[int]:
+    top = models.n_levels - 1
+    wanted = sorted(models.priors, reverse=True)
+    if req.mode == "upsample":
+        wanted = [i for i in wanted if i != top]
+        if not wanted:
+            raise ValueError("--mode upsample needs --levels 2 or more (the levels below the top)")
+    return wanted
+
+
+def sample_song(models: SamplingModels, req: SampleRequest, progress=None, totals=None) -> dict:
+    """Run (or resume) one request; returns a summary. `progress(level, n)` is told of every n sampled tokens,
+    `totals({level: tokens})` of the plan before sampling starts."""
+    if req.mode not in MODES:
+        raise ValueError(f"unknown mode {req.mode!r}; choose one of {', '.join(MODES)}")
+    out = Path(req.out)
+    state_path = out / STATE_FILE
+    if state_path.is_file() and not req.resume:
+        raise FileExistsError(f"{out} holds an interrupted or finished sample; pass --resume or choose another --out")
+    if req.resume and not state_path.is_file():
+        raise FileNotFoundError(f"nothing to resume in {out} (no {STATE_FILE})")
+    artists, genres, artist_names = resolve_labels(models, req)
+    out.mkdir(parents=True, exist_ok=True)
+    n, top = len(artists), models.n_levels - 1
+    top_prior = models.priors.get(top)
+    lyric_ids: list[int] = []
+    if req.lyrics and top_prior is not None and top_prior.n_tokens:
+        lyric_ids = LyricsTokenizer(top_prior.cfg.lyrics_vocab).encode(req.lyrics).tolist()
+    codes, fixed_length = known_codes(models, req, n)
+    hop_top = models.vqvae.hop_length(top)
+    total = fixed_length or math.ceil(req.seconds * models.sample_rate / hop_top) * hop_top
+    have = max((c.shape[1] * models.vqvae.hop_length(k) for k, c in codes.items()), default=0)
+    if req.mode in ("continue", "primed") and have >= total:
+        raise ValueError(f"--seconds {req.seconds} is not longer than the {have / models.sample_rate:.1f} s given")
+    levels = plan_levels(models, req)
+    fractions = {}
+    for level, frac in zip(levels, req.hop_fraction or []):
+        fractions[level] = float(frac)
+    spec = SongSpec(
+        artists=artists, genres=genres, lyrics=[lyric_ids] * n, total_samples=total, temperature=req.temperature,
+        top_k=req.top_k, top_p=req.top_p, hop_fractions=fractions, seed=req.seed, max_batch=req.max_batch,
+    )  # fmt: skip
+    sampler = SongSampler(
+        models, spec, levels, codes=codes, on_window=lambda s: save_atomic(s.state(), state_path),
+        on_tokens=progress,
+    )  # fmt: skip
+    if req.resume:
+        sampler.restore(torch.load(state_path, map_location="cpu", weights_only=False))
+    else:
+        save_atomic(sampler.state(), state_path)
+    if totals is not None:
+        totals(sampler.planned_tokens())
+    t0 = time.perf_counter()
+    result = sampler.run()
+    elapsed = time.perf_counter() - t0
+    for level, c in codes.items():  # levels given but not sampled (upsample: the top) are part of the song too
+        result.setdefault(level, c)
+    alignments = None
+    top_prior = models.priors.get(top)
+    if top_prior is not None and top_prior.n_tokens and lyric_ids and top in result:
+        from jukebox_pl.sampling.alignment import lyric_alignment
+
+        # characters of the page's lyrics = the cleaned text the tokenizer kept
+        alignments = lyric_alignment(sampler, top, [len(lyric_ids)] * n)
+    files = write_outputs(models, req, spec, result, artist_names, out, alignments)
+    summary = {
+        "out": str(out), "mode": req.mode, "seconds": total / models.sample_rate, "samples": n,
+        "levels": [models.name(i) for i in sorted(result, reverse=True)], "sampling_s": elapsed, "files": files,
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def write_outputs(models, req, spec, codes, artist_names, out: Path, alignments=None) -> dict:
+    """WAVs per level and sample, the continuable codes file and the gallery page."""
+    from jukebox_pl.sampling.gallery import write_gallery
+
+    files: dict[str, list[str]] = {}
+    for level in sorted(codes, reverse=True):
+        name = models.name(level)
+        if level not in models.vqvae.available():
+            continue
+        audio = models.vqvae.decode(codes[level], level)[..., : spec.total_samples].cpu().numpy()
+        folder = out / name
+        folder.mkdir(exist_ok=True)
+        files[name] = []
+        for i, clip in enumerate(audio):
+            path = write_audio(folder / f"sample_{i}.wav", np.clip(clip, -1, 1), models.sample_rate)
+            files[name].append(str(path.relative_to(out)))
+    lyrics = req.lyrics
+    top = models.priors.get(models.n_levels - 1)
+    if lyrics and top is not None and top.n_tokens:  # the page shows exactly the characters the prior read
+        tok = LyricsTokenizer(top.cfg.lyrics_vocab)
+        lyrics = tok.decode(tok.encode(lyrics))
+    labels = {"artists": artist_names, "genres": req.genres, "lyrics": lyrics}
+    settings = {k: v for k, v in vars(req).items() if k not in ("out", "resume")}
+    save_atomic(
+        {"codes": {models.name(k): v for k, v in codes.items()}, "labels": labels, "settings": settings,
+         "spec": spec.to_dict(), "sample_rate": models.sample_rate},
+        out / CODES_FILE,
+    )  # fmt: skip
+    write_gallery(out, files, labels, models.sample_rate, settings, alignments)
+    return files

@@ -1,0 +1,134 @@
+"""`jukebox-pl sample` end to end on a small trained run: every mode, resume, the gallery in a real browser."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from prior_settings import COMMON, PRIOR, VQVAE
+
+from jukebox_pl.cli import main
+from jukebox_pl.prior.train import train_prior
+from jukebox_pl.sampling import engine
+from jukebox_pl.vqvae.container import VQVAE as Container
+from jukebox_pl.vqvae.train import train_vqvae
+
+SR, HOP_TOP = 22050, 128
+
+
+@pytest.fixture(scope="module")
+def run(shards, tmp_path_factory) -> Path:
+    """Top and middle VQ-VAE levels and priors, trained for a step or two."""
+    run = tmp_path_factory.mktemp("sample_run") / "run"
+    for level in ("top", "middle"):
+        train_vqvae(run, level, "tiny", str(shards), VQVAE + COMMON)
+        train_prior(run, level, "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
+    return run
+
+
+def sample(run, out, *args) -> int:
+    return main(["sample", "--run", str(run), "--out", str(out), "--levels", "2", "--no-progress", *args])
+
+
+def page_in_browser(index: Path) -> tuple[str, str]:
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is needed for the gallery test (`make browser` installs it)"
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", index.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return proc.stdout, proc.stderr
+
+
+def test_end_to_end_writes_wavs_codes_and_a_working_page(run, tmp_path, capsys):
+    lyrics = tmp_path / "lyrics.txt"
+    lyrics.write_text("la la la, sing along\nthe organ plays on")
+    out = tmp_path / "out"
+    code = sample(run, out, "--artist", "Artist 1", "--artist", "Artist 2", "--genre", "rock", "--lyrics",
+                  str(lyrics), "--seconds", "0.5", "--seed", "7")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    want = -(-int(0.5 * SR) // HOP_TOP) * HOP_TOP
+    for level in ("top", "middle"):
+        for i in (0, 1):
+            audio, sr = sf.read(out / level / f"sample_{i}.wav")
+            assert sr == SR and len(audio) == want
+    saved = torch.load(out / "codes.pt", weights_only=False)
+    assert saved["codes"]["top"].shape == (2, want // HOP_TOP) and saved["codes"]["middle"].shape == (2, want // 32)
+    assert saved["labels"]["artists"] == ["Artist 1", "Artist 2"] and saved["settings"]["seed"] == 7
+    dom, log = page_in_browser(out / "index.html")
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    assert 'data-ready="yes"' in body and 'data-players="4"' in body and 'data-playable="4"' in body, body
+    assert "broken" not in body and "CONSOLE" not in log, log[-2000:]
+    assert dom.count("<span>") == 2 * len("la la la, sing along\nthe organ plays on")  # per character and sample
+    align = json.loads(re.search(r'data-alignment="([^"]*)"', dom).group(1).replace("&quot;", '"'))
+    assert len(align["times"]) == len(align["chars"]) > 0
+
+
+def test_unknown_artist_is_named_with_close_matches(run, tmp_path, capsys):
+    assert sample(run, tmp_path / "x", "--artist", "Artist 11", "--seconds", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "unknown artist 'Artist 11'" in err and "Did you mean" in err and "artist 1" in err.lower()
+    assert not (tmp_path / "x").exists()
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, tmp_path, monkeypatch):
+    args = ("--artist", "Artist 0", "--seconds", "1.5", "--seed", "3", "--hop-fraction", "0.5,0.5")
+    assert sample(run, tmp_path / "full", *args) == 0
+    original, calls = engine.SongSampler._window, {"n": 0}
+
+    def interrupted(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *a)
+
+    monkeypatch.setattr(engine.SongSampler, "_window", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sample(run, tmp_path / "cut", *args)
+    monkeypatch.setattr(engine.SongSampler, "_window", original)
+    assert sample(run, tmp_path / "cut", *args) == 2  # refuses to overwrite without --resume
+    assert sample(run, tmp_path / "cut", *args, "--resume") == 0
+    full = torch.load(tmp_path / "full" / "codes.pt", weights_only=False)["codes"]
+    cut = torch.load(tmp_path / "cut" / "codes.pt", weights_only=False)["codes"]
+    for level in ("top", "middle"):
+        assert torch.equal(full[level], cut[level])
+
+
+def test_continue_upsample_and_primed_modes(run, tmp_path):
+    first = tmp_path / "first"
+    assert sample(run, first, "--artist", "Artist 0", "--seconds", "0.5") == 0
+    codes = torch.load(first / "codes.pt", weights_only=False)["codes"]
+
+    assert sample(run, tmp_path / "cont", "--mode", "continue", "--codes", str(first / "codes.pt"), "--seconds",
+                  "1.0", "--artist", "Artist 0") == 0  # fmt: skip
+    longer = torch.load(tmp_path / "cont" / "codes.pt", weights_only=False)["codes"]
+    for level in ("top", "middle"):
+        n = codes[level].shape[1]
+        hop = HOP_TOP if level == "top" else 32
+        assert torch.equal(longer[level][:, :n], codes[level])
+        assert longer[level].shape[1] == -(-SR // HOP_TOP) * HOP_TOP // hop  # 1.0 s rounded up to the top hop
+
+    assert sample(run, tmp_path / "up", "--mode", "upsample", "--codes", str(first / "codes.pt"),
+                  "--artist", "Artist 0", "--seed", "5") == 0  # fmt: skip
+    up = torch.load(tmp_path / "up" / "codes.pt", weights_only=False)["codes"]
+    assert torch.equal(up["top"], codes["top"]) and up["middle"].shape == codes["middle"].shape
+    assert (tmp_path / "up" / "middle" / "sample_0.wav").is_file()
+
+    t = np.arange(int(0.6 * SR)) / SR
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, 0.3 * np.sin(2 * np.pi * 220 * t), SR)
+    assert sample(run, tmp_path / "primed", "--mode", "primed", "--prompt", str(prompt), "--prompt-seconds", "0.3",
+                  "--seconds", "0.8", "--artist", "Artist 0") == 0  # fmt: skip
+    primed = torch.load(tmp_path / "primed" / "codes.pt", weights_only=False)["codes"]
+    vqvae = Container.from_run(run)
+    keep = int(0.3 * SR) // HOP_TOP * HOP_TOP
+    x = torch.from_numpy(sf.read(prompt, dtype="float32")[0][:keep]).reshape(1, 1, -1)
+    for name, idx in (("top", 2), ("middle", 1)):
+        want = vqvae.encode(x, levels=[idx])[idx]
+        assert torch.equal(primed[name][:, : want.shape[1]], want)
