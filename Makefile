@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards train-level train-stage demo bench bench-quality clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards train-level train-stage demo sample bench bench-quality clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,8 +79,14 @@ train-stage: install
 		$(CLI) train $(STAGE_NAME) --level $(LEVEL) --preset $(PRESET) --data $(SHARDS) --run $(RUN) $(ARGS); \
 	fi
 
-demo: install toy-shards ## install, build the toy set and its shards, and show batches from the DataModule
-	$(CLI) inspect-data --preset tiny --data $(DATA)/toy_shards
+DEMO_RUN ?= runs/demo
+demo: install toy-shards ## install, toy set + shards, train the tiny preset's 3 VQ-VAE levels and 3 priors, sample a gallery (resumable)
+	$(CLI) demo --run $(DEMO_RUN) --data $(DATA)/toy_shards --toy $(DATA)/toy $(ARGS)
+
+sample: install ## sample songs: make sample RUN=dir OUT=dir [SECONDS=10 ARTIST="name" LYRICS=file MODE=ancestral ARGS="..."]
+	@test -n "$(OUT)" || (echo "usage: make sample RUN=runs/tiny OUT=samples/x [SECONDS=10 ARTIST=name LYRICS=file]"; exit 2)
+	$(CLI) sample --run $(RUN) --out $(OUT) --seconds $(or $(SECONDS),10) --mode $(or $(MODE),ancestral) \
+		$(if $(ARTIST),--artist "$(ARTIST)") $(if $(LYRICS),--lyrics "$(LYRICS)") $(ARGS)
 
 bench: install ## print measured figures: data-loader throughput, VQ-VAE speed (REFERENCE=checkout to compare)
 	$(PY) bench/data_throughput.py

@@ -281,11 +281,29 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train every level of the tiny preset on the toy set, sample, check (make demo)")
+    p.add_argument("--run", default="runs/demo", help="run folder (resumable)")
+    p.add_argument("--data", default="data/toy_shards", help="toy-set shards")
+    p.add_argument("--toy", default="data/toy", help="toy-set folder (audio + metadata.csv) for the artist check")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--seconds", type=float, default=6.0, help="length of each sampled song")
+    p.add_argument("overrides", nargs="*")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from jukebox_pl.demo import run_demo
+
+    run_demo(args.run, args.data, args.toy, args.preset, args.seconds, args.overrides)
+    return 0
+
+
 COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config),
             "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect),
             "train": (_add_train, _run_train), "export": (_add_export, _run_export),
             "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode),
-            "encode-shards": ENCODE_SHARDS, "sample": (_add_sample, _run_sample)}  # fmt: skip
+            "encode-shards": ENCODE_SHARDS, "sample": (_add_sample, _run_sample),
+            "demo": (_add_demo, _run_demo)}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

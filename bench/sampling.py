@@ -1,0 +1,140 @@
+"""Seconds of compute per second of sampled audio, per level and for the whole song (tiny and small presets).
+
+    python bench/sampling.py                     # tiny (3 levels) and small (2 levels), batch 1 and 8
+    python bench/sampling.py --presets tiny --batches 1 --weights int8
+
+Per level, with random weights of the preset's architecture: the KV-cache priming rate (the overlap each
+window re-reads, in chunks of 128) and the sampling rate (one token per step, a window half full), then
+
+    compute per audio second = tokens per audio second x (1 / sampling rate + (1 - h) / h / priming rate)
+
+for windows every h * n_ctx tokens (h = 0.125 top, 0.5 upsamplers, the reference's defaults), plus the
+VQ-VAE decoding of that level. Divided by the batch: B songs are sampled together. For tiny, a real song is
+also sampled end to end through `SongSampler` (all three levels) to check the estimate. Measure on a quiet
+machine: OpenMP threads spinning against another process make every figure several times worse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from jukebox_pl.config import load_config
+from jukebox_pl.data.vocab import LabelVocab
+from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.prior.quantize import quantize_weights
+from jukebox_pl.sampling.engine import SongSampler, SongSpec
+from jukebox_pl.sampling.models import SamplingModels
+from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.vqvae.model import VQVAELevelModel, hop_lengths, level_name
+
+
+def build(preset: str, weights: str) -> SamplingModels:
+    torch.manual_seed(0)
+    cfg = load_config(preset)
+    v, n = cfg.vqvae, cfg.vqvae.levels
+    hops = hop_lengths(v.downs_t, v.strides_t)
+    vqvae = VQVAE({i: VQVAELevelModel(v, i).eval() for i in range(n)}, cfg.data.sample_rate)
+    priors = {}
+    for i in range(n):
+        pcfg = cfg.prior[level_name(i, n)]
+        upper = None if i == n - 1 else (v.downs_t[i + 1], v.strides_t[i + 1])
+        prior = JukeboxPrior(pcfg, i, n, v.l_bins, hops[i], cfg.data.sample_rate, upper, y_bins=(4, 5)).eval()
+        priors[i] = quantize_weights(prior, weights)
+    return SamplingModels(vqvae, priors, LabelVocab().extend(["a", "b"], ["g"]), cfg.data.sample_rate)
+
+
+@torch.inference_mode()
+def level_rates(models: SamplingModels, level: int, batch: int, tokens: int) -> dict:
+    prior = models.priors[level]
+    spec = SongSpec(artists=[1] * batch, genres=[[1]] * batch, lyrics=[list(range(1, 40))] * batch,
+                    total_samples=prior.sample_length * 2, seed=0)  # fmt: skip
+    sampler = SongSampler(models, spec, [level])
+    if not prior.is_top:
+        sampler.codes[level + 1] = torch.randint(0, prior.bins, (batch, 2 * prior.upper_length))
+    cond = prior.condition(batch, **sampler._labels(level, 0, slice(0, batch)))
+    half = prior.n_ctx // 2
+    prompt = torch.randint(0, prior.bins, (batch, half))
+    with prior.prior.streaming():
+        step, x_cond, y_cond, enc = prior.prior.step, cond.x_cond, cond.y_cond, cond.encoder_kv
+        if prior.lyrics_mode == "merged":  # the lyric prefix first, as sampling does
+            prompt = torch.cat([cond.lyrics, prompt + prior.n_vocab], dim=1)
+        t0 = time.perf_counter()
+        step(None, 0, batch, x_cond, y_cond, enc)
+        for i in range(0, prompt.shape[1], 128):
+            step(prompt[:, i : i + 128], i + 1, batch, x_cond, y_cond, enc)
+        prime_s = time.perf_counter() - t0
+        pos, tok = prompt.shape[1] + 1, prompt[:, -1:]
+        t0 = time.perf_counter()
+        for k in range(tokens):
+            logits = step(tok, pos + k, batch, x_cond, y_cond, enc)[:, -1]
+            tok = torch.multinomial(logits.float().softmax(-1), 1)
+        sample_s = time.perf_counter() - t0
+    audio_tokens = models.sample_rate / prior.hop_length
+    h = 0.125 if prior.is_top else 0.5
+    prime_rate, sample_rate = prompt.shape[1] / prime_s, tokens / sample_s  # per stream-batch step
+    per_audio_s = audio_tokens * (1 / sample_rate + (1 - h) / h / prime_rate) / batch
+    codes = torch.randint(0, prior.bins, (batch, int(audio_tokens)))
+    t0 = time.perf_counter()
+    models.vqvae.decode(codes, level)
+    decode = (time.perf_counter() - t0) / batch
+    return {"n_ctx": prior.n_ctx, "hop": prior.hop_length, "prime_tok_s": prime_rate * batch,
+            "sample_tok_s": sample_rate * batch, "sample_s_per_audio_s": per_audio_s,
+            "decode_s_per_audio_s": decode}  # fmt: skip
+
+
+def end_to_end(models: SamplingModels, batch: int, seconds: float) -> dict:
+    hop_top = models.vqvae.hop_length(models.n_levels - 1)
+    total = int(seconds * models.sample_rate) // hop_top * hop_top
+    spec = SongSpec(artists=[1] * batch, genres=[[1]] * batch, lyrics=[list(range(1, 40))] * batch,
+                    total_samples=total, seed=0, max_batch=batch)  # fmt: skip
+    out = {}
+    sampler = SongSampler(models, spec, list(range(models.n_levels)))
+    for level in sorted(models.priors, reverse=True):
+        t0 = time.perf_counter()
+        sampler.levels = [level]
+        sampler.run()
+        out[level_name(level, models.n_levels)] = (time.perf_counter() - t0) / batch / (total / models.sample_rate)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="tiny,small")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--weights", default="fp32", choices=("fp32", "int8"))
+    p.add_argument("--tokens", type=int, default=32, help="timed sampling steps per level")
+    p.add_argument("--song-seconds", type=float, default=3.0, help="tiny end-to-end song length")
+    args = p.parse_args(argv)
+    results = []
+    print(f"{'preset':<6} {'level':<7} {'B':>3} {'n_ctx':>6} {'hop':>4} {'prime tok/s':>11} {'sample tok/s':>12} "
+          f"{'sample s/s':>10} {'decode s/s':>10}")  # fmt: skip
+    for preset in args.presets.split(","):
+        models = build(preset, args.weights)
+        for batch in (int(b) for b in args.batches.split(",")):
+            total = 0.0
+            for level in sorted(models.priors, reverse=True):
+                r = level_rates(models, level, batch, args.tokens)
+                name = level_name(level, models.n_levels)
+                total += r["sample_s_per_audio_s"] + r["decode_s_per_audio_s"]
+                results.append({"preset": preset, "level": name, "batch": batch, **r})
+                print(f"{preset:<6} {name:<7} {batch:>3} {r['n_ctx']:>6} {r['hop']:>4} {r['prime_tok_s']:>11.1f} "
+                      f"{r['sample_tok_s']:>12.1f} {r['sample_s_per_audio_s']:>10.2f} "
+                      f"{r['decode_s_per_audio_s']:>10.4f}")  # fmt: skip
+            print(f"{preset:<6} {'song':<7} {batch:>3}  full {models.n_levels}-level song: {total:.2f} s of compute "
+                  f"per second of audio per song (estimate)")  # fmt: skip
+            results.append({"preset": preset, "level": "song", "batch": batch, "s_per_audio_s": total})
+            if preset == "tiny":
+                e2e = end_to_end(models, batch, args.song_seconds)
+                print(f"{preset:<6} {'e2e':<7} {batch:>3}  measured {args.song_seconds:.0f} s song, SongSampler: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in e2e.items())
+                      + f" = {sum(e2e.values()):.2f} s/s (sampling only)")  # fmt: skip
+                results.append({"preset": preset, "level": "e2e", "batch": batch, **e2e})
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
