@@ -26,3 +26,18 @@ def test_artist_check_recognises_real_songs_and_not_wrong_labels(tmp_path):
     assert right["of"] == 4 and right["recognised"] >= 3, right
     wrong = recognition(tmp_path / "samples", artists[1:] + artists[:1], classifier)
     assert wrong["recognised"] <= 1, wrong
+
+
+def test_artist_classifier_can_hear_through_the_codec(tmp_path):
+    import torch
+
+    from jukebox_pl.vqvae.lightning import vqvae_config
+    from jukebox_pl.vqvae.model import VQVAELevelModel
+
+    toy = tmp_path / "toy"
+    make_toy_dataset(toy, songs_per_pair=1, seconds=(3.0, 3.5), seed=0)
+    torch.manual_seed(0)
+    codec = VQVAELevelModel(vqvae_config(levels=1, downs_t=[2], strides_t=[2], l_bins=16, width=8, depth=1), 0)
+    plain, heard = artist_classifier(toy, 22050, 1.0), artist_classifier(toy, 22050, 1.0, codec=codec.eval())
+    assert plain.classes == heard.classes and len(heard.classes) == 4
+    assert not torch.allclose(torch.as_tensor(plain.centroids), torch.as_tensor(heard.centroids))
