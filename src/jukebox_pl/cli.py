@@ -288,13 +288,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--toy", default="data/toy", help="toy-set folder (audio + metadata.csv) for the artist check")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--seconds", type=float, default=6.0, help="length of each sampled song")
+    p.add_argument("--per-artist", type=int, default=2, help="songs sampled per toy artist")
     p.add_argument("overrides", nargs="*")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from jukebox_pl.demo import run_demo
 
-    run_demo(args.run, args.data, args.toy, args.preset, args.seconds, args.overrides)
+    run_demo(args.run, args.data, args.toy, args.preset, args.seconds, args.overrides, args.per_artist)
     return 0
 
 

@@ -117,7 +117,14 @@ def summary_rows(run: Path) -> list[tuple[str, str, str]]:
 
 
 def run_demo(
-    run: str, data: str, toy: str, preset: str = "tiny", seconds: float = 6.0, overrides=(), log=print
+    run: str,
+    data: str,
+    toy: str,
+    preset: str = "tiny",
+    seconds: float = 6.0,
+    overrides=(),
+    per_artist: int = 2,
+    log=print,
 ) -> dict:
     from rich.console import Console
     from rich.table import Table
@@ -129,13 +136,16 @@ def run_demo(
     run_dir, toy_dir = Path(run), Path(toy)
     times = train_stages(run_dir, data, preset, list(overrides), log)
     songs = toy_songs(toy_dir)
-    artists = sorted({s["artist"] for s in songs})
+    artists = sorted({s["artist"] for s in songs}) * per_artist
     lyrics = next(s["lyrics"] for s in songs if s["lyrics"].strip())
     out = run_dir / "samples"
     models = SamplingModels.from_run(run_dir)
     if not (out / "summary.json").is_file():
         resume = (out / "state.pt").is_file()
-        log(f"sampling one {seconds:.0f} s song per artist ({', '.join(artists)}){' (resuming)' if resume else ''}")
+        log(
+            f"sampling {per_artist} x {seconds:.0f} s songs per artist ({', '.join(sorted(set(artists)))})"
+            + (" (resuming)" if resume else "")
+        )
         t1 = time.perf_counter()
         req = SampleRequest(out=str(out), artists=artists, lyrics=lyrics, seconds=seconds, resume=resume, seed=0)
         sample_song(models, req)
@@ -154,7 +164,7 @@ def run_demo(
     console.print(
         f"artist check (nearest-centroid timbre classifier trained on the toy set's real clips): "
         f"{check['recognised']}/{check['of']} generated songs heard as the artist asked for "
-        f"(chance {1 / len(artists):.0%}); asked {check['asked']}, heard {check['heard']}"
+        f"(chance {1 / len(set(artists)):.0%}); asked {check['asked']}, heard {check['heard']}"
     )
     console.print(
         f"  the same check with the classifier trained on the real clips passed through the bottom VQ-VAE level: "
