@@ -82,3 +82,15 @@ def test_upper_level_codes_are_upsampled():
     assert out.shape == (3, 40, 16)
     out.sum().backward()
     assert cond.x_emb.weight.grad.abs().sum() > 0
+
+
+def test_songs_longer_than_max_duration_keep_their_relative_position():
+    cond = LabelConditioner(5, 4, 8, n_time=4, max_genres=1, t_bins=8, sample_rate=100, min_duration=1, max_duration=60)
+    labels = dict(artist=torch.tensor([1, 1]), genres=torch.tensor([[1], [1]]), length=100)
+    long_song = cond(total_length=torch.tensor([30000, 30000]), offset=torch.tensor([0, 29000]), **labels)[1]
+    assert long_song.shape == (2, 4, 8) and not torch.allclose(long_song[0], long_song[1])
+    rel = cond.relative_pos_emb
+    torch.testing.assert_close(long_song[1] - long_song[0], rel(torch.tensor([29000 / 30000]), torch.tensor([29100 / 30000]))[0]
+                               - rel(torch.tensor([0.0]), torch.tensor([100 / 30000]))[0]
+                               + cond.absolute_pos_emb(torch.tensor([5999.0]), torch.tensor([6000.0]))[0]
+                               - cond.absolute_pos_emb(torch.tensor([0.0]), torch.tensor([100.0]))[0])  # fmt: skip

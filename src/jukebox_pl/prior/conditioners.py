@@ -116,12 +116,15 @@ class LabelConditioner(nn.Module):
             return start, None
         if total_length is None or offset is None or length is None:
             raise ValueError("the timing signal needs total_length, offset and the window length (samples)")
+        # songs outside [min_duration, max_duration) use the nearest length bin; their relative position is
+        # still measured against their true length
         total = total_length.float().clamp(self.min_samples, self.max_samples - 1)
+        true_total = total_length.float().clamp(min=1.0)
         begin, end = offset.float(), offset.float() + length
         timing = (
             self.total_length_emb(total)
             + self.absolute_pos_emb(begin.clamp(max=self.max_samples - 1), end.clamp(max=self.max_samples))
-            + self.relative_pos_emb(begin / total, end / total)
+            + self.relative_pos_emb(begin.clamp(max=true_total - 1) / true_total, end / true_total)
         )
         return start, timing
 
