@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards train-level train-stage demo sample bench bench-quality clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards train-level train-stage demo sample bench bench-prior bench-sampling bench-quality clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -91,6 +91,12 @@ sample: install ## sample songs: make sample RUN=dir OUT=dir [SECONDS=10 ARTIST=
 bench: install ## print measured figures: data-loader throughput, VQ-VAE speed (REFERENCE=checkout to compare)
 	$(PY) bench/data_throughput.py
 	$(PY) bench/vqvae.py speed $(if $(REFERENCE),--reference $(REFERENCE))
+
+bench-prior: install ## prior training/sampling tokens/s (KV cache, int8, no cache) and memory, tiny + small (~5 min)
+	$(PY) bench/prior.py $(ARGS)
+
+bench-sampling: install ## seconds of compute per second of sampled audio, per level and per song (~2 min)
+	$(PY) bench/sampling.py $(ARGS)
 
 bench-quality: install toy-shards ## tiny VQ-VAE trained on the toy set: spectral convergence and codebook use on held-out songs
 	$(PY) bench/vqvae.py quality
