@@ -13,28 +13,27 @@ import itertools
 import json
 import math
 import random
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
-import torch
 import webdataset as wds
 from omegaconf import OmegaConf
 
 from jukebox_pl.config.loader import ConfigError
 from jukebox_pl.config.schema import DataConfig
 from jukebox_pl.data.code_shards import CODES_KIND, codes_ext
-from jukebox_pl.data.datamodule import AudioDataModule, data_config, expand_urls
-from jukebox_pl.data.lyrics import LyricsTokenizer, lyric_window
+from jukebox_pl.data.datamodule import AudioDataModule, expand_urls
 from jukebox_pl.data.pipeline import (
+    LyricWindows,
     SkipCounter,
     ValidationShards,
     _tar_handler,
+    collate,
     every_nth,
+    label_ids,
     shuffle_crops,
     train_offsets,
     val_offsets,
@@ -143,17 +142,14 @@ def _window(codes: np.ndarray, start: int, n: int) -> np.ndarray:
 
 def make_code_examples(spec: CodeCropSpec, vocab: LabelVocab, counter: SkipCounter):
     """Crops -> prior-ready examples: code windows, label ids, timing in samples, and the lyric window."""
-    tokenizer = LyricsTokenizer(spec.lyrics_vocab) if spec.n_lyric_tokens > 0 else None
-    token_cache: dict[str, np.ndarray] = {}
+    lyrics = LyricWindows(spec.n_lyric_tokens, spec.lyrics_vocab) if spec.n_lyric_tokens > 0 else None
 
     def stage(crops: Iterable[dict]) -> Iterator[dict]:
         for c in crops:
             offset, info = c["offset"], c["info"]
-            genres = [vocab.genre_id(g, strict=False) for g in info.get("genres", [])][: spec.max_genres]
             example = {
                 "codes": _window(c["codes"], offset // spec.hop, spec.n_ctx),
-                "artist": vocab.artist_id(info.get("artist", "unknown"), strict=False),
-                "genres": genres + [-1] * (spec.max_genres - len(genres)),
+                **label_ids(info, vocab, spec.max_genres),
                 "offset": offset,
                 "total_length": c["samples"],
                 "length": max(0, min(spec.sample_length, c["samples"] - offset)),
@@ -161,34 +157,12 @@ def make_code_examples(spec: CodeCropSpec, vocab: LabelVocab, counter: SkipCount
             }
             if spec.upper_hop:
                 example["upper_codes"] = _window(c["upper"], offset // spec.upper_hop, spec.n_upper)
-            if tokenizer is not None:
-                if c["key"] not in token_cache:
-                    token_cache.clear()  # crops of one track arrive together; keep only the current one
-                    token_cache[c["key"]] = tokenizer.encode(info.get("lyrics", ""))
-                window, start = lyric_window(
-                    token_cache[c["key"]], spec.n_lyric_tokens, c["samples"], offset, spec.sample_length
-                )
-                example["lyrics"], example["lyric_start"] = window, start
+            if lyrics is not None:
+                example |= lyrics(c["key"], info.get("lyrics", ""), c["samples"], offset, spec.sample_length)
             example["skipped"] = counter.count
             yield example
 
     return stage
-
-
-def collate_codes(examples: list[dict]) -> dict:
-    """Stack examples into the prior's batch dict (keys stay a list of strings)."""
-    batch = {"codes": torch.from_numpy(np.stack([e["codes"] for e in examples]))}
-    if "upper_codes" in examples[0]:
-        batch["upper_codes"] = torch.from_numpy(np.stack([e["upper_codes"] for e in examples]))
-    for name in ("artist", "offset", "total_length", "length", "lyric_start"):
-        if name in examples[0]:
-            batch[name] = torch.tensor([e[name] for e in examples], dtype=torch.long)
-    batch["genres"] = torch.tensor([e["genres"] for e in examples], dtype=torch.long)
-    if "lyrics" in examples[0]:
-        batch["lyrics"] = torch.from_numpy(np.stack([e["lyrics"] for e in examples]))
-    batch["skipped"] = torch.tensor(max(e["skipped"] for e in examples), dtype=torch.long)
-    batch["key"] = [e["key"] for e in examples]
-    return batch
 
 
 def code_train_pipeline(
@@ -203,7 +177,7 @@ def code_train_pipeline(
         cut_code_crops(spec, counter, train=True, seed=seed),
         shuffle_crops(shuffle_buffer, seed),
         make_code_examples(spec, vocab, counter),
-        wds.batched(batch_size, collation_fn=collate_codes, partial=False),
+        wds.batched(batch_size, collation_fn=collate, partial=False),
     )
 
 
@@ -220,11 +194,11 @@ def code_val_pipeline(
         parse_code_tracks(spec, counter),
         cut_code_crops(spec, counter, train=False, val_crops_per_track=crops_per_track),
         make_code_examples(spec, vocab, counter),
-        wds.batched(batch_size, collation_fn=collate_codes, partial=True),
+        wds.batched(batch_size, collation_fn=collate, partial=True),
     )
 
 
-class CodeDataModule(pl.LightningDataModule):
+class CodeDataModule(AudioDataModule):
     """Windows of `n_ctx` codes of one level (plus the aligned codes of the level above) with labels.
 
     `level` / `upper_level` are level indices (or names such as "top"); `upper_level` is None for a top prior.
@@ -243,10 +217,9 @@ class CodeDataModule(pl.LightningDataModule):
         batch_size: int | None = None,
         **overrides: Any,
     ):
-        super().__init__()
         if batch_size is not None:
             overrides["batch_size"] = batch_size
-        self.cfg = data_config(cfg, **overrides)
+        super().__init__(cfg, **overrides)
         if int(n_ctx) <= 0:
             raise ValueError(f"n_ctx must be positive, got {n_ctx}")
         self.n_ctx, self._level_arg, self._upper_arg = int(n_ctx), level, upper_level
@@ -254,18 +227,10 @@ class CodeDataModule(pl.LightningDataModule):
             {"data": OmegaConf.to_container(self.cfg, resolve=True), "level": level, "n_ctx": n_ctx,
              "upper_level": upper_level}
         )  # fmt: skip
-        self.rank, self.world = 0, 1
-        self.vocab: LabelVocab | None = None
-        self.manifest: dict | None = None
         self.level: int | None = None
         self.upper_level: int | None = None
-        self.train_urls: list[str] = []
-        self.val_urls: list[str] = []
 
-    # -- discovery ----------------------------------------------------------------------------------------
-    _distributed = AudioDataModule._distributed
-    _check_labels = AudioDataModule._check_labels  # same vocab check: the code shards carry the audio's labels
-
+    # -- discovery (rank detection and the vocab check are AudioDataModule's) ------------------------------
     def _read_manifest(self) -> dict:
         c = self.cfg
         if not c.shards:
@@ -325,18 +290,6 @@ class CodeDataModule(pl.LightningDataModule):
                 f"n_ctx * hop = {self.n_ctx * hop}"
             )
 
-    def setup(self, stage: str | None = None) -> None:
-        self.rank, self.world = self._distributed()
-        if self.vocab is None:
-            self._resolve()
-        if stage in (None, "fit", "validate") and self.val_urls:
-            n_val = self.manifest["counts"]["tracks"]["val"]
-            if n_val < self.world:
-                raise ValueError(
-                    f"the validation split of {self.cfg.shards} has {n_val} track(s) but the run has {self.world} "
-                    "ranks; every rank needs at least one (prep with a larger --val-fraction, or disable validation)"
-                )
-
     def _ensure(self) -> None:
         if self.manifest is None:
             self._resolve()
@@ -392,44 +345,13 @@ class CodeDataModule(pl.LightningDataModule):
                 f"{self.sample_rate} Hz; set data.sample_rate={self.sample_rate}"
             )
 
-    # -- loaders ------------------------------------------------------------------------------------------
-    @property
-    def batches_per_epoch(self) -> int:
-        """Training batches each rank yields per epoch (the same on every rank, so DDP never waits)."""
-        return max(1, math.ceil(self.cfg.epoch_length / (self.world * self.cfg.batch_size)))
+    # -- what is read ---------------------------------------------------------------------------------------
+    def _train_pipeline(self, seed: int) -> wds.DataPipeline:
+        c = self.cfg
+        return code_train_pipeline(self.train_urls, self.crop_spec, self.vocab, c.batch_size, c.shuffle_buffer, seed)
 
-    def _loader(self, pipeline: wds.DataPipeline) -> wds.WebLoader:
-        n = self.cfg.num_workers
-        return wds.WebLoader(pipeline, batch_size=None, num_workers=n, persistent_workers=n > 0, pin_memory=False)
-
-    def train_dataloader(self) -> wds.WebLoader:
-        if self.vocab is None:
-            self.setup("fit")
-        if not self.train_urls:
-            raise ValueError(f"no training shards in {self.cfg.shards}")
-        self._check_sample_rate()
-        seed = self.cfg.seed + 7919 * self.rank
-        pipe = code_train_pipeline(
-            self.train_urls, self.crop_spec, self.vocab, self.cfg.batch_size, self.cfg.shuffle_buffer, seed
-        )
-        n = self.batches_per_epoch
-        with warnings.catch_warnings():  # webdataset warns that with_length is only a hint; here it is exact
-            warnings.simplefilter("ignore", UserWarning)
-            return self._loader(pipe).with_epoch(n).with_length(n)
-
-    def val_dataloader(self) -> wds.WebLoader | list:
-        if self.vocab is None:
-            self.setup("validate")
-        if not self.val_urls:
-            return []
-        self._check_sample_rate()
-        pipe = code_val_pipeline(
-            self.val_urls,
-            self.crop_spec,
-            self.vocab,
-            self.cfg.val_batch_size or self.cfg.batch_size,
-            self.cfg.val_crops_per_track,
-            self.rank,
-            self.world,
-        )
-        return self._loader(pipe)
+    def _val_pipeline(self) -> wds.DataPipeline:
+        c = self.cfg
+        batch = c.val_batch_size or c.batch_size
+        spec = self.crop_spec
+        return code_val_pipeline(self.val_urls, spec, self.vocab, batch, c.val_crops_per_track, self.rank, self.world)

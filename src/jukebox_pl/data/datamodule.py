@@ -156,10 +156,7 @@ class AudioDataModule(pl.LightningDataModule):
         if not self.train_urls:
             raise ValueError(f"no training shards in {self.cfg.shards or self.cfg.train_urls}")
         self._check_sample_rate()
-        seed = self.cfg.seed + 7919 * self.rank
-        pipe = train_pipeline(
-            self.train_urls, self.crop_spec, self.vocab, self.cfg.batch_size, self.cfg.shuffle_buffer, seed
-        )
+        pipe = self._train_pipeline(self.cfg.seed + 7919 * self.rank)
         n = self.batches_per_epoch
         with warnings.catch_warnings():  # webdataset warns that with_length is only a hint; here it is exact
             warnings.simplefilter("ignore", UserWarning)
@@ -171,13 +168,15 @@ class AudioDataModule(pl.LightningDataModule):
         if not self.val_urls:
             return []
         self._check_sample_rate()
-        pipe = val_pipeline(
-            self.val_urls,
-            self.crop_spec,
-            self.vocab,
-            self.cfg.val_batch_size or self.cfg.batch_size,
-            self.cfg.val_crops_per_track,
-            self.rank,
-            self.world,
-        )
-        return self._loader(pipe)
+        return self._loader(self._val_pipeline())
+
+    # -- what is read (subclasses read other shards through the same loaders) -----------------------------
+    def _train_pipeline(self, seed: int) -> wds.DataPipeline:
+        c = self.cfg
+        return train_pipeline(self.train_urls, self.crop_spec, self.vocab, c.batch_size, c.shuffle_buffer, seed)
+
+    def _val_pipeline(self) -> wds.DataPipeline:
+        c = self.cfg
+        batch = c.val_batch_size or c.batch_size
+        spec = self.crop_spec
+        return val_pipeline(self.val_urls, spec, self.vocab, batch, c.val_crops_per_track, self.rank, self.world)

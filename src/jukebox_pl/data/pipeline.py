@@ -196,10 +196,32 @@ def fit_channels(audio: np.ndarray, channels: int, blend: float | None) -> np.nd
     return audio[:channels]
 
 
+def label_ids(info: dict, vocab: LabelVocab, max_genres: int) -> dict:
+    """A track's artist id and genre ids padded with -1 (unknown names map to 0, as in training data)."""
+    genres = [vocab.genre_id(g, strict=False) for g in info.get("genres", [])][:max_genres]
+    return {
+        "artist": vocab.artist_id(info.get("artist", "unknown"), strict=False),
+        "genres": genres + [-1] * (max_genres - len(genres)),
+    }
+
+
+class LyricWindows:
+    """The lyric window of each crop; crops of one track arrive together, so only its tokens are kept."""
+
+    def __init__(self, n_tokens: int, vocab: str):
+        self.n_tokens, self.tokenizer = n_tokens, LyricsTokenizer(vocab)
+        self.key, self.tokens = None, None
+
+    def __call__(self, key: str, lyrics: str, total: int, offset: int, duration: int) -> dict:
+        if key != self.key:
+            self.key, self.tokens = key, self.tokenizer.encode(lyrics)
+        window, start = lyric_window(self.tokens, self.n_tokens, total, offset, duration)
+        return {"lyrics": window, "lyric_start": start}
+
+
 def make_examples(spec: CropSpec, vocab: LabelVocab, counter: SkipCounter, train: bool):
     """Crops -> model-ready examples: fixed-length audio, label ids, timing, and the lyric window."""
-    tokenizer = LyricsTokenizer(spec.lyrics_vocab) if spec.n_lyric_tokens > 0 else None
-    token_cache: dict[str, np.ndarray] = {}
+    lyrics = LyricWindows(spec.n_lyric_tokens, spec.lyrics_vocab) if spec.n_lyric_tokens > 0 else None
 
     def stage(crops: Iterable[dict]) -> Iterator[dict]:
         for c in crops:
@@ -210,24 +232,16 @@ def make_examples(spec: CropSpec, vocab: LabelVocab, counter: SkipCounter, train
             if valid < spec.sample_length:
                 audio = np.pad(audio, ((0, 0), (0, spec.sample_length - valid)))
             info = c["info"]
-            genres = [vocab.genre_id(g, strict=False) for g in info.get("genres", [])][: spec.max_genres]
             example = {
                 "audio": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-                "artist": vocab.artist_id(info.get("artist", "unknown"), strict=False),
-                "genres": genres + [-1] * (spec.max_genres - len(genres)),
+                **label_ids(info, vocab, spec.max_genres),
                 "offset": c["offset"],
                 "total_length": c["samples"],
                 "length": valid,
                 "key": f"{c['key']}/{c['crop_index']}",
             }
-            if tokenizer is not None:
-                if c["key"] not in token_cache:
-                    token_cache.clear()  # crops of one track arrive together; keep only the current one
-                    token_cache[c["key"]] = tokenizer.encode(info.get("lyrics", ""))
-                window, start = lyric_window(
-                    token_cache[c["key"]], spec.n_lyric_tokens, c["samples"], c["offset"], spec.sample_length
-                )
-                example["lyrics"], example["lyric_start"] = window, start
+            if lyrics is not None:
+                example |= lyrics(c["key"], info.get("lyrics", ""), c["samples"], c["offset"], spec.sample_length)
             example["skipped"] = counter.count
             yield example
 
@@ -235,15 +249,21 @@ def make_examples(spec: CropSpec, vocab: LabelVocab, counter: SkipCounter, train
 
 
 def collate(examples: list[dict]) -> dict:
-    """Stack examples into a batch dict of tensors (keys stay a list of strings)."""
-    batch = {"audio": torch.stack([e["audio"] for e in examples]), "key": [e["key"] for e in examples]}
-    for name in ("artist", "offset", "total_length", "length", "lyric_start"):
-        if name in examples[0]:
-            batch[name] = torch.tensor([e[name] for e in examples], dtype=torch.long)
-    batch["genres"] = torch.tensor([e["genres"] for e in examples], dtype=torch.long)
-    if "lyrics" in examples[0]:
-        batch["lyrics"] = torch.from_numpy(np.stack([e["lyrics"] for e in examples]))
-    batch["skipped"] = torch.tensor(max(e["skipped"] for e in examples), dtype=torch.long)
+    """Stack examples into a batch dict: tensors and arrays stacked, ids as long tensors, `key` kept as a list
+    of strings, `skipped` the running count of skipped members."""
+    batch = {}
+    for name, first in examples[0].items():
+        values = [e[name] for e in examples]
+        if name == "key":
+            batch[name] = values
+        elif name == "skipped":
+            batch[name] = torch.tensor(max(values), dtype=torch.long)
+        elif isinstance(first, torch.Tensor):
+            batch[name] = torch.stack(values)
+        elif isinstance(first, np.ndarray):
+            batch[name] = torch.from_numpy(np.stack(values))
+        else:
+            batch[name] = torch.tensor(values, dtype=torch.long)
     return batch
 
 
