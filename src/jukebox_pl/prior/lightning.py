@@ -70,6 +70,7 @@ class PriorModule(pl.LightningModule):
         if pcfg.ema_decay is not None:
             self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
         self.__dict__["_vqvae"] = vqvae  # not a submodule: frozen, not trained, not in the checkpoint
+        self.__dict__["_vqvae_device"] = None
 
     # -- helpers ------------------------------------------------------------------------------------------
     @property
@@ -124,7 +125,10 @@ class PriorModule(pl.LightningModule):
                 f"{self.cfg.n_ctx} x {self.hop_length} = {self.sample_length} samples (set data.sample_length="
                 f"{self.sample_length}, or leave it to the prior stage)"
             )
-        vqvae = self.vqvae.to(self.device)
+        vqvae = self.vqvae
+        if self._vqvae_device != self.device:  # moved once, not on every step
+            vqvae.to(self.device)
+            self.__dict__["_vqvae_device"] = self.device
         if audio.shape[1] != 1:
             audio = audio.mean(1, keepdim=True)
         codes = vqvae.level(self.level).encode(audio)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -121,7 +122,8 @@ def train_prior(
     ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
     # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.
     first = load_any(ckpts[0])
-    vq_overrides = [f"vqvae.{k}={v}" for k, v in _flat(first["hparams"]["vqvae"])]
+    # (JSON values are YAML, so lists, nulls and booleans survive the override syntax; optim is per stage)
+    vq_overrides = [f"vqvae.{k}={json.dumps(v)}" for k, v in first["hparams"]["vqvae"].items() if k != "optim"]
     run = prepare_stage(run_dir, f"prior_{name}", preset, vq_overrides + overrides, resume)
     cfg = run.cfg
     idx = level_index(name, cfg.vqvae.levels)
@@ -146,14 +148,3 @@ def train_prior(
     )
     trainer.fit(module, datamodule=dm, ckpt_path=run.ckpt_path)
     return module
-
-
-def _flat(d: dict, prefix: str = ""):
-    """(dotted key, value) pairs of the VQ-VAE section, skipping training-only settings."""
-    for k, v in d.items():
-        if k in ("optim",):
-            continue
-        if isinstance(v, dict):
-            yield from _flat(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", "null" if v is None else (str(v).replace(" ", "") if isinstance(v, list) else v)
