@@ -205,8 +205,8 @@ def evaluate(module, loader) -> dict[str, float]:
 
 
 def quality(args) -> None:
+    from jukebox_pl.stages.train_vqvae import train_vqvae
     from jukebox_pl.vqvae.lightning import VQVAELevel
-    from jukebox_pl.vqvae.train import train_vqvae
 
     data = Path(args.data)
     if not (data / "manifest.json").is_file():

@@ -1,7 +1,6 @@
 """Code shards: `encode-shards` output equals VQVAE.encode, resumes byte-identically, refuses to mix VQ-VAEs;
 CodeDataModule batches are shaped as documented, aligned with the upper level, and cover validation once."""
 
-import argparse
 import io
 import json
 import shutil
@@ -15,10 +14,12 @@ import torch
 from omegaconf import OmegaConf
 
 from jukebox_pl.audio import read_audio
+from jukebox_pl.cli import main as cli_main
 from jukebox_pl.data.code_datamodule import CodeDataModule
-from jukebox_pl.data.code_shards import EncodeRefused, encode_shards, is_code_shards, register
-from jukebox_pl.data.lyrics import LyricsTokenizer, lyric_window
+from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.vocab import LabelVocab
+from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
+from jukebox_pl.stages.encode_shards import EncodeRefused, encode_shards
 from jukebox_pl.training.checkpoints import EXPORT_FORMAT
 from jukebox_pl.vqvae.container import VQVAE
 from jukebox_pl.vqvae.lightning import vqvae_config
@@ -194,12 +195,9 @@ def _export(model: VQVAELevelModel, path: Path) -> str:
 def test_cli_encodes_chosen_levels_from_checkpoints(shards, codes_dir, tmp_path, capsys):
     vq = tiny_vqvae(0)
     ckpts = [_export(vq.level(i), tmp_path / f"level{i}.pt") for i in (0, 1)]
-    parser = argparse.ArgumentParser(prog="jukebox-pl")
-    register(parser.add_subparsers(dest="command"))
     out = tmp_path / "top_codes"
-    args = parser.parse_args(["encode-shards", "--shards", str(shards), "--out", str(out), "--vqvae", *ckpts,
-                              "--levels", "top", "--no-progress", "--device", "cpu"])  # fmt: skip
-    assert args.func(args) == 0
+    assert cli_main(["encode-shards", "--shards", str(shards), "--out", str(out), "--vqvae", *ckpts,
+                     "--levels", "top", "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "top (hop 16)" in printed and str(out) in printed
     manifest = manifest_of(out)
@@ -216,8 +214,8 @@ def test_cli_encodes_chosen_levels_from_checkpoints(shards, codes_dir, tmp_path,
         shutil.copy(ckpt, run / f"vqvae_{name}" / "export.pt")
     again = tmp_path / "again"
     shutil.copytree(codes_dir, again)
-    args = parser.parse_args(["encode-shards", "--shards", str(shards), "--out", str(again), "--run", str(run)])
-    assert args.func(args) == 0, "same weights loaded from files: resumes, nothing left to encode"
+    args = ["encode-shards", "--shards", str(shards), "--out", str(again), "--run", str(run), "--no-progress"]
+    assert cli_main(args) == 0, "same weights loaded from files: resumes, nothing left to encode"
     assert "0 shard(s) left" in capsys.readouterr().out and _shard_bytes(again) == _shard_bytes(codes_dir)
     assert manifest_of(again)["vqvae"]["checkpoints"] == [
         str(run / f"vqvae_{n}" / "export.pt") for n in ("bottom", "top")

@@ -8,9 +8,9 @@ import torch
 
 from jukebox_pl.config import ConfigError, load_config
 from jukebox_pl.data.datamodule import AudioDataModule
-from jukebox_pl.data.lyrics import LyricsTokenizer
 from jukebox_pl.data.pipeline import reference_labels, split_for_consumer, train_offsets, val_offsets
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
+from jukebox_pl.lyrics import LyricsTokenizer
 
 LENGTH = 8192
 

@@ -4,7 +4,7 @@ import soundfile as sf
 
 from jukebox_pl.audio import read_audio, to_mono
 from jukebox_pl.data.toy import make_toy_dataset
-from jukebox_pl.demo import artist_classifier, recognition, toy_songs
+from jukebox_pl.stages.demo import artist_classifier, recognition, toy_songs
 
 
 def test_artist_check_recognises_real_songs_and_not_wrong_labels(tmp_path):

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from jukebox_pl.data.lyrics import LyricsTokenizer, lyric_window
 from jukebox_pl.data.metadata import load_metadata, split_genres
-from jukebox_pl.data.text import fold_to_ascii, normalize_label
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
+from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
+from jukebox_pl.text import fold_to_ascii, normalize_label
 
 
 def test_vocab_sizes_match_reference():

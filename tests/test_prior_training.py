@@ -14,9 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from jukebox_pl.config import ConfigError
 from jukebox_pl.prior.lightning import PriorModule
-from jukebox_pl.prior.train import load_prior_weights, train_prior
+from jukebox_pl.stages.train_prior import load_prior_weights, train_prior
+from jukebox_pl.stages.train_vqvae import train_vqvae
 from jukebox_pl.training.checkpoints import export_weights, load_any
-from jukebox_pl.vqvae.train import train_vqvae
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +171,8 @@ def test_priors_train_on_pre_encoded_code_shards(vqvae_run, shards, tmp_path):
 def test_strategy_names_reach_the_trainer():
     from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
 
-    from jukebox_pl.prior.train import training_strategy
     from jukebox_pl.prior.transformer import ResAttnBlock
+    from jukebox_pl.stages.train_prior import training_strategy
 
     fsdp = training_strategy("fsdp")
     assert isinstance(fsdp, FSDPStrategy) and ResAttnBlock in fsdp.kwargs["auto_wrap_policy"]._module_classes

@@ -13,10 +13,10 @@ import torch
 from prior_settings import COMMON, PRIOR, VQVAE
 
 from jukebox_pl.cli import main
-from jukebox_pl.prior.train import train_prior
 from jukebox_pl.sampling import engine
+from jukebox_pl.stages.train_prior import train_prior
+from jukebox_pl.stages.train_vqvae import train_vqvae
 from jukebox_pl.vqvae.container import VQVAE as Container
-from jukebox_pl.vqvae.train import train_vqvae
 
 SR, HOP_TOP = 22050, 128
 

@@ -8,8 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jukebox_pl.config.loader import ConfigError
-from jukebox_pl.data.code_shards import COMMAND as ENCODE_SHARDS
+from jukebox_pl.errors import JukeboxError, UserValueError
 
 
 def _add_prep(sub: argparse._SubParsersAction) -> None:
@@ -130,7 +129,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
             desc = {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape") and v.ndim}
             print(f"{name} batch {i}: {desc} artists={artists} offsets={batch['offset'].tolist()}")
             if "lyrics" in batch:
-                from jukebox_pl.data.lyrics import LyricsTokenizer
+                from jukebox_pl.lyrics import LyricsTokenizer
 
                 text = LyricsTokenizer(cfg.data.lyrics_vocab).decode(batch["lyrics"][0])
                 print(f"  lyric window of {batch['key'][0]}: {json.dumps(text)}")
@@ -152,15 +151,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     if args.stage == "prior":
-        from jukebox_pl.prior.train import train_prior
+        from jukebox_pl.stages.train_prior import train_prior
 
         train_prior(
             args.run, args.level, args.preset, args.data, args.overrides, args.resume, vqvae=args.vqvae, init=args.init
         )
         return 0
     if args.vqvae or args.init:
-        raise ConfigError("--vqvae and --init are options of `train prior`")
-    from jukebox_pl.vqvae.train import train_vqvae
+        raise UserValueError("--vqvae and --init are options of `train prior`")
+    from jukebox_pl.stages.train_vqvae import train_vqvae
 
     train_vqvae(args.run, args.level, args.preset, args.data, args.overrides, args.resume)
     return 0
@@ -198,7 +197,7 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_encode(args: argparse.Namespace) -> int:
-    from jukebox_pl.vqvae.codes import encode_file
+    from jukebox_pl.stages.codes import encode_file
 
     codes = encode_file(args.audio, args.out, run=args.run, ckpts=args.ckpt, levels=args.levels)
     for name, c in codes.items():
@@ -216,7 +215,7 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_decode(args: argparse.Namespace) -> int:
-    from jukebox_pl.vqvae.codes import decode_file
+    from jukebox_pl.stages.codes import decode_file
 
     for path in decode_file(args.codes, args.out, run=args.run, ckpts=args.ckpt, level=args.level):
         print(f"wrote {path}")
@@ -260,7 +259,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     from jukebox_pl.sampling.song import SampleRequest, sample_song
 
     if args.prior and not args.vqvae:
-        raise ConfigError("--prior needs --vqvae (the VQ-VAE level checkpoints)")
+        raise UserValueError("--prior needs --vqvae (the VQ-VAE level checkpoints)")
     if args.run:
         models = SamplingModels.from_run(args.run, args.levels, args.weights)
     else:
@@ -281,6 +280,24 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_encode_shards(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encode-shards", help="audio shards -> VQ-VAE code shards for prior training (resumable)")
+    p.add_argument("--shards", required=True, help="audio shard folder written by `jukebox-pl prep`")
+    p.add_argument("--out", required=True, help="folder for the code shards (created; resumable)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run folder with trained vqvae_<level> stages")
+    source.add_argument("--vqvae", nargs="+", metavar="CKPT", help="checkpoints or exports of the levels")
+    p.add_argument("--levels", help="comma-separated levels to encode: names (bottom,middle,top) or indices")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
+def _run_encode_shards(args: argparse.Namespace) -> int:
+    from jukebox_pl.stages.encode_shards import run
+
+    return run(args)
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train every level of the tiny preset on the toy set, sample, check (make demo)")
     p.add_argument("--run", default="runs/demo", help="run folder (resumable)")
@@ -293,7 +310,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from jukebox_pl.demo import run_demo
+    from jukebox_pl.stages.demo import run_demo
 
     run_demo(args.run, args.data, args.toy, args.preset, args.seconds, args.overrides, args.per_artist)
     return 0
@@ -303,7 +320,7 @@ COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config)
             "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect),
             "train": (_add_train, _run_train), "export": (_add_export, _run_export),
             "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode),
-            "encode-shards": ENCODE_SHARDS, "sample": (_add_sample, _run_sample),
+            "encode-shards": (_add_encode_shards, _run_encode_shards), "sample": (_add_sample, _run_sample),
             "demo": (_add_demo, _run_demo)}  # fmt: skip
 
 
@@ -327,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     try:
         return COMMANDS[args.command][1](args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as err:
+    except (JukeboxError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as err:
         print(f"jukebox-pl {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prior_settings import COMMON, PRIOR  # noqa: E402
 
-from jukebox_pl.prior.train import train_prior  # noqa: E402
+from jukebox_pl.stages.train_prior import train_prior  # noqa: E402
 
 
 class DumpWeights(pl.Callback):

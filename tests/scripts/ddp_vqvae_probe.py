@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from jukebox_pl.vqvae.train import train_vqvae
+from jukebox_pl.stages.train_vqvae import train_vqvae
 
 
 class DumpCodebook(pl.Callback):

@@ -11,11 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from jukebox_pl.config.schema import RunConfig
+from jukebox_pl.errors import UserValueError
 
 PRESETS = ("tiny", "small", "jukebox")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserValueError):
     """A config problem, with the dotted key and the offending value in the message."""
 
 

@@ -1,10 +1,10 @@
 """Data: audio shards (prep), label and lyrics vocabularies, and the DataModule every stage trains on."""
 
 from jukebox_pl.data.datamodule import AudioDataModule, data_config
-from jukebox_pl.data.lyrics import LyricsTokenizer, lyric_window
 from jukebox_pl.data.pipeline import collate, reference_labels
 from jukebox_pl.data.prep import PrepOptions, PrepRefused, prepare_shards
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
+from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
 
 __all__ = [
     "AudioDataModule",

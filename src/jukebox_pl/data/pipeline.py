@@ -21,8 +21,8 @@ import torch
 import webdataset as wds
 
 from jukebox_pl.audio import AudioDecodeError, read_audio, to_mono
-from jukebox_pl.data.lyrics import LyricsTokenizer, lyric_window
 from jukebox_pl.data.vocab import LabelVocab
+from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jukebox_pl.data.text import normalize_label
+from jukebox_pl.text import normalize_label
 
 UNKNOWN = "unknown"
 

@@ -6,7 +6,6 @@ _EXPORTS = {
     "AutoregressiveTransformer": "jukebox_pl.prior.transformer",
     "JukeboxPrior": "jukebox_pl.prior.model",
     "PriorModule": "jukebox_pl.prior.lightning",
-    "train_prior": "jukebox_pl.prior.train",
 }
 __all__ = list(_EXPORTS)
 

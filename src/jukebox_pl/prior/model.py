@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from jukebox_pl.config.schema import PriorConfig
-from jukebox_pl.data.lyrics import LyricsTokenizer
+from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.prior.attention import attn_kinds
 from jukebox_pl.prior.conditioners import LabelConditioner, UpperLevelConditioner
 from jukebox_pl.prior.sampling import sample_token

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jukebox_pl.data.lyrics import lyric_window
+from jukebox_pl.lyrics import lyric_window
 from jukebox_pl.sampling.windows import window_starts
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jukebox_pl.data.lyrics import lyric_window
+from jukebox_pl.lyrics import lyric_window
 from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.sampling.windows import next_window
 

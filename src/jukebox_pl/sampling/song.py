@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
-from jukebox_pl.data.lyrics import LyricsTokenizer
+from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.sampling.models import SamplingModels
 

@@ -11,19 +11,9 @@ from jukebox_pl.config.loader import load_config
 from jukebox_pl.data.datamodule import AudioDataModule
 from jukebox_pl.training.callbacks import AudioLogger, Throughput
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, prepare_stage
+from jukebox_pl.training.strategies import ddp_strategy
 from jukebox_pl.vqvae.lightning import VQVAELevel
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
-
-
-def ddp_strategy(name: str):
-    """DDP without buffer broadcasts: the codebook stays in sync through its own all-reduce, and rank 0's
-    buffers must never overwrite the EMA state the other ranks computed."""
-    if name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
-        from pytorch_lightning.strategies import DDPStrategy
-
-        start = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}[name]
-        return DDPStrategy(start_method=start, broadcast_buffers=False)
-    return None
 
 
 def vqvae_datamodule(cfg) -> AudioDataModule:

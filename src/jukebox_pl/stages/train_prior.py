@@ -14,9 +14,9 @@ from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, prepare_stage
+from jukebox_pl.training.strategies import ddp_strategy
 from jukebox_pl.vqvae.container import level_checkpoint
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
-from jukebox_pl.vqvae.train import ddp_strategy
 
 
 def training_strategy(name: str):

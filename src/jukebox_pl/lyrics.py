@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jukebox_pl.data.text import fold_to_ascii
+from jukebox_pl.text import fold_to_ascii
 
 _BASE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:;!?-"
 # v2: the 5B models' 80 ids; v3: the 1B model's 79 ids (no '+'). Id 0 is unknown / padding.

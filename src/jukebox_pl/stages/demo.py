@@ -30,8 +30,8 @@ def stage_state(run: Path, stage: str) -> int | None:
 
 def train_stages(run: Path, data: str, preset: str, overrides: list[str], log) -> dict[str, float]:
     from jukebox_pl.config import load_config
-    from jukebox_pl.prior.train import train_prior
-    from jukebox_pl.vqvae.train import train_vqvae
+    from jukebox_pl.stages.train_prior import train_prior
+    from jukebox_pl.stages.train_vqvae import train_vqvae
 
     cfg = load_config(preset, overrides)
     times = {}

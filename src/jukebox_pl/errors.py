@@ -1,0 +1,20 @@
+"""The library's own user errors: bad input named by file, key or value. The CLI prints these as one line;
+anything else (a bug, an out-of-memory error) keeps its traceback."""
+
+from __future__ import annotations
+
+
+class JukeboxError(Exception):
+    """Base of every error that describes a user's mistake or bad input, never a bug."""
+
+
+class UserValueError(JukeboxError, ValueError):
+    """A value the user gave (config, flag, file content) is wrong; the message names it and what would fit."""
+
+
+class MissingInputError(JukeboxError, FileNotFoundError):
+    """A file or folder the user pointed at (or a stage that must run first) does not exist."""
+
+
+class RefusedError(JukeboxError, RuntimeError):
+    """The command would overwrite or mix with existing work; the message says how to proceed."""
