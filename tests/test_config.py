@@ -12,7 +12,7 @@ def test_presets_load_and_validate(preset):
     cfg = load_config(preset)
     assert cfg.preset == preset
     assert cfg.data.sample_rate in (22050, 44100)
-    assert cfg.data.sample_length > 0
+    assert cfg.vqvae.sample_length > 0
 
 
 def test_jukebox_preset_is_44k_with_bf16():
@@ -21,8 +21,8 @@ def test_jukebox_preset_is_44k_with_bf16():
 
 
 def test_overrides_are_typed_and_applied():
-    cfg = load_config("tiny", ["data.batch_size=9", "trainer.devices=2", "data.aug_blend=false"])
-    assert cfg.data.batch_size == 9 and cfg.trainer.devices == 2 and cfg.data.aug_blend is False
+    cfg = load_config("tiny", ["vqvae.batch_size=9", "trainer.devices=2", "data.aug_blend=false"])
+    assert cfg.vqvae.batch_size == 9 and cfg.trainer.devices == 2 and cfg.data.aug_blend is False
 
 
 def test_typo_is_rejected_by_dotted_name_with_suggestion():
@@ -31,8 +31,8 @@ def test_typo_is_rejected_by_dotted_name_with_suggestion():
 
 
 def test_wrong_type_names_key_and_value():
-    with pytest.raises(ConfigError, match=r"data\.batch_size.*'many'"):
-        load_config("tiny", ["data.batch_size=many"])
+    with pytest.raises(ConfigError, match=r"vqvae\.batch_size.*'many'"):
+        load_config("tiny", ["vqvae.batch_size=many"])
 
 
 def test_typo_inside_yaml_file_names_the_file(tmp_path):
@@ -49,7 +49,7 @@ def test_unknown_preset_lists_known():
 
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="key=value"):
-        load_config("tiny", ["data.batch_size"])
+        load_config("tiny", ["vqvae.batch_size"])
 
 
 def test_resolved_config_round_trips(tmp_path):
@@ -61,7 +61,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 def test_cli_config_prints_and_rejects(capsys):
-    assert main(["config", "--preset", "tiny", "data.batch_size=5"]) == 0
+    assert main(["config", "--preset", "tiny", "vqvae.batch_size=5"]) == 0
     assert "batch_size: 5" in capsys.readouterr().out
     assert main(["config", "--preset", "tiny", "data.nope=1"]) == 2
     assert "data.nope" in capsys.readouterr().err

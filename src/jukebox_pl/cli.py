@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -78,7 +77,7 @@ def print_manifest_summary(manifest: dict, out: str) -> None:
 def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     p.add_argument("--preset", default="tiny", help="tiny | small | jukebox | path/to/config.yaml")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.batch_size=8")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. vqvae.batch_size=8")
 
 
 def _run_config(args: argparse.Namespace) -> int:
@@ -109,30 +108,21 @@ def _run_toy(args: argparse.Namespace) -> int:
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect-data", help="pull a few batches from shards and describe them")
+    p = sub.add_parser("inspect-data", help="pull a few batches exactly as a stage is fed and describe them")
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--data", required=True, help="shards folder written by `jukebox-pl prep`")
+    p.add_argument("--data", required=True, help="shards folder written by `jukebox-pl prep` or `encode-shards`")
+    p.add_argument("--stage", choices=("vqvae", "prior"), default="vqvae", help="whose batches to show")
+    p.add_argument("--level", default="top", help="bottom | middle | top")
     p.add_argument("--batches", type=int, default=2)
     p.add_argument("overrides", nargs="*")
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
     from jukebox_pl.config import load_config
-    from jukebox_pl.data.datamodule import AudioDataModule
+    from jukebox_pl.stages.datamodules import inspect_data
 
     cfg = load_config(args.preset, [f"data.shards={args.data}", *args.overrides])
-    dm = AudioDataModule(cfg.data)
-    dm.setup("fit")
-    for name, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader())):
-        for i, batch in zip(range(args.batches), loader):
-            artists = [dm.vocab.artist_name(a) for a in batch["artist"].tolist()]
-            desc = {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape") and v.ndim}
-            print(f"{name} batch {i}: {desc} artists={artists} offsets={batch['offset'].tolist()}")
-            if "lyrics" in batch:
-                from jukebox_pl.lyrics import LyricsTokenizer
-
-                text = LyricsTokenizer(cfg.data.lyrics_vocab).decode(batch["lyrics"][0])
-                print(f"  lyric window of {batch['key'][0]}: {json.dumps(text)}")
+    inspect_data(cfg, args.stage, args.level, args.batches)
     return 0
 
 

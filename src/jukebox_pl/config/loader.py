@@ -15,6 +15,17 @@ from jukebox_pl.errors import UserValueError
 
 PRESETS = ("tiny", "small", "jukebox")
 
+# Keys that used to exist under `data` but were read per stage: say where the setting lives now.
+MOVED_KEYS = {
+    "data.batch_size": "vqvae.batch_size / prior.<level>.batch_size",
+    "data.val_batch_size": "vqvae.batch_size / prior.<level>.batch_size",
+    "data.sample_length": "vqvae.sample_length (a prior's crop is its n_ctx x hop)",
+    "data.channels": "vqvae.channels (priors read mono)",
+    "data.n_lyric_tokens": "prior.top.n_tokens",
+    "data.lyrics_vocab": "prior.top.lyrics_vocab",
+    "data.seed": "seed",
+}
+
 
 class ConfigError(UserValueError):
     """A config problem, with the dotted key and the offending value in the message."""
@@ -56,6 +67,10 @@ def _known_keys(node: DictConfig, dotted: str) -> list[str]:
 
 def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
     key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
+    if isinstance(err, ConfigKeyError) and str(key) in MOVED_KEYS:
+        return ConfigError(
+            f"config key {key!r} (from {source}) no longer exists: it is set per stage, as {MOVED_KEYS[str(key)]}"
+        )
     if isinstance(err, ConfigKeyError):
         leaf = str(key).rsplit(".", 1)[-1]
         known = _known_keys(schema, str(key))

@@ -12,24 +12,23 @@ from typing import Any
 
 @dataclass
 class DataConfig:
-    """Where the audio shards are and how crops are cut from them (shared by every stage)."""
+    """Where the shards are and how every stage reads them. What differs per stage (crop length, batch size,
+    channels, lyric characters) lives under that stage (`vqvae.*`, `prior.<level>.*`), never here."""
 
-    # A folder written by `jukebox-pl prep` (it holds manifest.json and vocab.json) ...
+    # A folder written by `jukebox-pl prep` (or `encode-shards`; it holds manifest.json and vocab.json) ...
     shards: str = ""
     # ... or explicit WebDataset URL specs (brace patterns, `pipe:` commands), which win over `shards`.
     train_urls: str | None = None
     val_urls: str | None = None
+    # A vocab.json to use instead of the shards' own (e.g. a pretrained model's, to check labels against it).
     vocab: str | None = None
     sample_rate: int = 22050
-    # Samples per training crop; stages derive their own (e.g. a prior's n_ctx * hop) when left at 0.
-    sample_length: int = 32768
-    # Channels handed to the model: 1 = mono (stereo tracks blended), 2 = stereo (mono tracks duplicated).
-    channels: int = 1
-    batch_size: int = 4
-    val_batch_size: int | None = None
     num_workers: int = 0
-    # Crops in the sample-shuffle buffer of the training stream (crops of one track arrive together).
-    shuffle_buffer: int = 128
+    # Tracks open at once per worker: training crops are drawn from all of them in random order, so a batch
+    # mixes songs (each open track holds its compressed bytes in memory).
+    open_tracks: int = 16
+    # Finished examples in the shuffle buffer after mixing (0 or 1 = off); holds decoded crops in memory.
+    shuffle_buffer: int = 16
     # Training crops per epoch over all ranks; each rank yields epoch_length / world_size of them.
     epoch_length: int = 1024
     # Shift the crop grid of each track by up to half a crop (the reference's aug_shift).
@@ -38,15 +37,10 @@ class DataConfig:
     aug_blend: bool = True
     # Validation crops per track, evenly spaced, deterministic.
     val_crops_per_track: int = 2
-    # Characters of lyrics returned with each crop (0 = no lyrics).
-    n_lyric_tokens: int = 0
-    # Lyrics character set: "v2" (5B models, 80 ids) or "v3" (1B model, 79 ids).
-    lyrics_vocab: str = "v2"
     # Genre ids per crop, padded with -1.
     max_genres: int = 5
     # Tracks shorter than one crop are zero-padded at the end; tracks shorter than this (seconds) are dropped.
     min_track_seconds: float = 0.0
-    seed: int = 0
 
 
 @dataclass
@@ -129,7 +123,7 @@ class VQVAEConfig:
     checkpoint_res: bool = False
     # Audio channels the autoencoder sees (the reference: 1, stereo is blended to mono).
     channels: int = 1
-    # Training crop in samples (overrides data.sample_length for VQ-VAE stages) and batch size.
+    # Training crop in samples (a multiple of the top hop) and batch size of each level's stage.
     sample_length: int = 32768
     batch_size: int = 4
     # Batches of training audio used to estimate the loss normalisation at the start of a run.

@@ -1,10 +1,14 @@
-"""`AudioDataModule`: the LightningDataModule every stage trains on (VQ-VAE levels and priors alike)."""
+"""`AudioDataModule`: labelled audio crops from `prep` shards, the LightningDataModule VQ-VAE levels and priors
+train on. The logic lives in `AudioData` (no Lightning base), so the same class can be bound to the unified
+`lightning` package as well (`jukebox_pl.unified`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from jukebox_pl.config.loader import ConfigError
 from jukebox_pl.config.schema import DataConfig
-from jukebox_pl.data.pipeline import CropSpec, train_pipeline, val_pipeline
+from jukebox_pl.data.audio_crops import AudioCrops
+from jukebox_pl.data.pipeline import LabelSpec, ShardFormat, TrackField, build_pipeline
 from jukebox_pl.data.prep import MANIFEST_FILE, VOCAB_FILE
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
+from jukebox_pl.errors import MissingInputError, UserValueError
 
 
 def data_config(cfg: DataConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
-    """A validated data config; unknown keys or wrong types raise ConfigError naming `data.<key>`."""
+    """A validated `data` section; unknown keys or wrong types raise ConfigError naming `data.<key>`."""
     from omegaconf.errors import OmegaConfBaseException
 
     merged = OmegaConf.structured(DataConfig)
@@ -41,24 +47,65 @@ def expand_urls(spec: str) -> list[str]:
     return list(wds.shardlists.expand_urls(spec))
 
 
-class AudioDataModule(pl.LightningDataModule):
+@dataclass
+class Crops:
+    """What one stage cuts from the shards (these differ per stage, so they live under the stage's config, not
+    under `data`): crop length, channels, batch size, lyric characters, and extra per-track fields."""
+
+    sample_length: int = 32768
+    batch_size: int = 4
+    channels: int = 1
+    n_lyric_tokens: int = 0
+    lyrics_vocab: str = "v2"
+    val_batch_size: int | None = None
+    seed: int = 0
+    fields: tuple[TrackField, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("sample_length", "batch_size", "channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_lyric_tokens < 0:
+            raise ConfigError(f"n_lyric_tokens must be >= 0, got {self.n_lyric_tokens!r}")
+        self.fields = tuple(f if isinstance(f, TrackField) else TrackField(**f) for f in self.fields)
+
+
+CROP_KEYS = tuple(f for f in Crops.__dataclass_fields__)
+
+
+def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
+    """Keyword arguments -> (crop settings, `data` overrides)."""
+    crops = {k: v for k, v in kwargs.items() if k in CROP_KEYS}
+    return crops, {k: v for k, v in kwargs.items() if k not in CROP_KEYS}
+
+
+class AudioData:
     """Labelled audio crops from `jukebox-pl prep` shards, for one machine or many.
 
-    Training reads resampled shards through a shuffle buffer, `epoch_length / world_size` crops per rank, so
-    every rank takes the same number of steps whatever the shard counts. Validation reads every validation
-    track exactly once across ranks and workers. `sample_length` may be given here when a stage derives it
-    (a prior's n_ctx * hop); otherwise `data.sample_length` is used.
+    `cfg` is the `data` section (shards, sample rate, workers, shuffling, epoch length, augmentation, labels);
+    keyword arguments may set any of its keys and the stage's crop settings (`Crops`: sample_length,
+    batch_size, channels, n_lyric_tokens, lyrics_vocab, val_batch_size, seed, fields). Training reads
+    resampled shards, draws crops from many open tracks at once, `epoch_length / world_size` crops per rank,
+    so every rank takes the same number of steps whatever the shard counts. Validation reads every validation
+    track exactly once across ranks and workers.
     """
 
-    def __init__(self, cfg: DataConfig | DictConfig | dict | None = None, **overrides: Any):
+    def __init__(self, cfg: DataConfig | DictConfig | dict | None = None, **kwargs: Any):
         super().__init__()
+        crops, overrides = split_kwargs(kwargs)
         self.cfg = data_config(cfg, **overrides)
-        self.save_hyperparameters({"data": OmegaConf.to_container(self.cfg, resolve=True)})
+        self.crops = Crops(**crops)
+        self.save_hyperparameters({"data": OmegaConf.to_container(self.cfg, resolve=True), "crops": _plain(self.crops)})
         self.rank, self.world = 0, 1
         self.vocab: LabelVocab | None = None
         self.manifest: dict | None = None
         self.train_urls: list[str] = []
         self.val_urls: list[str] = []
+
+    @property
+    def batch_size(self) -> int:
+        return self.crops.batch_size
 
     # -- discovery ----------------------------------------------------------------------------------------
     def _distributed(self) -> tuple[int, int]:
@@ -69,18 +116,24 @@ class AudioDataModule(pl.LightningDataModule):
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
+    def _read_manifest(self) -> dict | None:
+        folder = Path(self.cfg.shards) if self.cfg.shards else None
+        if folder is not None and (folder / MANIFEST_FILE).is_file():
+            return json.loads((folder / MANIFEST_FILE).read_text())
+        if folder is not None and not (self.cfg.train_urls or self.cfg.val_urls):
+            raise MissingInputError(
+                f"data.shards={self.cfg.shards!r} has no {MANIFEST_FILE}; run `jukebox-pl prep --src MUSIC --out "
+                f"{self.cfg.shards}` first, or give data.train_urls / data.val_urls"
+            )
+        return None
+
     def _resolve(self) -> None:
         c = self.cfg
         folder = Path(c.shards) if c.shards else None
-        if folder is not None and (folder / MANIFEST_FILE).is_file():
-            self.manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        self.manifest = self._read_manifest()
+        if self.manifest is not None:
             self.train_urls = [str(folder / n) for n in self.manifest["shards"]["train"]]
             self.val_urls = [str(folder / n) for n in self.manifest["shards"]["val"]]
-        elif folder is not None and not (c.train_urls or c.val_urls):
-            raise FileNotFoundError(
-                f"data.shards={c.shards!r} has no {MANIFEST_FILE}; run `jukebox-pl prep --src MUSIC --out "
-                f"{c.shards}` first, or give data.train_urls / data.val_urls"
-            )
         if c.train_urls:
             self.train_urls = expand_urls(c.train_urls)
         if c.val_urls:
@@ -113,38 +166,46 @@ class AudioDataModule(pl.LightningDataModule):
         if stage in (None, "fit", "validate") and self.manifest and self.val_urls:
             n_val = self.manifest["counts"]["tracks"]["val"]
             if n_val < self.world:
-                raise ValueError(
+                raise UserValueError(
                     f"the validation split has {n_val} track(s) but the run has {self.world} ranks; every rank "
                     "needs at least one (prep with a larger --val-fraction, or disable validation)"
                 )
 
-    # -- loaders ------------------------------------------------------------------------------------------
+    # -- what is read (CodeData reads other shards through the same loaders) ------------------------------
     @property
-    def crop_spec(self) -> CropSpec:
-        c = self.cfg
-        return CropSpec(
-            sample_length=c.sample_length,
-            sample_rate=c.sample_rate,
-            channels=c.channels,
-            aug_shift=c.aug_shift,
-            aug_blend=c.aug_blend,
-            n_lyric_tokens=c.n_lyric_tokens,
-            lyrics_vocab=c.lyrics_vocab,
+    def shard_format(self) -> ShardFormat:
+        c = self.crops
+        return AudioCrops(c.sample_length, self.cfg.sample_rate, c.channels, self.cfg.aug_shift, self.cfg.aug_blend)
+
+    @property
+    def shard_sample_rate(self) -> int | None:
+        return self.manifest["sample_rate"] if self.manifest else None
+
+    @property
+    def label_spec(self) -> LabelSpec:
+        c, rate = self.cfg, self.shard_format.sample_rate
+        return LabelSpec(
+            vocab=self.vocab,
             max_genres=c.max_genres,
-            min_track_samples=int(c.min_track_seconds * c.sample_rate),
+            n_lyric_tokens=self.crops.n_lyric_tokens,
+            lyrics_vocab=self.crops.lyrics_vocab,
+            fields=self.crops.fields,
+            min_track_samples=int(c.min_track_seconds * rate),
         )
 
     def _check_sample_rate(self) -> None:
-        if self.manifest and self.manifest["sample_rate"] != self.cfg.sample_rate:
+        have = self.shard_sample_rate
+        if have is not None and have != self.cfg.sample_rate:
             raise ConfigError(
-                f"data.sample_rate={self.cfg.sample_rate} but the shards in {self.cfg.shards} are "
-                f"{self.manifest['sample_rate']} Hz; prep them again with --sr {self.cfg.sample_rate}"
+                f"data.sample_rate={self.cfg.sample_rate} but the shards in {self.cfg.shards} are {have} Hz; "
+                f"prep them again with --sr {self.cfg.sample_rate} (or set data.sample_rate={have})"
             )
 
+    # -- loaders ------------------------------------------------------------------------------------------
     @property
     def batches_per_epoch(self) -> int:
         """Training batches each rank yields per epoch (the same on every rank, so DDP never waits)."""
-        return max(1, math.ceil(self.cfg.epoch_length / (self.world * self.cfg.batch_size)))
+        return max(1, math.ceil(self.cfg.epoch_length / (self.world * self.crops.batch_size)))
 
     def _loader(self, pipeline: wds.DataPipeline) -> wds.WebLoader:
         n = self.cfg.num_workers
@@ -154,9 +215,13 @@ class AudioDataModule(pl.LightningDataModule):
         if self.vocab is None:
             self.setup("fit")
         if not self.train_urls:
-            raise ValueError(f"no training shards in {self.cfg.shards or self.cfg.train_urls}")
+            raise UserValueError(f"no training shards in {self.cfg.shards or self.cfg.train_urls}")
         self._check_sample_rate()
-        pipe = self._train_pipeline(self.cfg.seed + 7919 * self.rank)
+        c = self.cfg
+        pipe = build_pipeline(
+            self.train_urls, self.shard_format, self.label_spec, self.crops.batch_size, train=True,
+            seed=self.crops.seed + 7919 * self.rank, shuffle_buffer=c.shuffle_buffer, open_tracks=c.open_tracks,
+        )  # fmt: skip
         n = self.batches_per_epoch
         with warnings.catch_warnings():  # webdataset warns that with_length is only a hint; here it is exact
             warnings.simplefilter("ignore", UserWarning)
@@ -168,15 +233,18 @@ class AudioDataModule(pl.LightningDataModule):
         if not self.val_urls:
             return []
         self._check_sample_rate()
-        return self._loader(self._val_pipeline())
+        pipe = build_pipeline(
+            self.val_urls, self.shard_format, self.label_spec, self.crops.val_batch_size or self.crops.batch_size,
+            train=False, val_crops_per_track=self.cfg.val_crops_per_track, rank=self.rank, world=self.world,
+        )  # fmt: skip
+        return self._loader(pipe)
 
-    # -- what is read (subclasses read other shards through the same loaders) -----------------------------
-    def _train_pipeline(self, seed: int) -> wds.DataPipeline:
-        c = self.cfg
-        return train_pipeline(self.train_urls, self.crop_spec, self.vocab, c.batch_size, c.shuffle_buffer, seed)
 
-    def _val_pipeline(self) -> wds.DataPipeline:
-        c = self.cfg
-        batch = c.val_batch_size or c.batch_size
-        spec = self.crop_spec
-        return val_pipeline(self.val_urls, spec, self.vocab, batch, c.val_crops_per_track, self.rank, self.world)
+def _plain(crops: Crops) -> dict:
+    out = dataclasses.asdict(crops)
+    out["fields"] = [dataclasses.asdict(f) for f in crops.fields]
+    return out
+
+
+class AudioDataModule(AudioData, pl.LightningDataModule):
+    """`AudioData` as a `pytorch_lightning.LightningDataModule` (see `AudioData` for the arguments)."""

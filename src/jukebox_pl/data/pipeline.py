@@ -1,45 +1,31 @@
-"""WebDataset stages that turn track shards into batches of labelled crops.
+"""One WebDataset pipeline builder for every kind of track shard (audio from `prep`, codes from `encode-shards`).
 
-shards -> tar members (bad ones logged and skipped) -> tracks (FLAC bytes + JSON) -> crops (seek-decoded, so a
-24 s window of a 5 min song decodes 24 s, not 5 min) -> examples (mono/stereo, label ids, lyric window) ->
-collated batches. Training streams resampled shards forever; validation walks each track once with fixed
-crops, split across ranks and workers so that every crop is seen exactly once.
+shards -> tar members (bad ones logged and skipped) -> tracks (parsed by the shard format) -> crop plans ->
+crops drawn from many open tracks at once (training) -> examples (the format's content + labels, lyric window,
+extra track fields) -> shuffle buffer -> collated batches. Training streams resampled shards forever;
+validation walks each track once with fixed crops, split across ranks and workers so that every crop is seen
+exactly once. What differs between audio and codes is a `ShardFormat` (how a track is parsed, where crops may
+start, what a crop holds); everything else is here, once.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import webdataset as wds
 
-from jukebox_pl.audio import AudioDecodeError, read_audio, to_mono
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CropSpec:
-    """Everything the stages need to cut and label crops (picklable, sent to DataLoader workers)."""
-
-    sample_length: int
-    sample_rate: int
-    channels: int = 1
-    aug_shift: bool = True
-    aug_blend: bool = True
-    n_lyric_tokens: int = 0
-    lyrics_vocab: str = "v2"
-    max_genres: int = 5
-    min_track_samples: int = 0
 
 
 class SkipCounter:
@@ -106,24 +92,6 @@ def every_nth(source: ValidationShards):
     return stage
 
 
-def parse_tracks(counter: SkipCounter):
-    """Tar members -> track dicts with FLAC bytes and parsed JSON; malformed members are skipped and counted."""
-
-    def stage(samples: Iterable[dict]) -> Iterator[dict]:
-        for s in samples:
-            where = f"{s.get('__url__', '?')}:{s.get('__key__', '?')}"
-            try:
-                audio = next(s[k] for k in ("flac", "wav", "ogg", "mp3") if k in s)
-                info = json.loads(s["json"]) if isinstance(s.get("json"), bytes | str) else s["json"]
-                samples_total = int(info["samples"])
-            except (StopIteration, KeyError, TypeError, ValueError) as err:
-                counter.skip(where, f"missing or malformed audio/json ({type(err).__name__}: {err})")
-                continue
-            yield {"key": s["__key__"], "where": where, "audio": audio, "info": info, "samples": samples_total}
-
-    return stage
-
-
 def train_offsets(total: int, length: int, rng: random.Random, shift: bool) -> list[int]:
     """Crop starts on a grid of `length`, shifted by up to half a crop, clamped inside the track."""
     last = max(0, total - length)
@@ -144,40 +112,8 @@ def val_offsets(total: int, length: int, n: int) -> list[int]:
     return sorted({round(i * last / (n - 1)) for i in range(n)})
 
 
-def cut_crops(spec: CropSpec, counter: SkipCounter, train: bool, val_crops_per_track: int = 1, seed: int = 0):
-    """Tracks -> crops of `sample_length` samples (seek-decoded; zero-padded at the end of short tracks)."""
-
-    epochs = itertools.count()  # lives in the worker (persistent workers), so each pass draws new crops
-
-    def stage(tracks: Iterable[dict]) -> Iterator[dict]:
-        worker, _ = worker_info()
-        rng = random.Random(wds.utils.make_seed(seed, worker, next(epochs)) if train else seed)
-        for t in tracks:
-            total = t["samples"]
-            if total < spec.min_track_samples:
-                continue
-            sr = int(t["info"].get("sample_rate", spec.sample_rate))
-            if sr != spec.sample_rate:
-                counter.skip(t["where"], f"track is {sr} Hz but the config asks {spec.sample_rate} Hz")
-                continue
-            offsets = (
-                train_offsets(total, spec.sample_length, rng, spec.aug_shift)
-                if train
-                else val_offsets(total, spec.sample_length, val_crops_per_track)
-            )
-            for index, offset in enumerate(offsets):
-                try:
-                    audio, _ = read_audio(t["audio"], start=offset, frames=spec.sample_length)
-                except AudioDecodeError as err:
-                    counter.skip(t["where"], err)
-                    break
-                yield {**t, "crop": audio, "offset": offset, "crop_index": index, "rng": rng}
-
-    return stage
-
-
 def shuffle_crops(bufsize: int, seed: int):
-    """WebDataset's buffer shuffle with a generator seeded per worker and pass (reproducible, not identical)."""
+    """WebDataset's buffer shuffle of finished examples, seeded per worker and pass (reproducible, not identical)."""
     epochs = itertools.count()
 
     def stage(crops: Iterable[dict]) -> Iterator[dict]:
@@ -186,14 +122,6 @@ def shuffle_crops(bufsize: int, seed: int):
         yield from wds.shuffle(bufsize, initial=max(1, bufsize // 2), rng=rng)(crops)
 
     return stage
-
-
-def fit_channels(audio: np.ndarray, channels: int, blend: float | None) -> np.ndarray:
-    if channels == 1:
-        return to_mono(audio, blend)
-    if audio.shape[0] == 1:
-        return np.repeat(audio, channels, axis=0)
-    return audio[:channels]
 
 
 def label_ids(info: dict, vocab: LabelVocab, max_genres: int) -> dict:
@@ -219,35 +147,6 @@ class LyricWindows:
         return {"lyrics": window, "lyric_start": start}
 
 
-def make_examples(spec: CropSpec, vocab: LabelVocab, counter: SkipCounter, train: bool):
-    """Crops -> model-ready examples: fixed-length audio, label ids, timing, and the lyric window."""
-    lyrics = LyricWindows(spec.n_lyric_tokens, spec.lyrics_vocab) if spec.n_lyric_tokens > 0 else None
-
-    def stage(crops: Iterable[dict]) -> Iterator[dict]:
-        for c in crops:
-            audio = c["crop"]
-            blend = c["rng"].random() if (train and spec.aug_blend) else None
-            audio = fit_channels(audio, spec.channels, blend)
-            valid = audio.shape[1]
-            if valid < spec.sample_length:
-                audio = np.pad(audio, ((0, 0), (0, spec.sample_length - valid)))
-            info = c["info"]
-            example = {
-                "audio": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-                **label_ids(info, vocab, spec.max_genres),
-                "offset": c["offset"],
-                "total_length": c["samples"],
-                "length": valid,
-                "key": f"{c['key']}/{c['crop_index']}",
-            }
-            if lyrics is not None:
-                example |= lyrics(c["key"], info.get("lyrics", ""), c["samples"], c["offset"], spec.sample_length)
-            example["skipped"] = counter.count
-            yield example
-
-    return stage
-
-
 def collate(examples: list[dict]) -> dict:
     """Stack examples into a batch dict: tensors and arrays stacked, ids as long tensors, `key` kept as a list
     of strings, `skipped` the running count of skipped members."""
@@ -262,6 +161,8 @@ def collate(examples: list[dict]) -> dict:
             batch[name] = torch.stack(values)
         elif isinstance(first, np.ndarray):
             batch[name] = torch.from_numpy(np.stack(values))
+        elif isinstance(first, float):
+            batch[name] = torch.tensor(values, dtype=torch.float32)
         else:
             batch[name] = torch.tensor(values, dtype=torch.long)
     return batch
@@ -290,38 +191,214 @@ def _tar_handler(counter: SkipCounter):
     return handler
 
 
-def train_pipeline(
-    urls: list[str], spec: CropSpec, vocab: LabelVocab, batch_size: int, shuffle_buffer: int, seed: int
+class SkipTrack(ValueError):
+    """A track (or crop) that cannot be used; it is skipped and counted, never fatal."""
+
+
+class ShardFormat(Protocol):
+    """What one kind of track shard contributes to `build_pipeline` (audio crops, code windows, ...)."""
+
+    #: samples one crop spans (timing labels and the lyric window are measured against it)
+    sample_length: int
+    #: the sample rate the crops must have
+    sample_rate: int
+
+    def parse(self, sample: dict) -> dict:
+        """A tar sample -> {"info": track json, "samples": total samples, ...}; raise SkipTrack (or a
+        KeyError/ValueError) for a malformed track."""
+
+    def offsets(self, track: dict, rng: random.Random | None, n_val: int) -> list[int]:
+        """Crop starts in samples: random (rng given, training) or `n_val` fixed ones (validation)."""
+
+    def example(self, crop: dict, rng: random.Random | None) -> dict:
+        """The crop's content (e.g. `audio` or `codes`) and `length` (valid samples); raise SkipTrack if unreadable."""
+
+
+@dataclass(frozen=True)
+class TrackField:
+    """A per-track value copied from the track's JSON into every example (e.g. a metadata column kept under
+    `extra` by `prep`): how new conditioners get their inputs without a new pipeline. `path` is dotted
+    (`extra.bpm`); a track without it gets `default`, or is skipped and counted when there is none."""
+
+    name: str
+    path: str
+    default: float | int | None = None
+    dtype: str = "float"  # "float" or "long"
+
+    def value(self, info: dict) -> float | int:
+        node: Any = info
+        for part in self.path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if self.default is None:
+                    raise SkipTrack(f"its json has no {self.path!r} (needed for the batch key {self.name!r})")
+                node = self.default
+                break
+            node = node[part]
+        try:
+            return float(node) if self.dtype == "float" else int(node)
+        except (TypeError, ValueError):
+            raise SkipTrack(f"{self.path}={node!r} is not a {self.dtype} (batch key {self.name!r})") from None
+
+
+@dataclass
+class LabelSpec:
+    """The labels every example carries besides its content: artist/genre ids, timing, lyric window, fields."""
+
+    vocab: LabelVocab
+    max_genres: int = 5
+    n_lyric_tokens: int = 0
+    lyrics_vocab: str = "v2"
+    fields: Sequence[TrackField] = ()
+    min_track_samples: int = 0
+
+
+def parse_stage(fmt: ShardFormat, counter: SkipCounter):
+    """Tar members -> track dicts; malformed members and tracks of another sample rate are skipped and counted."""
+
+    def stage(samples: Iterable[dict]) -> Iterator[dict]:
+        for s in samples:
+            where = f"{s.get('__url__', '?')}:{s.get('__key__', '?')}"
+            try:
+                track = fmt.parse(s)
+                sr = int(track["info"].get("sample_rate", fmt.sample_rate))
+            except (StopIteration, KeyError, TypeError, ValueError, OSError, EOFError) as err:
+                counter.skip(where, f"missing or malformed track ({type(err).__name__}: {err})")
+                continue
+            if sr != fmt.sample_rate:
+                counter.skip(where, f"track is {sr} Hz but the config asks {fmt.sample_rate} Hz")
+                continue
+            yield {"key": s["__key__"], "where": where, **track}
+
+    return stage
+
+
+def plan_stage(fmt: ShardFormat, labels: LabelSpec, train: bool, n_val: int = 1, seed: int = 0):
+    """Tracks -> (track, crop starts): random every pass for training, fixed and evenly spaced for validation."""
+    epochs = itertools.count()  # lives in the worker (persistent workers), so each pass draws new crops
+
+    def stage(tracks: Iterable[dict]) -> Iterator[dict]:
+        worker, _ = worker_info()
+        rng = random.Random(wds.utils.make_seed(seed, worker, next(epochs)) if train else seed)
+        for t in tracks:
+            if t["samples"] < labels.min_track_samples:
+                continue
+            yield {**t, "rng": rng, "offsets": fmt.offsets(t, rng if train else None, n_val)}
+
+    return stage
+
+
+def mix_tracks(open_tracks: int, seed: int):
+    """Crops drawn from up to `open_tracks` open tracks at once, so that consecutive crops (and so a batch) come
+    from different songs, as the reference's random crop of a random track. Each pick is a random open track
+    among those not picked in the last half-pool picks, so any `open_tracks // 2 + 1` consecutive crops come
+    from distinct tracks; a finished track is replaced by the next one from the stream. A track is read once
+    per visit of its shard, and only its compressed bytes are held, not decoded audio."""
+    epochs = itertools.count()
+
+    def stage(plans: Iterable[dict]) -> Iterator[dict]:
+        worker, _ = worker_info()
+        rng = random.Random(wds.utils.make_seed(seed, worker, next(epochs), 2))
+        source = iter(plans)
+        pool: list[list] = []  # [track plan, next crop index, last pick]
+        exhausted, picks = False, 0
+        while True:
+            while not exhausted and len(pool) < max(1, open_tracks):
+                plan = next(source, None)
+                if plan is None:
+                    exhausted = True
+                elif plan["offsets"]:
+                    pool.append([plan, 0, -(10**9)])
+            if not pool:
+                return
+            cooldown = len(pool) // 2
+            ready = [entry for entry in pool if picks - entry[2] > cooldown]
+            entry = rng.choice(ready)
+            plan, index = entry[0], entry[1]
+            yield {**plan, "offset": plan["offsets"][index], "crop_index": index}
+            entry[1], entry[2], picks = index + 1, picks, picks + 1
+            if entry[1] == len(plan["offsets"]):
+                pool.remove(entry)
+
+    return stage
+
+
+def in_order(plans: Iterable[dict]) -> Iterator[dict]:
+    """Validation: every crop of every track, in order."""
+    for plan in plans:
+        for index, offset in enumerate(plan["offsets"]):
+            yield {**plan, "offset": offset, "crop_index": index}
+
+
+def example_stage(fmt: ShardFormat, labels: LabelSpec, counter: SkipCounter, train: bool):
+    """Crops -> examples: the format's content + label ids, timing, lyric window and extra track fields."""
+    lyrics = LyricWindows(labels.n_lyric_tokens, labels.lyrics_vocab) if labels.n_lyric_tokens > 0 else None
+
+    def stage(crops: Iterable[dict]) -> Iterator[dict]:
+        bad_tracks: set[str] = set()  # an unreadable track's other crops are not tried again
+        for c in crops:
+            if c["key"] in bad_tracks:
+                continue
+            info = c["info"]
+            try:
+                example = fmt.example(c, c["rng"] if train else None)
+                fields = {f.name: f.value(info) for f in labels.fields}
+            except SkipTrack as err:
+                counter.skip(c["where"], err)
+                bad_tracks.add(c["key"])
+                continue
+            example |= {
+                **label_ids(info, labels.vocab, labels.max_genres),
+                "offset": c["offset"],
+                "total_length": c["samples"],
+                "key": f"{c['key']}/{c['crop_index']}",
+                **fields,
+            }
+            if lyrics is not None:
+                example |= lyrics(c["key"], info.get("lyrics", ""), c["samples"], c["offset"], fmt.sample_length)
+            example["skipped"] = counter.count
+            yield example
+
+    return stage
+
+
+def build_pipeline(
+    urls: list[str],
+    fmt: ShardFormat,
+    labels: LabelSpec,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    shuffle_buffer: int = 0,
+    open_tracks: int = 16,
+    val_crops_per_track: int = 1,
+    rank: int = 0,
+    world: int = 1,
 ) -> wds.DataPipeline:
-    """Endless stream of shuffled training batches from resampled shards.
-
-    Reproducible for a given seed, yet different on every rank, worker and pass (ResampledShards mixes in the
-    rank and worker; the crop generator the pass number).
-    """
+    """Training: an endless stream of mixed, shuffled batches from resampled shards (reproducible for a seed, yet
+    different on every rank, worker and pass). Validation: each track exactly once over all ranks and workers,
+    at fixed crops, in a fixed order."""
     counter = SkipCounter()
-    return wds.DataPipeline(
-        wds.ResampledShards(urls, seed=seed, deterministic=True),
-        wds.tarfile_to_samples(handler=_tar_handler(counter)),
-        parse_tracks(counter),
-        cut_crops(spec, counter, train=True, seed=seed),
-        shuffle_crops(shuffle_buffer, seed),
-        make_examples(spec, vocab, counter, train=True),
-        wds.batched(batch_size, collation_fn=collate, partial=False),
-    )
-
-
-def val_pipeline(
-    urls: list[str], spec: CropSpec, vocab: LabelVocab, batch_size: int, crops_per_track: int, rank: int, world: int
-) -> wds.DataPipeline:
-    """Each validation track exactly once over all ranks and workers, fixed crops, deterministic mono mix."""
-    counter = SkipCounter()
+    handler = _tar_handler(counter)
+    if train:
+        return wds.DataPipeline(
+            wds.ResampledShards(urls, seed=seed, deterministic=True),
+            wds.tarfile_to_samples(handler=handler),
+            parse_stage(fmt, counter),
+            plan_stage(fmt, labels, train=True, seed=seed),
+            mix_tracks(open_tracks, seed),
+            example_stage(fmt, labels, counter, train=True),
+            *([shuffle_crops(shuffle_buffer, seed)] if shuffle_buffer > 1 else []),
+            wds.batched(batch_size, collation_fn=collate, partial=False),
+        )
     source = ValidationShards(urls, rank, world)
     return wds.DataPipeline(
         source,
-        wds.tarfile_to_samples(handler=_tar_handler(counter)),
+        wds.tarfile_to_samples(handler=handler),
         every_nth(source),
-        parse_tracks(counter),
-        cut_crops(spec, counter, train=False, val_crops_per_track=crops_per_track),
-        make_examples(spec, vocab, counter, train=False),
+        parse_stage(fmt, counter),
+        plan_stage(fmt, labels, train=False, n_val=val_crops_per_track),
+        in_order,
+        example_stage(fmt, labels, counter, train=False),
         wds.batched(batch_size, collation_fn=collate, partial=True),
     )

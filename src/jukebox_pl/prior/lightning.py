@@ -122,8 +122,8 @@ class PriorModule(pl.LightningModule):
         if audio.shape[-1] != self.sample_length:
             raise ValueError(
                 f"audio crops of {audio.shape[-1]} samples, but the {self.level_name} prior needs n_ctx x hop = "
-                f"{self.cfg.n_ctx} x {self.hop_length} = {self.sample_length} samples (set data.sample_length="
-                f"{self.sample_length}, or leave it to the prior stage)"
+                f"{self.cfg.n_ctx} x {self.hop_length} = {self.sample_length} samples (the prior stage's DataModule "
+                "cuts crops of that length: `jukebox_pl.stages.datamodules.prior_datamodule`)"
             )
         vqvae = self.vqvae
         if self._vqvae_device != self.device:  # moved once, not on every step
@@ -142,7 +142,7 @@ class PriorModule(pl.LightningModule):
         elif "lyrics" not in batch:
             raise ValueError(
                 f"the {self.level_name} prior reads {self.model.n_tokens} lyric characters per window but the batch "
-                f"has none: set data.n_lyric_tokens={self.model.n_tokens} (the prior stage does this)"
+                f"has none: build the DataModule with n_lyric_tokens={self.model.n_tokens} (the prior stage does this)"
             )
         if upper is not None:
             out["upper_codes"] = upper

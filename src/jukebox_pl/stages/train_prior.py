@@ -8,15 +8,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
-from jukebox_pl.config.loader import ConfigError, load_config
-from jukebox_pl.data.datamodule import AudioDataModule
+from jukebox_pl.config.loader import load_config
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
+from jukebox_pl.stages.datamodules import prior_datamodule
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, prepare_stage
 from jukebox_pl.training.strategies import ddp_strategy
 from jukebox_pl.vqvae.container import level_checkpoint
-from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
+from jukebox_pl.vqvae.model import level_index, level_name
 
 
 def training_strategy(name: str):
@@ -39,22 +39,6 @@ def vqvae_checkpoints(run_dir: Path, name: str, levels: int, explicit: list[str]
     idx = level_index(name, levels)
     needed = [idx] + ([idx + 1] if idx < levels - 1 else [])
     return [str(level_checkpoint(run_dir, level_name(i, levels))) for i in needed]
-
-
-def prior_datamodule(cfg, module_cfg, level: int, levels: int, hop: int, upper_hop: int | None):
-    """Audio crops of n_ctx x hop samples (encoded on the fly) or, for a `jukebox-pl encode-shards` folder,
-    code crops of n_ctx tokens."""
-    p = module_cfg
-    lyric_tokens = p.n_tokens if p.lyrics != "none" else 0
-    common = dict(batch_size=p.batch_size, n_lyric_tokens=lyric_tokens, lyrics_vocab=p.lyrics_vocab)
-    from jukebox_pl.data.code_shards import is_code_shards
-
-    if cfg.data.shards and is_code_shards(cfg.data.shards):
-        from jukebox_pl.data.code_datamodule import CodeDataModule
-
-        upper = level + 1 if level < levels - 1 else None
-        return CodeDataModule(cfg.data, level=level, n_ctx=p.n_ctx, upper_level=upper, **common)
-    return AudioDataModule(cfg.data, sample_length=p.n_ctx * hop, channels=1, **common)
 
 
 def load_prior_weights(module: PriorModule, path: str | Path) -> None:
@@ -109,16 +93,6 @@ def train_prior(
     overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
     levels = load_config(preset, [o for o in overrides if o.startswith("vqvae.levels=")]).vqvae.levels
     name = level_name(level_index(level, levels), levels)
-    if any(o.startswith("data.sample_length=") for o in overrides):
-        pcfg = load_config(preset, overrides)
-        hop = hop_lengths(pcfg.vqvae.downs_t, pcfg.vqvae.strides_t)[level_index(name, levels)]
-        want = pcfg.prior[name].n_ctx * hop
-        if pcfg.data.sample_length != want:
-            raise ConfigError(
-                f"data.sample_length={pcfg.data.sample_length} does not match the {name} prior's n_ctx x hop = "
-                f"{pcfg.prior[name].n_ctx} x {hop} = {want}; drop the override (the prior stage sets it) or change "
-                f"prior.{name}.n_ctx"
-            )
     ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
     # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.
     first = load_any(ckpts[0])
@@ -128,10 +102,9 @@ def train_prior(
     cfg = run.cfg
     idx = level_index(name, cfg.vqvae.levels)
     pl.seed_everything(cfg.seed + 100 + idx, workers=True)
-    hops = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)
     pcfg = cfg.prior[name]
     apply_stage_steps(cfg, pcfg.max_steps, overrides)
-    dm = prior_datamodule(cfg, pcfg, idx, cfg.vqvae.levels, hops[idx], hops[idx + 1] if idx + 1 < len(hops) else None)
+    dm = prior_datamodule(cfg, name)
     dm.setup("fit")
     y_bins = (dm.vocab.n_genres, dm.vocab.n_artists) if dm.vocab is not None else None
     from jukebox_pl.vqvae.container import VQVAE

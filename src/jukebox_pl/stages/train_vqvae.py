@@ -8,21 +8,12 @@ import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
 from jukebox_pl.config.loader import load_config
-from jukebox_pl.data.datamodule import AudioDataModule
+from jukebox_pl.stages.datamodules import vqvae_datamodule
 from jukebox_pl.training.callbacks import AudioLogger, Throughput
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, prepare_stage
 from jukebox_pl.training.strategies import ddp_strategy
 from jukebox_pl.vqvae.lightning import VQVAELevel
-from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
-
-
-def vqvae_datamodule(cfg) -> AudioDataModule:
-    """Crops of `vqvae.sample_length` (rounded to the top hop) in `vqvae.channels` channels."""
-    top_hop = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)[-1]
-    length = cfg.vqvae.sample_length
-    if length % top_hop:
-        raise ValueError(f"vqvae.sample_length={length} must be a multiple of the top hop {top_hop}")
-    return AudioDataModule(cfg.data, sample_length=length, batch_size=cfg.vqvae.batch_size, channels=cfg.vqvae.channels)
+from jukebox_pl.vqvae.model import level_index, level_name
 
 
 def train_vqvae(

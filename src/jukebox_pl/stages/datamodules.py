@@ -1,0 +1,93 @@
+"""The DataModule each stage trains on, built from the resolved config: what `train` uses and what
+`jukebox-pl inspect-data --stage S --level L` shows, so the two can never disagree."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from jukebox_pl.config.loader import ConfigError
+from jukebox_pl.data.code_shards import is_code_shards
+from jukebox_pl.data.datamodule import AudioDataModule
+from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
+
+
+def vqvae_datamodule(cfg: DictConfig) -> AudioDataModule:
+    """Crops of `vqvae.sample_length` samples (a multiple of the top hop) in `vqvae.channels` channels."""
+    top_hop = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)[-1]
+    length = cfg.vqvae.sample_length
+    if length % top_hop:
+        raise ConfigError(f"vqvae.sample_length={length} must be a multiple of the top hop {top_hop}")
+    v = cfg.vqvae
+    return AudioDataModule(cfg.data, sample_length=length, batch_size=v.batch_size, channels=v.channels, seed=cfg.seed)
+
+
+def prior_datamodule(cfg: DictConfig, level: int | str, fields: tuple = ()):
+    """Audio crops of n_ctx x hop samples (encoded on the fly by the frozen VQ-VAE) or, for a folder written by
+    `jukebox-pl encode-shards`, code crops of n_ctx tokens; with the lyric window and extra track fields the
+    prior's conditioners read."""
+    levels = cfg.vqvae.levels
+    idx = level_index(level, levels)
+    p = cfg.prior[level_name(idx, levels)]
+    lyric_tokens = p.n_tokens if p.lyrics != "none" else 0
+    common = dict(
+        batch_size=p.batch_size, n_lyric_tokens=lyric_tokens, lyrics_vocab=p.lyrics_vocab, seed=cfg.seed,
+        fields=tuple(fields),
+    )  # fmt: skip
+    if cfg.data.shards and is_code_shards(cfg.data.shards):
+        from jukebox_pl.data.code_datamodule import CodeDataModule
+
+        upper = idx + 1 if idx < levels - 1 else None
+        return CodeDataModule(cfg.data, level=idx, n_ctx=p.n_ctx, upper_level=upper, **common)
+    hop = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)[idx]
+    return AudioDataModule(cfg.data, sample_length=p.n_ctx * hop, channels=1, **common)
+
+
+def stage_datamodule(cfg: DictConfig, stage: str, level: int | str, fields: tuple = ()):
+    """The DataModule of `stage` ("vqvae" or "prior") at `level`."""
+    if stage == "vqvae":
+        return vqvae_datamodule(cfg)
+    if stage == "prior":
+        return prior_datamodule(cfg, level, fields)
+    raise ConfigError(f"unknown stage {stage!r}; choose vqvae or prior")
+
+
+def describe_batch(batch: dict, vocab) -> dict:
+    """What a batch mixes: distinct tracks and artists, offsets (what `inspect-data` prints)."""
+    tracks = [k.rsplit("/", 1)[0] for k in batch["key"]]
+    artists = [vocab.artist_name(a) for a in batch["artist"].tolist()]
+    return {
+        "shapes": {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape") and v.ndim},
+        "tracks": tracks,
+        "distinct_tracks": len(set(tracks)),
+        "artists": artists,
+        "distinct_artists": len(set(artists)),
+        "offsets": batch["offset"].tolist(),
+    }
+
+
+def inspect_data(cfg: DictConfig, stage: str, level: str, n_batches: int = 2, echo=print) -> list[dict]:
+    """Pull `n_batches` training and validation batches from exactly the DataModule `stage` trains on."""
+    dm = stage_datamodule(cfg, stage, level)
+    dm.setup("fit")
+    crops = dm.crops
+    echo(
+        f"{stage} {level}: {type(dm).__name__} batch_size={crops.batch_size} "
+        f"sample_length={getattr(dm, 'sample_length', crops.sample_length)} channels={crops.channels} "
+        f"lyric_tokens={crops.n_lyric_tokens} open_tracks={cfg.data.open_tracks} "
+        f"shuffle_buffer={cfg.data.shuffle_buffer} train shards={len(dm.train_urls)} val shards={len(dm.val_urls)}"
+    )
+    described = []
+    for split, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader())):
+        for i, batch in zip(range(n_batches), loader):
+            d = describe_batch(batch, dm.vocab)
+            described.append({"split": split, **d})
+            echo(
+                f"{split} batch {i}: {d['shapes']} tracks {d['distinct_tracks']}/{len(d['tracks'])} "
+                f"artists {d['distinct_artists']} {d['artists']} offsets={d['offsets']}"
+            )
+            if "lyrics" in batch:
+                from jukebox_pl.lyrics import LyricsTokenizer
+
+                text = LyricsTokenizer(crops.lyrics_vocab).decode(batch["lyrics"][0])
+                echo(f"  lyric window of {batch['key'][0]}: {text!r}")
+    return described
