@@ -222,6 +222,10 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artist", action="append", default=[], help="artist name (repeat: one per sample)")
     p.add_argument("--genre", action="append", default=[], help="genre name (repeat for several)")
     p.add_argument("--lyrics", help="text file with the lyrics")
+    p.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE",
+        help="value of an extra conditioner's key, e.g. --label tempo=120 (repeat; comma-separate one per sample)",
+    )  # fmt: skip
     p.add_argument("--seconds", type=float, default=10.0, help="song length")
     p.add_argument("--n-samples", type=int, default=1)
     p.add_argument("--mode", choices=("ancestral", "continue", "primed", "upsample"), default="ancestral")
@@ -262,6 +266,7 @@ def _run_sample(args: argparse.Namespace) -> int:
         codes=args.codes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         hop_fraction=[float(x) for x in args.hop_fraction.split(",")] if args.hop_fraction else None,
         levels=args.levels, seed=args.seed, max_batch=args.max_batch, resume=args.resume,
+        labels=_parse_labels(args.label),
     )  # fmt: skip
     with TokenProgress(models, enabled=not args.no_progress and sys.stderr.isatty()) as progress:
         summary = sample_song(models, req, progress=progress.advance, totals=progress.set_totals)
@@ -286,6 +291,19 @@ def _run_encode_shards(args: argparse.Namespace) -> int:
     from jukebox_pl.stages.encode_shards import run
 
     return run(args)
+
+
+def _parse_labels(items: list[str]) -> dict[str, list[float]]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = [float(v) for v in value.split(",")]
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise UserValueError(f"--label {item!r}: expected KEY=VALUE with numeric values (e.g. tempo=120)")
+    return out
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

@@ -191,6 +191,9 @@ class PriorConfig:
     cond_zero_out: bool = False
     cond_res_scale: bool = False
     cond_checkpoint_res: bool = False
+    # Extra conditioners by name: {target: package.module.ClassName, **its keyword arguments}; each is a
+    # jukebox_pl.prior.conditioning.Conditioner (see there), added to the labels/upper-level/lyrics ones.
+    conditioners: dict[str, Any] = field(default_factory=dict)
     # Which cross/prime attention layer and head align lyrics to music (for the sample gallery).
     alignment_layer: int | None = None
     alignment_head: int | None = None

@@ -1,7 +1,9 @@
-"""What the priors are conditioned on: labels and timing (top prior) and the codes of the level above.
+"""The built-in conditioners (`jukebox_pl.prior.conditioning.Conditioner`): labels and timing (top prior), the
+codes of the level above (upsamplers), and lyrics (a lyrics encoder for cross-attention, or merged prefix tokens).
 
 Module names mirror the reference (`y_emb.{artist_emb, bow_genre_emb, total_length_emb, absolute_pos_emb,
-relative_pos_emb}.emb`, `conditioner_blocks.0.{x_emb, cond.model, ln}`) so its checkpoints import by renaming.
+relative_pos_emb}.emb`, `conditioner_blocks.0.{x_emb, cond.model, ln}`, `prime_prior.*`, `prime_state_proj`,
+`prime_state_ln`, `prime_x_out`) so its checkpoints import by renaming.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from jukebox_pl.errors import UserValueError
+from jukebox_pl.prior.conditioning import Conditioner, Contribution, Window
+from jukebox_pl.prior.transformer import AutoregressiveTransformer
 from jukebox_pl.vqvae.encdec import BlockSpec, DecoderConvBlock
 
 
@@ -68,7 +73,7 @@ class RangeEmbedding(nn.Module):
         return self.emb(idx)
 
 
-class LabelConditioner(nn.Module):
+class LabelConditioner(Conditioner):
     """Artist + bag of genres -> the start token; total length, absolute and relative position -> per-token
     timing embeddings over the window (top prior only)."""
 
@@ -99,6 +104,13 @@ class LabelConditioner(nn.Module):
             )
         self.min_samples = min_duration * sample_rate
         self.max_samples = max_duration * sample_rate
+        self.batch_keys = ("artist", "genres") + (("total_length", "offset") if include_time_signal else ())
+        self.describes = "artist and genre ids" + (" and timing" if include_time_signal else "")
+
+    def contribute(self, inputs: dict, window: Window) -> Contribution:
+        g = inputs.get
+        start, timing = self(g("artist"), g("genres"), g("total_length"), g("offset"), window.sample_length)
+        return Contribution(start=start, tokens=timing)
 
     def forward(
         self,
@@ -129,7 +141,7 @@ class LabelConditioner(nn.Module):
         return start, timing
 
 
-class UpperLevelConditioner(nn.Module):
+class UpperLevelConditioner(Conditioner):
     """Codes of the level above -> embeddings up-sampled to this level's rate (x4 in Jukebox), layer-normed;
     added to the upsampler's token embeddings."""
 
@@ -167,7 +179,79 @@ class UpperLevelConditioner(nn.Module):
         self.ln = nn.LayerNorm(width)
         self.ratio = stride_t**down_t
 
+    batch_keys = ("upper_codes",)
+    describes = "the codes of the level above"
+
+    def contribute(self, inputs: dict, window: Window) -> Contribution:
+        upper = inputs["upper_codes"]
+        need = window.n_ctx // self.ratio
+        if upper.shape[-1] != need:
+            raise UserValueError(
+                f"upper_codes has {upper.shape[-1]} codes per window; this upsampler needs "
+                f"n_ctx / {self.ratio} = {need}"
+            )
+        return Contribution(tokens=self(upper))
+
     def forward(self, upper_codes: torch.Tensor) -> torch.Tensor:
         """(B, T_upper) codes -> (B, T_upper * ratio, width)."""
         x = self.x_emb(upper_codes).permute(0, 2, 1)
         return self.ln(self.cond(x).permute(0, 2, 1))
+
+
+def _lyrics_or_error(inputs: dict, n_tokens: int) -> torch.Tensor:
+    lyrics = inputs["lyrics"]
+    if lyrics.shape[-1] != n_tokens:
+        raise UserValueError(
+            f"this prior reads {n_tokens} lyric characters per window; got lyrics {tuple(lyrics.shape)}"
+        )
+    return lyrics.long()
+
+
+class LyricsEncoderConditioner(Conditioner):
+    """The reference's separate lyrics encoder: a causal transformer over the lyric characters, projected to the
+    prior's width, feeds the prior's cross-attention layers; its own next-character loss trains it (`aux_bits`).
+    Registered flat on the prior (`prime_prior.*`, `prime_state_proj`, `prime_state_ln`, `prime_x_out`)."""
+
+    batch_keys = ("lyrics",)
+    flat = True
+    describes = "lyric characters"
+
+    def __init__(self, n_vocab: int, n_tokens: int, width: int, cfg, init_scale: float):
+        super().__init__()
+        self.n_tokens = n_tokens
+        self.prime_prior = AutoregressiveTransformer(
+            n_vocab, n_tokens, cfg.prime_width, cfg.prime_depth, cfg.prime_heads, cfg.prime_attn_order,
+            cfg.prime_blocks, cfg.prime_m_attn, cfg.prime_m_mlp, cfg.prime_init_scale, cfg.prime_zero_out,
+            cfg.prime_res_scale, checkpoint_res=cfg.prime_checkpoint_res, only_encode=True,
+        )  # fmt: skip
+        self.prime_state_proj = nn.Linear(cfg.prime_width, width)
+        nn.init.normal_(self.prime_state_proj.weight, std=0.02 * cfg.prime_init_scale)
+        nn.init.zeros_(self.prime_state_proj.bias)
+        self.prime_state_ln = nn.LayerNorm(width)
+        self.prime_x_out = nn.Linear(width, n_vocab, bias=False)
+        nn.init.normal_(self.prime_x_out.weight, std=0.02 * init_scale)
+
+    def encode(self, lyrics: torch.Tensor) -> torch.Tensor:
+        """Lyric character ids (B, n_tokens) -> keys/values source for the cross-attention (B, n_tokens, width)."""
+        return self.prime_state_ln(self.prime_state_proj(self.prime_prior(lyrics)))
+
+    def contribute(self, inputs: dict, window: Window) -> Contribution:
+        lyrics = _lyrics_or_error(inputs, self.n_tokens)
+        kv = self.encode(lyrics)
+        bits = AutoregressiveTransformer.bits_per_token(self.prime_x_out(kv), lyrics) if window.loss else None
+        return Contribution(encoder_kv=kv, aux_bits=bits)
+
+
+class MergedLyricsConditioner(Conditioner):
+    """The reference's merged design: the lyric characters are the first `n_tokens` positions of the sequence."""
+
+    batch_keys = ("lyrics",)
+    flat = True  # no weights of its own
+    describes = "lyric characters"
+
+    def __init__(self, n_tokens: int):
+        super().__init__()
+        self.n_tokens = n_tokens
+
+    def contribute(self, inputs: dict, window: Window) -> Contribution:
+        return Contribution(prefix=_lyrics_or_error(inputs, self.n_tokens))

@@ -17,12 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from jukebox_pl.config.schema import OptimConfig, PriorConfig, VQVAEConfig
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.model import JukeboxPrior, prior_config
 from jukebox_pl.training.schedules import build_optimizer
 from jukebox_pl.vqvae.lightning import vqvae_config
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
-
-LABEL_KEYS = ("artist", "genres", "total_length", "offset", "lyrics")
 
 
 class PriorModule(pl.LightningModule):
@@ -136,17 +135,18 @@ class PriorModule(pl.LightningModule):
         return codes, upper
 
     def labels(self, batch: dict, upper: torch.Tensor | None) -> dict[str, Any]:
-        out = {k: batch[k] for k in LABEL_KEYS if k in batch}
-        if not self.model.n_tokens:
-            out.pop("lyrics", None)
-        elif "lyrics" not in batch:
-            raise ValueError(
-                f"the {self.level_name} prior reads {self.model.n_tokens} lyric characters per window but the batch "
-                f"has none: build the DataModule with n_lyric_tokens={self.model.n_tokens} (the prior stage does this)"
+        """The batch keys this prior's conditioners read (`JukeboxPrior.batch_keys`), with the upper codes."""
+        batch = {**batch, "upper_codes": upper} if upper is not None else batch
+        missing = [k for k in self.model.batch_keys if k not in batch]
+        if missing:
+            hint = {
+                "lyrics": f" (build the DataModule with n_lyric_tokens={self.model.n_tokens}; the prior stage does)"
+            }
+            raise UserValueError(
+                f"the {self.level_name} prior's conditioners read {', '.join(self.model.batch_keys)} but the batch "
+                f"has no {', '.join(missing)}{''.join(hint.get(k, '') for k in missing)}"
             )
-        if upper is not None:
-            out["upper_codes"] = upper
-        return out
+        return {k: batch[k] for k in self.model.batch_keys}
 
     def _step(self, batch: dict, model: JukeboxPrior):
         codes, upper = self.batch_codes(batch)

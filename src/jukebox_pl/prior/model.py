@@ -23,9 +23,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from jukebox_pl.config.schema import PriorConfig
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.prior.attention import attn_kinds
-from jukebox_pl.prior.conditioners import LabelConditioner, UpperLevelConditioner
+from jukebox_pl.prior.conditioners import (
+    LabelConditioner,
+    LyricsEncoderConditioner,
+    MergedLyricsConditioner,
+    UpperLevelConditioner,
+)
+from jukebox_pl.prior.conditioning import Conditioner, Window, split_spec
 from jukebox_pl.prior.sampling import sample_token
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
@@ -46,12 +53,17 @@ class PriorOutput:
 
 @dataclass
 class Conditioning:
-    """Everything a window is conditioned on, computed once per window (also for sampling)."""
+    """Everything a window is conditioned on, assembled from the conditioners' contributions once per window."""
 
-    x_cond: torch.Tensor | None  # (B, L, width) per-token conditioning (timing or upper-level codes)
-    y_cond: torch.Tensor | None  # (B, 1, width) the artist/genre start token
+    x_cond: torch.Tensor | None  # (B, L, width) per-token conditioning (timing, upper-level codes, ...)
+    y_cond: torch.Tensor | None  # (B, 1, width) the start token (artist/genre labels, ...)
     encoder_kv: torch.Tensor | None  # (B, n_tokens, width) lyrics encoder output for cross-attention
-    lyrics: torch.Tensor | None  # (B, n_tokens) lyric character ids
+    prefix: torch.Tensor | None  # (B, n_tokens) token ids before the codes (merged lyric characters)
+    aux_bits: torch.Tensor | None = None  # a conditioner's own loss (the lyrics encoder's), in bits
+
+    @property
+    def lyrics(self) -> torch.Tensor | None:
+        return self.prefix
 
 
 class JukeboxPrior(nn.Module):
@@ -82,6 +94,8 @@ class JukeboxPrior(nn.Module):
         self.n_tokens = cfg.n_tokens if cfg.lyrics != "none" else 0
         self.n_vocab = LyricsTokenizer(cfg.lyrics_vocab).n_vocab if self.n_tokens else 0
         w = cfg.width
+        self._conditioners: list[Conditioner] = []  # in order; registered under their own (reference) names
+        self.extra_conditioners = nn.ModuleDict()  # user conditioners from `conditioners:` in the config
         if cfg.labels:
             genres, artists = self._label_bins(cfg, y_bins)
             self.y_emb = LabelConditioner(
@@ -89,6 +103,7 @@ class JukeboxPrior(nn.Module):
                 sample_rate=sample_rate, min_duration=cfg.min_duration, max_duration=cfg.max_duration,
                 init_scale=cfg.init_scale,
             )  # fmt: skip
+            self._conditioners.append(self.y_emb)
         if not self.is_top:
             down_t, stride_t = upper
             self.upsample_ratio = stride_t**down_t
@@ -98,6 +113,7 @@ class JukeboxPrior(nn.Module):
                 cfg.init_scale, cfg.cond_checkpoint_res,
             )  # fmt: skip
             self.conditioner_blocks = nn.ModuleList([block])
+            self._conditioners.append(block)
         body = dict(
             width=w, depth=cfg.depth, heads=cfg.heads, attn_order=cfg.attn_order, blocks=cfg.blocks,
             m_attn=cfg.m_attn, m_mlp=cfg.m_mlp, init_scale=cfg.init_scale, zero_out=cfg.zero_out,
@@ -107,22 +123,48 @@ class JukeboxPrior(nn.Module):
             self.prior = AutoregressiveTransformer(
                 self.n_vocab + bins, self.n_tokens + cfg.n_ctx, y_cond=True, prime_len=self.n_tokens, **body
             )
+            self._add_conditioner(MergedLyricsConditioner(self.n_tokens))
         else:
             self.prior = AutoregressiveTransformer(
                 bins, cfg.n_ctx, y_cond=cfg.labels, merged_decoder=cfg.merged_decoder, **body
             )
         if self.lyrics_mode == "encoder":
-            self.prime_prior = AutoregressiveTransformer(
-                self.n_vocab, self.n_tokens, cfg.prime_width, cfg.prime_depth, cfg.prime_heads, cfg.prime_attn_order,
-                cfg.prime_blocks, cfg.prime_m_attn, cfg.prime_m_mlp, cfg.prime_init_scale, cfg.prime_zero_out,
-                cfg.prime_res_scale, checkpoint_res=cfg.prime_checkpoint_res, only_encode=True,
-            )  # fmt: skip
-            self.prime_state_proj = nn.Linear(cfg.prime_width, w)
-            nn.init.normal_(self.prime_state_proj.weight, std=0.02 * cfg.prime_init_scale)
-            nn.init.zeros_(self.prime_state_proj.bias)
-            self.prime_state_ln = nn.LayerNorm(w)
-            self.prime_x_out = nn.Linear(w, self.n_vocab, bias=False)
-            nn.init.normal_(self.prime_x_out.weight, std=0.02 * cfg.init_scale)
+            self._add_conditioner(LyricsEncoderConditioner(self.n_vocab, self.n_tokens, w, cfg, cfg.init_scale))
+        for name, spec in (cfg.get("conditioners") or {}).items():
+            cls, kwargs = split_spec(name, spec)
+            self._add_conditioner(cls(width=w, n_ctx=cfg.n_ctx, **kwargs), name)
+
+    def _add_conditioner(self, conditioner: Conditioner, name: str | None = None) -> None:
+        """Register a conditioner: flat ones put their children on the prior (reference key names)."""
+        if conditioner.flat:
+            for child_name, child in conditioner.named_children():
+                self.add_module(child_name, child)
+        else:
+            self.extra_conditioners[name] = conditioner
+        self._conditioners.append(conditioner)
+
+    @property
+    def conditioners(self) -> list[Conditioner]:
+        """Every conditioner of this prior, in the order their contributions are applied."""
+        return list(self._conditioners)
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        """The batch keys this prior's conditioners read (besides the codes)."""
+        return tuple(dict.fromkeys(k for c in self._conditioners for k in c.batch_keys))
+
+    @property
+    def track_fields(self) -> dict[str, dict]:
+        """Per-track values the DataModules must copy into batches for the extra conditioners."""
+        fields: dict[str, dict] = {}
+        for name, spec in (self.cfg.get("conditioners") or {}).items():
+            cls, kwargs = split_spec(name, spec)
+            fields |= cls.track_fields(**kwargs)
+        return fields
+
+    @property
+    def lyrics_encoder(self) -> LyricsEncoderConditioner | None:
+        return next((c for c in self._conditioners if isinstance(c, LyricsEncoderConditioner)), None)
 
     # -- construction checks ----------------------------------------------------------------------------
     def _check(self, cfg: DictConfig, upper) -> None:
@@ -178,63 +220,51 @@ class JukeboxPrior(nn.Module):
     # -- conditioning -------------------------------------------------------------------------------------
     def encode_lyrics(self, lyrics: torch.Tensor) -> torch.Tensor:
         """Lyric character ids (B, n_tokens) -> keys/values source for the cross-attention (B, n_tokens, width)."""
-        return self.prime_state_ln(self.prime_state_proj(self.prime_prior(lyrics)))
+        return self.lyrics_encoder.encode(lyrics)
 
-    def condition(
-        self,
-        n: int,
-        artist: torch.Tensor | None = None,
-        genres: torch.Tensor | None = None,
-        total_length: torch.Tensor | None = None,
-        offset: torch.Tensor | None = None,
-        upper_codes: torch.Tensor | None = None,
-        lyrics: torch.Tensor | None = None,
-    ) -> Conditioning:
-        y_cond = x_cond = encoder_kv = None
-        if self.cfg.labels:
-            if artist is None or genres is None:
-                raise ValueError("this prior is conditioned on artist and genre: pass artist and genres ids")
-            y_cond, x_cond = self.y_emb(artist, genres, total_length, offset, self.sample_length)
-        if not self.is_top:
-            if upper_codes is None:
-                raise ValueError(f"the level-{self.level} upsampler needs the codes of the level above (upper_codes)")
-            if upper_codes.shape[-1] != self.upper_length:
-                raise ValueError(
-                    f"upper_codes has {upper_codes.shape[-1]} codes per window; the level-{self.level} upsampler "
-                    f"needs n_ctx / {self.upsample_ratio} = {self.upper_length}"
-                )
-            x_cond = self.conditioner_blocks[0](upper_codes)
-        if self.n_tokens:
-            if lyrics is None or lyrics.shape[-1] != self.n_tokens:
-                got = None if lyrics is None else tuple(lyrics.shape)
-                raise ValueError(f"this prior reads {self.n_tokens} lyric characters per window; got lyrics {got}")
-            lyrics = lyrics.long()
-            if self.lyrics_mode == "encoder":
-                encoder_kv = self.encode_lyrics(lyrics)
-            else:
-                music = x_cond if x_cond is not None else y_cond.new_zeros(n, self.n_ctx, self.cfg.width)
-                x_cond = torch.cat([music.new_zeros(n, self.n_tokens, music.shape[-1]), music], dim=1)
-        return Conditioning(x_cond, y_cond, encoder_kv, lyrics)
+    def condition(self, n: int, loss: bool = False, **inputs: torch.Tensor | None) -> Conditioning:
+        """The window's conditioning from the batch keys the conditioners read (`batch_keys`); other keys are
+        ignored. Start-token and per-position contributions are summed."""
+        window = Window(n, self.n_ctx, self.sample_length, self.cfg.width, loss)
+        where = f"the prior of level {self.level}"
+        start = tokens = encoder_kv = prefix = aux_bits = None
+        for conditioner in self._conditioners:
+            conditioner.check_inputs(inputs, where)
+            part = conditioner.contribute(inputs, window)
+            start = part.start if start is None else (start if part.start is None else start + part.start)
+            tokens = part.tokens if tokens is None else (tokens if part.tokens is None else tokens + part.tokens)
+            if (part.encoder_kv is not None and encoder_kv is not None) or (
+                part.prefix is not None and prefix is not None
+            ):
+                raise UserValueError(f"{where}: two conditioners provide cross-attention inputs or prefix tokens")
+            encoder_kv = part.encoder_kv if part.encoder_kv is not None else encoder_kv
+            prefix = part.prefix if part.prefix is not None else prefix
+            aux_bits = part.aux_bits if part.aux_bits is not None else aux_bits
+        if start is not None and not self.prior.y_cond:
+            raise UserValueError(f"{where}: a conditioner contributes a start token but labels=false")
+        if self.lyrics_mode == "merged":
+            music = tokens if tokens is not None else start.new_zeros(n, self.n_ctx, self.cfg.width)
+            tokens = torch.cat([music.new_zeros(n, self.n_tokens, music.shape[-1]), music], dim=1)
+        return Conditioning(tokens, start, encoder_kv, prefix, aux_bits)
 
     # -- training -----------------------------------------------------------------------------------------
     def forward(self, codes: torch.Tensor, return_logits: bool = False, **labels) -> PriorOutput:
         """codes (B, n_ctx) of this level + conditioning (see `condition`) -> losses in bits per token."""
         if codes.shape[-1] != self.n_ctx:
             raise ValueError(f"codes windows of {codes.shape[-1]} tokens; this prior's n_ctx is {self.n_ctx}")
-        cond = self.condition(codes.shape[0], **labels)
+        cond = self.condition(codes.shape[0], loss=True, **labels)
         bits = AutoregressiveTransformer.bits_per_token
         lyric_bits = None
         if self.lyrics_mode == "merged":
             p = self.n_tokens
-            tokens = torch.cat([cond.lyrics, codes + self.n_vocab], dim=1)
+            tokens = torch.cat([cond.prefix, codes + self.n_vocab], dim=1)
             logits = self.prior(tokens, cond.x_cond, cond.y_cond)
             lyric_bits, music_bits = bits(logits[:, :p], tokens[:, :p]), bits(logits[:, p:], tokens[:, p:])
             logits = logits[:, p:, self.n_vocab :]
         else:
             logits = self.prior(codes, cond.x_cond, cond.y_cond, cond.encoder_kv)
             music_bits = bits(logits, codes)
-            if self.lyrics_mode == "encoder":
-                lyric_bits = bits(self.prime_x_out(cond.encoder_kv), cond.lyrics)
+            lyric_bits = cond.aux_bits
         loss = music_bits
         if lyric_bits is not None:
             p, g = self.n_tokens, self.n_ctx
@@ -265,7 +295,7 @@ class JukeboxPrior(nn.Module):
         shift = self.n_vocab if self.lyrics_mode == "merged" else 0
         known = [] if prompt is None else [prompt.long() + shift]
         if self.lyrics_mode == "merged":
-            known.insert(0, cond.lyrics)
+            known.insert(0, cond.prefix)
         known = torch.cat(known, dim=1) if known else None
         n_known = 0 if known is None else known.shape[1]
         total = n_known + length - p

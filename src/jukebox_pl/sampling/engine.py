@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.lyrics import lyric_window
 from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.sampling.windows import next_window
@@ -36,6 +37,8 @@ class SongSpec:
     seed: int = 0
     max_batch: int = 16
     chunk_size: int = 128
+    # values of extra conditioners' batch keys (e.g. {"tempo": [120.0, 90.0]}): one per sample, or one for all
+    labels: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -139,31 +142,48 @@ class SongSampler:
         return next_window(self.total_tokens(level), filled, prior.n_ctx, self.hop_fraction(level), self.align(level))
 
     def _labels(self, level: int, start: int, rows: slice) -> dict:
+        """The window's value of every batch key the prior's conditioners read."""
         prior, spec = self.models.priors[level], self.spec
-        out: dict = {}
+        n = len(spec.artists[rows])
         offset = start * self.hop(level)
-        if prior.cfg.labels:
-            width = max(1, max(len(g) for g in spec.genres))
-            genres = [list(g) + [-1] * (width - len(g)) for g in spec.genres[rows]]
-            n = len(genres)
-            out |= {
-                "artist": torch.tensor(spec.artists[rows], dtype=torch.long),
-                "genres": torch.tensor(genres, dtype=torch.long),
-                "total_length": torch.full((n,), spec.total_samples, dtype=torch.long),
-                "offset": torch.full((n,), offset, dtype=torch.long),
-            }
-        if prior.n_tokens:
-            windows = [
-                lyric_window(np.asarray(t, dtype=np.int64), prior.n_tokens, spec.total_samples, offset,
-                             prior.sample_length)[0]
-                for t in spec.lyrics[rows]
-            ]  # fmt: skip
-            out["lyrics"] = torch.from_numpy(np.stack(windows))
-        if not prior.is_top:
-            r = prior.upsample_ratio
-            upper = self.codes[level + 1][rows, start // r : start // r + prior.upper_length]
-            out["upper_codes"] = F.pad(upper, (0, prior.upper_length - upper.shape[1]))
+        out: dict = {}
+        for key in prior.batch_keys:
+            if key == "artist":
+                out[key] = torch.tensor(spec.artists[rows], dtype=torch.long)
+            elif key == "genres":
+                width = max(1, max(len(g) for g in spec.genres))
+                out[key] = torch.tensor([list(g) + [-1] * (width - len(g)) for g in spec.genres[rows]])
+            elif key == "total_length":
+                out[key] = torch.full((n,), spec.total_samples, dtype=torch.long)
+            elif key == "offset":
+                out[key] = torch.full((n,), offset, dtype=torch.long)
+            elif key == "lyrics":
+                windows = [
+                    lyric_window(np.asarray(t, dtype=np.int64), prior.n_tokens, spec.total_samples, offset,
+                                 prior.sample_length)[0]
+                    for t in spec.lyrics[rows]
+                ]  # fmt: skip
+                out[key] = torch.from_numpy(np.stack(windows))
+            elif key == "upper_codes":
+                r = prior.upsample_ratio
+                upper = self.codes[level + 1][rows, start // r : start // r + prior.upper_length]
+                out[key] = F.pad(upper, (0, prior.upper_length - upper.shape[1]))
+            else:
+                out[key] = self._extra_label(key, rows, n)
         return out
+
+    def _extra_label(self, key: str, rows: slice, n: int) -> torch.Tensor:
+        """An extra conditioner's value from `SongSpec.labels`: one per sample, or one shared by all."""
+        if key not in self.spec.labels:
+            raise UserValueError(
+                f"a prior of this run is conditioned on {key!r} (an extra conditioner): give its value "
+                f"(`--label {key}=VALUE`; known: {sorted(self.spec.labels) or 'none given'})"
+            )
+        values = list(self.spec.labels[key])
+        values = values * self.spec.n_samples if len(values) == 1 else values
+        if len(values) != self.spec.n_samples:
+            raise UserValueError(f"label {key!r} has {len(values)} values for {self.spec.n_samples} samples")
+        return torch.tensor(values[rows], dtype=torch.float32)
 
     @torch.no_grad()
     def _window(self, level: int, start: int, end: int) -> None:

@@ -45,6 +45,8 @@ class SampleRequest:
     seed: int = 0
     max_batch: int = 16
     resume: bool = False
+    # values of extra conditioners' batch keys, e.g. {"tempo": [120.0]} (one per sample or one for all)
+    labels: dict[str, list[float]] = field(default_factory=dict)
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -133,6 +135,7 @@ def sample_song(models: SamplingModels, req: SampleRequest, progress=None, total
     spec = SongSpec(
         artists=artists, genres=genres, lyrics=[lyric_ids] * n, total_samples=total, temperature=req.temperature,
         top_k=req.top_k, top_p=req.top_p, hop_fractions=fractions, seed=req.seed, max_batch=req.max_batch,
+        labels={k: [float(x) for x in v] for k, v in req.labels.items()},
     )  # fmt: skip
     sampler = SongSampler(
         models, spec, levels, codes=codes, on_window=lambda s: save_atomic(s.state(), state_path),

@@ -8,6 +8,8 @@ from omegaconf import DictConfig
 from jukebox_pl.config.loader import ConfigError
 from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.datamodule import AudioDataModule
+from jukebox_pl.data.pipeline import TrackField
+from jukebox_pl.prior.conditioning import extra_track_fields
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
@@ -21,17 +23,17 @@ def vqvae_datamodule(cfg: DictConfig) -> AudioDataModule:
     return AudioDataModule(cfg.data, sample_length=length, batch_size=v.batch_size, channels=v.channels, seed=cfg.seed)
 
 
-def prior_datamodule(cfg: DictConfig, level: int | str, fields: tuple = ()):
+def prior_datamodule(cfg: DictConfig, level: int | str):
     """Audio crops of n_ctx x hop samples (encoded on the fly by the frozen VQ-VAE) or, for a folder written by
-    `jukebox-pl encode-shards`, code crops of n_ctx tokens; with the lyric window and extra track fields the
-    prior's conditioners read."""
+    `jukebox-pl encode-shards`, code crops of n_ctx tokens; with the lyric window and the per-track fields the
+    prior's extra conditioners declare (`Conditioner.track_fields`)."""
     levels = cfg.vqvae.levels
     idx = level_index(level, levels)
     p = cfg.prior[level_name(idx, levels)]
     lyric_tokens = p.n_tokens if p.lyrics != "none" else 0
     common = dict(
         batch_size=p.batch_size, n_lyric_tokens=lyric_tokens, lyrics_vocab=p.lyrics_vocab, seed=cfg.seed,
-        fields=tuple(fields),
+        fields=tuple(TrackField(name, **spec) for name, spec in extra_track_fields(p.conditioners).items()),
     )  # fmt: skip
     if cfg.data.shards and is_code_shards(cfg.data.shards):
         from jukebox_pl.data.code_datamodule import CodeDataModule
@@ -42,12 +44,12 @@ def prior_datamodule(cfg: DictConfig, level: int | str, fields: tuple = ()):
     return AudioDataModule(cfg.data, sample_length=p.n_ctx * hop, channels=1, **common)
 
 
-def stage_datamodule(cfg: DictConfig, stage: str, level: int | str, fields: tuple = ()):
+def stage_datamodule(cfg: DictConfig, stage: str, level: int | str):
     """The DataModule of `stage` ("vqvae" or "prior") at `level`."""
     if stage == "vqvae":
         return vqvae_datamodule(cfg)
     if stage == "prior":
-        return prior_datamodule(cfg, level, fields)
+        return prior_datamodule(cfg, level)
     raise ConfigError(f"unknown stage {stage!r}; choose vqvae or prior")
 
 
