@@ -159,3 +159,40 @@ def test_top_k_and_top_p_filters():
     nucleus = filter_logits(logits, top_p=0.8).isfinite()
     assert nucleus.tolist() == [[False, False, True, True]] and probs[2:].sum() > 0.8
     assert filter_logits(logits, top_p=0.5).isfinite().tolist() == [[False, False, False, True]]
+
+
+@pytest.mark.parametrize("merged, x_cond", [(False, True), (True, False)])
+def test_transformer_returns_hidden_states_whose_head_gives_the_logits(merged, x_cond):
+    from jukebox_pl.prior.transformer import AutoregressiveTransformer
+
+    torch.manual_seed(0)
+    model = AutoregressiveTransformer(bins=32, n_ctx=16, width=24, depth=3, heads=2, blocks=4, merged_decoder=merged)
+    model.eval()
+    tokens = torch.randint(0, 32, (2, 16))
+    cond = torch.randn(2, 16, 24) if x_cond else None
+    with torch.no_grad():
+        logits = model(tokens, cond)
+        same, hidden = model(tokens, cond, return_hidden=True)
+        final, layers = model.hidden(tokens, cond, all_layers=True)
+        stack_out, stack_layers = model.transformer(torch.randn(2, 16, 24), return_layers=True)
+    assert hidden.shape == (2, 16, 24) and logits.shape == (2, 16, 32)
+    assert torch.equal(same, logits), "return_hidden leaves the logits unchanged"
+    torch.testing.assert_close(model.head(hidden), logits)
+    torch.testing.assert_close(final, hidden)
+    assert len(layers) == 3 and all(h.shape == (2, 16, 24) for h in layers)
+    # the final hidden state is the last block's output plus x_cond added back (unless the decoder is merged)
+    torch.testing.assert_close(layers[-1] + (cond if x_cond and not merged else 0.0), hidden)
+    assert len(stack_layers) == 3 and stack_layers[-1] is stack_out
+
+
+def test_hidden_states_get_gradients_and_encoders_have_no_head():
+    from jukebox_pl.prior.transformer import AutoregressiveTransformer
+
+    model = AutoregressiveTransformer(bins=32, n_ctx=16, width=24, depth=2, heads=2, blocks=4)
+    hidden = model.hidden(torch.randint(0, 32, (2, 16)))
+    hidden.mean(1).sum().backward()
+    assert model.x_emb.weight.grad is not None and model.x_emb.weight.grad.abs().sum() > 0
+    encoder = AutoregressiveTransformer(bins=32, n_ctx=16, width=24, depth=2, heads=2, blocks=4, only_encode=True)
+    assert encoder(torch.randint(0, 32, (2, 16))).shape == (2, 16, 24)
+    with pytest.raises(ValueError, match="no head"):
+        encoder.head(hidden)

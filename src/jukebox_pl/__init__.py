@@ -1,16 +1,60 @@
-"""jukebox-pl: OpenAI Jukebox as a PyTorch Lightning toolkit."""
+"""jukebox-pl: OpenAI Jukebox as a PyTorch Lightning toolkit.
 
-from jukebox_pl.config import ConfigError, load_config
-from jukebox_pl.data import AudioDataModule, LabelVocab, LyricsTokenizer, PrepOptions, prepare_shards
+The public API is exported lazily: `import jukebox_pl` costs nothing; `jukebox_pl.VQVAE` imports its module
+(and torch) on first use, and only the Lightning classes (`VQVAELevel`, `PriorModule`, the DataModules)
+import Lightning.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AudioDataModule",
-    "ConfigError",
-    "LabelVocab",
-    "LyricsTokenizer",
-    "PrepOptions",
-    "load_config",
-    "prepare_shards",
-]
+_EXPORTS = {
+    # models (plain torch modules)
+    "Encoder": "jukebox_pl.vqvae.encdec",
+    "Decoder": "jukebox_pl.vqvae.encdec",
+    "Bottleneck": "jukebox_pl.vqvae.bottleneck",
+    "VQVAELevelModel": "jukebox_pl.vqvae.model",
+    "VQVAE": "jukebox_pl.vqvae.container",
+    "AutoregressiveTransformer": "jukebox_pl.prior.transformer",
+    "Transformer": "jukebox_pl.prior.transformer",
+    "JukeboxPrior": "jukebox_pl.prior.model",
+    # Lightning modules and data modules
+    "VQVAELevel": "jukebox_pl.vqvae.lightning",
+    "PriorModule": "jukebox_pl.prior.lightning",
+    "AudioDataModule": "jukebox_pl.data.datamodule",
+    "CodeDataModule": "jukebox_pl.data.code_datamodule",
+    # data preparation and labels
+    "prepare_shards": "jukebox_pl.data.prep",
+    "PrepOptions": "jukebox_pl.data.prep",
+    "LabelVocab": "jukebox_pl.data.vocab",
+    "LyricsTokenizer": "jukebox_pl.lyrics",
+    # sampling
+    "SongSampler": "jukebox_pl.sampling.engine",
+    "SampleRequest": "jukebox_pl.sampling.song",
+    "sample_song": "jukebox_pl.sampling.song",
+    "SamplingModels": "jukebox_pl.sampling.models",
+    # configuration and errors
+    "load_config": "jukebox_pl.config.loader",
+    "ConfigError": "jukebox_pl.config.loader",
+    "JukeboxError": "jukebox_pl.errors",
+    "RunConfig": "jukebox_pl.config.schema",
+    "DataConfig": "jukebox_pl.config.schema",
+    "VQVAEConfig": "jukebox_pl.config.schema",
+    "PriorConfig": "jukebox_pl.config.schema",
+    "TrainerConfig": "jukebox_pl.config.schema",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import the module that defines `name` on first access (then cache it here)."""
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jukebox_pl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

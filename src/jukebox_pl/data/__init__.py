@@ -1,21 +1,35 @@
-"""Data: audio shards (prep), label and lyrics vocabularies, and the DataModule every stage trains on."""
+"""Data: audio shards (prep), label and lyrics vocabularies, and the DataModule every stage trains on.
 
-from jukebox_pl.data.datamodule import AudioDataModule, data_config
-from jukebox_pl.data.pipeline import collate, reference_labels
-from jukebox_pl.data.prep import PrepOptions, PrepRefused, prepare_shards
-from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
-from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
+Exports are lazy: only `AudioDataModule` / `CodeDataModule` import Lightning, and only when asked for.
+"""
 
-__all__ = [
-    "AudioDataModule",
-    "LabelVocab",
-    "LyricsTokenizer",
-    "PrepOptions",
-    "PrepRefused",
-    "UnknownLabelError",
-    "collate",
-    "data_config",
-    "lyric_window",
-    "prepare_shards",
-    "reference_labels",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "AudioDataModule": "jukebox_pl.data.datamodule",
+    "data_config": "jukebox_pl.data.datamodule",
+    "CodeDataModule": "jukebox_pl.data.code_datamodule",
+    "collate": "jukebox_pl.data.pipeline",
+    "reference_labels": "jukebox_pl.data.pipeline",
+    "PrepOptions": "jukebox_pl.data.prep",
+    "PrepRefused": "jukebox_pl.data.prep",
+    "prepare_shards": "jukebox_pl.data.prep",
+    "LabelVocab": "jukebox_pl.data.vocab",
+    "UnknownLabelError": "jukebox_pl.data.vocab",
+    "LyricsTokenizer": "jukebox_pl.lyrics",
+    "lyric_window": "jukebox_pl.lyrics",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import the module that defines `name` on first access (then cache it here)."""
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jukebox_pl.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -114,13 +114,22 @@ class Transformer(nn.Module):
         self.checkpoint_res = checkpoint_res
         self.caches: list[LayerCache] | None = None
 
-    def forward(self, x: torch.Tensor, encoder_kv: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, encoder_kv: torch.Tensor | None = None, *, return_layers: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """x (B, L, width) -> hidden states (B, L, width).
+
+        With `return_layers`, also every block's output: `(x, [out_0, ..., out_{depth-1}])`, `out_{depth-1} is x`.
+        """
+        layers = []
         for block in self._attn_mods:
             if self.checkpoint_res and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, encoder_kv, use_reentrant=False)
             else:
                 x = block(x, encoder_kv)
-        return x
+            if return_layers:
+                layers.append(x)
+        return (x, layers) if return_layers else x
 
     @contextmanager
     def streaming(self) -> Iterator[list[LayerCache]]:
@@ -142,7 +151,9 @@ class Transformer(nn.Module):
 class AutoregressiveTransformer(nn.Module):
     """Tokens -> next-token logits: embedding, start/conditioning token, learned positions, transformer, head.
 
-    With `only_encode` it returns the hidden states (B, L, width) instead (the lyrics encoder).
+    With `only_encode` it returns the hidden states (B, L, width) instead (the lyrics encoder). Any model gives
+    its final hidden states with `hidden(...)` (every block's too with `all_layers=True`) or beside the logits
+    with `forward(..., return_hidden=True)`; `head(hidden)` turns them into the logits `forward` returns.
     `y_cond` (B, 1, width) replaces the learned start token with the label embedding; `x_cond` (B, L or 1,
     width) is added to the input (and again to the output, as the reference does unless the decoder is
     merged); `encoder_kv` feeds the cross-attention layers.
@@ -209,18 +220,45 @@ class AutoregressiveTransformer(nn.Module):
             return y_cond.reshape(n, 1, self.width)
         return self.start_token.expand(n, 1, self.width)
 
-    def forward(self, tokens: torch.Tensor, x_cond=None, y_cond=None, encoder_kv=None) -> torch.Tensor:
-        """tokens (B, L) -> logits (B, L, bins); position i predicts tokens[:, i] from tokens[:, :i]."""
+    def hidden(
+        self, tokens: torch.Tensor, x_cond=None, y_cond=None, encoder_kv=None, *, all_layers: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """tokens (B, L) -> final hidden states (B, L, width), the input of the head; position i has seen
+        tokens[:, :i] only. With `all_layers`, also every transformer block's output (a list of `depth`
+        (B, L, width) tensors, before `x_cond` is added back)."""
         n, length = tokens.shape
         if length > self.n_ctx:
             raise ValueError(f"{length} tokens exceed the context n_ctx={self.n_ctx}")
         x = torch.cat([self._start(n, y_cond), self.x_emb(tokens[:, :-1])], dim=1)
         cond = 0.0 if x_cond is None else x_cond[:, :length] if x_cond.shape[1] > 1 else x_cond
         x = x + self.pos_emb.pos_emb[:length] + cond
-        x = self.transformer(x, encoder_kv)
+        out = self.transformer(x, encoder_kv, return_layers=all_layers)
+        x, layers = out if all_layers else (out, None)
         if self.add_cond_after_transformer:
             x = x + cond
-        return x if self.only_encode else self.x_out(x)
+        return (x, layers) if all_layers else x
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., width) -> logits (..., bins)."""
+        if self.only_encode:
+            raise ValueError("this transformer is an encoder (only_encode=True): it has no head")
+        return self.x_out(hidden)
+
+    def forward(
+        self, tokens: torch.Tensor, x_cond=None, y_cond=None, encoder_kv=None, *, return_hidden: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, L) -> logits (B, L, bins); position i predicts tokens[:, i] from tokens[:, :i].
+
+        With `return_hidden`, `(logits, hidden)` where `hidden` (B, L, width) are the final hidden states and
+        `logits == self.head(hidden)`. An `only_encode` transformer (no head) returns the hidden states.
+        """
+        if self.only_encode and return_hidden:
+            raise ValueError("this transformer is an encoder (only_encode=True): forward() already returns hidden")
+        x = self.hidden(tokens, x_cond, y_cond, encoder_kv)
+        if self.only_encode:
+            return x
+        logits = self.x_out(x)
+        return (logits, x) if return_hidden else logits
 
     @staticmethod
     def bits_per_token(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
