@@ -3,11 +3,11 @@
 import torch
 
 from jukebox_pl.config import load_config
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.vqvae.container import VQVAE
-from jukebox_pl.vqvae.lightning import vqvae_config
 from jukebox_pl.vqvae.model import VQVAELevelModel
 
 SR = 22050

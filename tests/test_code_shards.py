@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from jukebox_pl.audio import read_audio
 from jukebox_pl.cli import main as cli_main
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.data.code_datamodule import CodeDataModule
 from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.vocab import LabelVocab
@@ -22,7 +23,6 @@ from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
 from jukebox_pl.stages.encode_shards import EncodeRefused, encode_shards
 from jukebox_pl.training.checkpoints import EXPORT_FORMAT
 from jukebox_pl.vqvae.container import VQVAE
-from jukebox_pl.vqvae.lightning import vqvae_config
 from jukebox_pl.vqvae.model import VQVAELevelModel
 
 SR = 22050

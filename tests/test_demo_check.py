@@ -31,7 +31,7 @@ def test_artist_check_recognises_real_songs_and_not_wrong_labels(tmp_path):
 def test_artist_classifier_can_hear_through_the_codec(tmp_path):
     import torch
 
-    from jukebox_pl.vqvae.lightning import vqvae_config
+    from jukebox_pl.config.sections import vqvae_config
     from jukebox_pl.vqvae.model import VQVAELevelModel
 
     toy = tmp_path / "toy"

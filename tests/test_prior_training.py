@@ -188,3 +188,19 @@ def test_cli_train_prior_reports_a_missing_vqvae(shards, tmp_path, capsys):
     assert "no trained VQ-VAE middle level" in err and "make train-level LEVEL=middle STAGE=vqvae" in err
     assert main(["train", "vqvae", "--level", "top", "--run", str(tmp_path / "r"), "--init", "x.ckpt"]) == 2
     assert "--vqvae and --init are options of `train prior`" in capsys.readouterr().err
+
+
+def test_a_moved_run_folder_still_loads_its_vqvae(vqvae_run, shards, tmp_path, monkeypatch):
+    """Checkpoints refer to other stages relative to their run folder: moved and loaded from elsewhere, it works."""
+    run = fresh_run(vqvae_run, tmp_path)
+    train_prior(run, "middle", "tiny", str(shards), PRIOR + COMMON)
+    moved = tmp_path / "elsewhere" / "copied_run"
+    shutil.copytree(run, moved)
+    shutil.rmtree(run)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    module = PriorModule.load_from_checkpoint(moved / "prior_middle" / "checkpoints" / "last.ckpt")
+    assert module.hparams["vqvae_checkpoints"] == [
+        "vqvae_middle/checkpoints/last.ckpt",
+        "vqvae_top/checkpoints/last.ckpt",
+    ]
+    assert sorted(module.vqvae.available()) == [1, 2]

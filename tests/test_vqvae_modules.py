@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from jukebox_pl.config import load_config
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.vqvae.bottleneck import Bottleneck
-from jukebox_pl.vqvae.lightning import vqvae_config
 from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses, estimate_bandwidth, recon_loss
 from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats, hop_lengths, level_index
 

@@ -6,10 +6,10 @@ import torch
 from sampling_models import SR, VOCAB
 
 from jukebox_pl.config import load_config
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.vqvae.container import VQVAE
-from jukebox_pl.vqvae.lightning import vqvae_config
 from jukebox_pl.vqvae.model import VQVAELevelModel
 
 TEMPO = "{tempo: {target: toy_conditioner.TempoConditioner, column: extra.bpm}}"

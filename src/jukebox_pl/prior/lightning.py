@@ -9,6 +9,7 @@ level's codes and, for upsamplers, the codes of the level above) or pre-encoded 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,15 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from jukebox_pl.config.schema import OptimConfig, PriorConfig, VQVAEConfig
-from jukebox_pl.errors import UserValueError
-from jukebox_pl.prior.model import JukeboxPrior, prior_config
+from jukebox_pl.config.sections import prior_config, vqvae_config
+from jukebox_pl.errors import MissingInputError, UserValueError
+from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.training.schedules import build_optimizer
-from jukebox_pl.vqvae.lightning import vqvae_config
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
-class PriorModule(pl.LightningModule):
+class PriorTraining:
     """Trains the prior of one level; plug it into any Lightning project with your own DataModule.
+
+    The training logic without a Lightning base class: `PriorModule` binds it to `pytorch_lightning`,
+    `jukebox_pl.unified.PriorModule` to the unified `lightning` package.
 
     `vqvae` (a `jukebox_pl.vqvae.container.VQVAE` with this level and, for upsamplers, the level above) is
     needed only for audio batches; it stays frozen, is never saved in the prior's checkpoints, and is reloaded
@@ -90,14 +94,37 @@ class PriorModule(pl.LightningModule):
         if self._vqvae is None:
             paths = self.hparams.get("vqvae_checkpoints")
             if not paths:
-                raise RuntimeError(
+                raise UserValueError(
                     "audio batches need the frozen VQ-VAE: pass vqvae=VQVAE.from_run(RUN) (or vqvae_checkpoints), "
                     "or train on code shards from `jukebox-pl encode-shards`"
                 )
             from jukebox_pl.vqvae.container import VQVAE
 
-            self.__dict__["_vqvae"] = VQVAE.from_checkpoints(paths)
+            self.__dict__["_vqvae"] = VQVAE.from_checkpoints([self._find_stage_file(p) for p in paths])
         return self._vqvae
+
+    def _find_stage_file(self, path: str) -> Path:
+        """A VQ-VAE checkpoint recorded relative to the run folder (`vqvae_top/checkpoints/last.ckpt`): found
+        beside this prior's own checkpoint wherever the run folder was moved or copied; absolute paths as is."""
+        p = Path(path)
+        if p.is_absolute():
+            return p
+        tried = []
+        own = self.__dict__.get("_checkpoint_path")
+        roots = list(Path(own).resolve().parents)[:3] if own else []
+        for root in [*roots, Path.cwd()]:
+            candidate = root / p
+            if candidate.is_file():
+                return candidate
+            tried.append(str(candidate))
+        raise MissingInputError(f"the prior's VQ-VAE checkpoint {path} was not found (looked at {', '.join(tried)})")
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's loader, remembering where the file is so the VQ-VAE levels are found relative to it."""
+        module = super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        module.__dict__["_checkpoint_path"] = str(checkpoint_path)
+        return module
 
     def throughput_units(self, batch) -> float:
         """Tokens in a batch (for the throughput callback)."""
@@ -204,6 +231,10 @@ class PriorModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_prior_level(checkpoint.get("jukebox_pl", {}), self.level, self.vcfg.levels, "this checkpoint")
+
+
+class PriorModule(PriorTraining, pl.LightningModule):
+    """`PriorTraining` as a `pytorch_lightning.LightningModule` (see there for the arguments)."""
 
 
 def check_prior_level(meta: dict, level: int, levels: int, what: str) -> None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from jukebox_pl.config.schema import PriorConfig
+from jukebox_pl.config.sections import prior_config
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.prior.attention import attn_kinds
@@ -37,10 +37,6 @@ from jukebox_pl.prior.sampling import sample_token
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
 LYRICS_MODES = ("none", "encoder", "merged")
-
-
-def prior_config(cfg: PriorConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
-    return OmegaConf.merge(OmegaConf.structured(PriorConfig), cfg or {}, overrides)
 
 
 @dataclass

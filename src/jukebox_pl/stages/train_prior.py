@@ -32,6 +32,13 @@ def training_strategy(name: str):
     return ddp_strategy(name)
 
 
+def relative_to_run(path: str | Path, run_dir: str | Path) -> str:
+    """How a checkpoint records another stage's file: relative to the run folder when it lies inside it (so a
+    moved or copied run folder still loads), absolute otherwise."""
+    path, root = Path(path).resolve(), Path(run_dir).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def vqvae_checkpoints(run_dir: Path, name: str, levels: int, explicit: list[str] | None) -> list[str]:
     """The frozen VQ-VAE levels a prior needs: its own level and, for upsamplers, the level above."""
     if explicit:
@@ -110,7 +117,8 @@ def train_prior(
     from jukebox_pl.vqvae.container import VQVAE
 
     module = PriorModule(
-        pcfg, idx, cfg.vqvae, cfg.data.sample_rate, y_bins=y_bins, vqvae_checkpoints=ckpts,
+        pcfg, idx, cfg.vqvae, cfg.data.sample_rate, y_bins=y_bins,
+        vqvae_checkpoints=[relative_to_run(c, run_dir) for c in ckpts],
         vqvae=VQVAE.from_checkpoints(ckpts), config=OmegaConf.to_container(cfg, resolve=True),
         vocab=dm.vocab.to_dict() if dm.vocab is not None else None,
     )  # fmt: skip

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.training.checkpoints import load_any
-from jukebox_pl.vqvae.lightning import vqvae_config
 from jukebox_pl.vqvae.model import VQVAELevelModel, level_index, level_name
 
 
@@ -89,10 +89,12 @@ class VQVAE(nn.Module):
         return self.level(level).hop_length
 
     @torch.no_grad()
-    def encode(self, audio: torch.Tensor, levels: list[int] | None = None) -> dict[int, torch.Tensor]:
-        """Audio (N, C, T), (C, T) or (T,) -> {level index: codes (N, ceil(T / hop))}."""
+    def encode(self, audio: torch.Tensor, levels: list[int | str] | None = None) -> dict[int, torch.Tensor]:
+        """Audio (N, C, T), (C, T) or (T,) -> {level index: codes (N, ceil(T / hop))}; `levels` may be given as
+        indices or names (bottom/middle/top), the keys are always indices."""
         x = audio if audio.dim() == 3 else audio.reshape(1, -1, audio.shape[-1])
-        return {idx: self.level(idx).encode(x) for idx in (levels if levels is not None else self.available())}
+        wanted = self.available() if levels is None else [level_index(lv, self.n_levels) for lv in levels]
+        return {idx: self.level(idx).encode(x) for idx in wanted}
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, level: int | str) -> torch.Tensor:

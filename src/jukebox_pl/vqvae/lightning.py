@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -13,14 +12,10 @@ from torchmetrics import MeanMetric
 from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
 
 from jukebox_pl.config.schema import OptimConfig, VQVAEConfig
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.training.schedules import build_optimizer
 from jukebox_pl.vqvae.losses import Bandwidth, estimate_bandwidth, spectral_convergence_db
 from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats_from_counts, level_index, level_name
-
-
-def vqvae_config(cfg: VQVAEConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
-    merged = OmegaConf.merge(OmegaConf.structured(VQVAEConfig), cfg or {}, overrides)
-    return merged
 
 
 def batch_audio(batch) -> torch.Tensor:
@@ -32,8 +27,11 @@ def batch_audio(batch) -> torch.Tensor:
     return batch
 
 
-class VQVAELevel(pl.LightningModule):
+class VQVAELevelTraining:
     """Trains one level's autoencoder and codebook on raw audio; usable in any Lightning project.
+
+    The training logic without a Lightning base class: `VQVAELevel` binds it to `pytorch_lightning`,
+    `jukebox_pl.unified.VQVAELevel` to the unified `lightning` package.
 
     The loss normalisation ("bandwidth") is estimated from the first `bandwidth_batches` training batches at
     the start of a fit (averaged over ranks) and then stored in the checkpoint, so a resumed run keeps it.
@@ -172,3 +170,7 @@ class VQVAELevel(pl.LightningModule):
             "sample_rate": self.sample_rate,
             "hop_length": self.hop_length,
         }
+
+
+class VQVAELevel(VQVAELevelTraining, pl.LightningModule):
+    """`VQVAELevelTraining` as a `pytorch_lightning.LightningModule` (see there for the arguments)."""

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from jukebox_pl.config.schema import VQVAEConfig
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.vqvae.bottleneck import Bottleneck
 from jukebox_pl.vqvae.encdec import BlockSpec, Decoder, Encoder
 from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses, recon_loss
@@ -52,8 +56,9 @@ class LevelOutput:
 class VQVAELevelModel(nn.Module):
     """The level-L autoencoder: encoder through levels 0..L, codebook of level L, its own decoder."""
 
-    def __init__(self, cfg, level: int):
+    def __init__(self, cfg: VQVAEConfig | DictConfig | dict | None = None, level: int = 0, **overrides: Any):
         super().__init__()
+        cfg = vqvae_config(cfg, **overrides)
         if len(cfg.downs_t) != cfg.levels or len(cfg.strides_t) != cfg.levels:
             raise ValueError(
                 f"vqvae.downs_t {list(cfg.downs_t)} and vqvae.strides_t {list(cfg.strides_t)} need one entry per "

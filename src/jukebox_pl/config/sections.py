@@ -1,0 +1,53 @@
+"""Build one config section (a VQ-VAE, a prior) from whatever a user has at hand: a schema dataclass, a plain
+dict, an OmegaConf node or keyword arguments. Unknown keys and wrong types are errors naming the key; a prior's
+`arch` (a file in `configs/priors/`) is honoured wherever it is given, beneath the values given with it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from jukebox_pl.config.loader import _explain, prior_arch_path
+from jukebox_pl.config.schema import PriorConfig, VQVAEConfig
+
+
+def _as_node(cfg: Any) -> DictConfig | dict:
+    if cfg is None:
+        return {}
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return OmegaConf.structured(cfg)
+    return cfg
+
+
+def build_section(schema: type, section: str, *layers: Any) -> DictConfig:
+    """schema defaults <- each layer in turn; a ConfigError names `<section>.<key>` for a bad key or value."""
+    base = OmegaConf.structured(schema)
+    merged = base
+    for layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, _as_node(layer))
+        except OmegaConfBaseException as err:
+            raised = _explain(err, base, "arguments")
+            raise type(raised)(str(raised).replace("'", f"'{section}.", 1)) from None
+    return merged
+
+
+def vqvae_config(cfg: VQVAEConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
+    """A validated `vqvae` section: `vqvae_config(levels=2, l_bins=512)` or `vqvae_config(VQVAEConfig(...))`."""
+    return build_section(VQVAEConfig, "vqvae", cfg, overrides)
+
+
+def prior_config(cfg: PriorConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
+    """A validated prior section; `arch` (given in `cfg` or as a keyword) loads `configs/priors/<arch>.yaml`
+    first, so `prior_config({"arch": "tiny_prior"})` is the tiny prior, and `width=...` still wins."""
+    layers = [_as_node(cfg), overrides]
+    arch = None
+    for layer in layers:
+        if isinstance(layer, dict | DictConfig) and layer.get("arch"):
+            arch = layer.get("arch")
+    if arch:
+        layers.insert(0, OmegaConf.load(prior_arch_path(str(arch))))
+    return build_section(PriorConfig, "prior", *layers)
