@@ -14,12 +14,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from jukebox_pl.errors import JukeboxError
+
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"})
 # Formats users often have that libsndfile cannot read; reported as skipped instead of silently ignored.
 UNSUPPORTED_AUDIO_EXTENSIONS = frozenset({".m4a", ".aac", ".wma", ".mp4", ".alac", ".ape", ".wv", ".mka", ".webm"})
 
 
-class AudioDecodeError(RuntimeError):
+class AudioDecodeError(JukeboxError, RuntimeError):
     """A file that could not be decoded as audio; the message names the file and libsndfile's reason."""
 
 

@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     try:
         return COMMANDS[args.command][1](args)
-    except (JukeboxError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as err:
+    except JukeboxError as err:  # the library's own user errors; anything else keeps its traceback
         print(f"jukebox-pl {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -18,3 +18,10 @@ class MissingInputError(JukeboxError, FileNotFoundError):
 
 class RefusedError(JukeboxError, RuntimeError):
     """The command would overwrite or mix with existing work; the message says how to proceed."""
+
+
+class UserKeyError(JukeboxError, KeyError):
+    """A name the user gave (a level, an artist, a genre) is not known; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""

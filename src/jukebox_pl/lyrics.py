@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.text import fold_to_ascii
 
 _BASE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:;!?-"
@@ -24,7 +25,7 @@ class LyricsTokenizer:
 
     def __post_init__(self) -> None:
         if self.version not in CHARSETS:
-            raise ValueError(f"unknown lyrics vocabulary {self.version!r}; choose one of {sorted(CHARSETS)}")
+            raise UserValueError(f"unknown lyrics vocabulary {self.version!r}; choose one of {sorted(CHARSETS)}")
 
     @property
     def charset(self) -> str:
@@ -65,7 +66,7 @@ def lyric_window(
         pad = n_tokens - n
         return np.concatenate([np.zeros(pad, dtype=np.int64), tokens]), -pad
     if total_length <= 0:
-        raise ValueError(f"total_length must be positive, got {total_length}")
+        raise UserValueError(f"total_length must be positive, got {total_length}")
     centre = int(n * (offset + duration / 2.0) / total_length)
     start = min(max(centre - n_tokens // 2, 0), n - n_tokens)
     return tokens[start : start + n_tokens].copy(), start

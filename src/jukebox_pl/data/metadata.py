@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from jukebox_pl.errors import MissingInputError, UserValueError
+
 KNOWN_FIELDS = ("path", "artist", "genre", "genres", "lyrics")
 PATH_ALIASES = ("path", "file", "filename", "relpath")
 _GENRE_SPLIT = re.compile(r"[;|,]")
@@ -92,9 +94,9 @@ def load_metadata(path: str | Path | None, src_dir: str | Path | None = None) ->
         return Metadata()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"metadata file {path} does not exist")
+        raise MissingInputError(f"metadata file {path} does not exist")
     if path.suffix.lower() not in (".csv", ".tsv", ".jsonl", ".ndjson", ".json"):
-        raise ValueError(f"metadata file {path} must be .csv or .jsonl, got {path.suffix!r}")
+        raise UserValueError(f"metadata file {path} must be .csv or .jsonl, got {path.suffix!r}")
     meta = Metadata(source=str(path))
     src = Path(src_dir) if src_dir is not None else None
     unknown: set[str] = set()

@@ -23,6 +23,7 @@ import torch
 import webdataset as wds
 
 from jukebox_pl.data.vocab import LabelVocab
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def _tar_handler(counter: SkipCounter):
     return handler
 
 
-class SkipTrack(ValueError):
+class SkipTrack(UserValueError):
     """A track (or crop) that cannot be used; it is skipped and counted, never fatal."""
 
 

@@ -34,6 +34,7 @@ from jukebox_pl.audio import (
 )
 from jukebox_pl.data.metadata import Metadata, TrackMeta, load_metadata
 from jukebox_pl.data.vocab import LabelVocab
+from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 
 STATE_FILE = ".prep_state.json"
 MANIFEST_FILE = "manifest.json"
@@ -42,7 +43,7 @@ SPLITS = ("train", "val")
 STATE_VERSION = 1
 
 
-class PrepRefused(RuntimeError):
+class PrepRefused(RefusedError):
     """OUT holds something this run must not touch (another run's shards); the message says what to do."""
 
 
@@ -97,7 +98,7 @@ def discover(src: str | Path, exclude: Path | None = None) -> SourceListing:
     """Walk `src` recursively (sorted, so runs are deterministic) and sort files by what we can read."""
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"--src {src} is not a folder")
+        raise MissingInputError(f"--src {src} is not a folder")
     listing = SourceListing()
     for root, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (exclude is None or Path(root, d) != exclude))
@@ -315,9 +316,9 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
     """Run (or resume) a prep and return the manifest."""
     src, out = Path(opts.src), Path(opts.out)
     if opts.bits not in (16, 24):
-        raise ValueError(f"--bits must be 16 or 24, got {opts.bits}")
+        raise UserValueError(f"--bits must be 16 or 24, got {opts.bits}")
     if not 0.0 <= opts.val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {opts.val_fraction}")
+        raise UserValueError(f"--val-fraction must be in [0, 1), got {opts.val_fraction}")
     exclude = out.resolve() if out.resolve().is_relative_to(src.resolve()) else None
     listing = discover(src, exclude=exclude)
     metadata = load_metadata(opts.metadata, src)

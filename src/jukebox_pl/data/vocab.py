@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jukebox_pl.errors import MissingInputError, UserKeyError, UserValueError
 from jukebox_pl.text import normalize_label
 
 UNKNOWN = "unknown"
 
 
-class UnknownLabelError(KeyError):
+class UnknownLabelError(UserKeyError):
     """An artist or genre name that is not in the vocabulary; the message lists close and known names."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
@@ -98,12 +99,14 @@ class LabelVocab:
             raw = json.loads(path.read_text())
             vocab = cls(artists=dict(raw["artists"]), genres=dict(raw["genres"]))
         except FileNotFoundError:
-            raise FileNotFoundError(f"vocabulary file {path} does not exist") from None
+            raise MissingInputError(f"vocabulary file {path} does not exist") from None
         except (KeyError, TypeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not a jukebox-pl vocab.json (needs 'artists' and 'genres'): {err}") from None
+            raise UserValueError(
+                f"{path} is not a jukebox-pl vocab.json (needs 'artists' and 'genres'): {err}"
+            ) from None
         for kind, table in (("artists", vocab.artists), ("genres", vocab.genres)):
             if table.get(UNKNOWN) != 0:
-                raise ValueError(f"{path}: {kind} must map {UNKNOWN!r} to id 0")
+                raise UserValueError(f"{path}: {kind} must map {UNKNOWN!r} to id 0")
             if len(set(table.values())) != len(table):
-                raise ValueError(f"{path}: {kind} has two names with the same id")
+                raise UserValueError(f"{path}: {kind} has two names with the same id")
         return vocab

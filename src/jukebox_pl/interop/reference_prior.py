@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
+from jukebox_pl.errors import UserKeyError
 from jukebox_pl.interop.reference_vqvae import unwrap_checkpoint
 
 
@@ -49,4 +50,4 @@ def load_reference_prior(model, state: Mapping[str, torch.Tensor], prefix: str =
     mapped = prior_state_from_reference(state, prefix)
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     if missing or unexpected:
-        raise KeyError(f"reference prior does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise UserKeyError(f"reference prior does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import torch
 
+from jukebox_pl.errors import UserKeyError
+
 
 def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Released files may carry DataParallel's `module.` prefix; accept both."""
@@ -32,7 +34,7 @@ def level_state_from_reference(state: Mapping[str, torch.Tensor], level: int) ->
     """Our `VQVAELevelModel` state dict (weights + codebook `k`) for one level of a reference VQ-VAE."""
     state = unwrap_checkpoint(state)
     if f"bottleneck.level_blocks.{level}.k" not in state:
-        raise KeyError(f"the reference state dict has no level {level} (it has {reference_levels(state)} levels)")
+        raise UserKeyError(f"the reference state dict has no level {level} (it has {reference_levels(state)} levels)")
     out: dict[str, torch.Tensor] = {}
     for prefix, ours in ((f"encoders.{level}.", "encoder."), (f"decoders.{level}.", "decoder.")):
         for key, value in state.items():
@@ -48,7 +50,7 @@ def load_reference_level(model, state: Mapping[str, torch.Tensor], num_tokens: i
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if not k.startswith("bottleneck.") and not k.startswith("spectral.")]
     if missing or unexpected:
-        raise KeyError(
+        raise UserKeyError(
             f"reference level {model.level} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     model.bottleneck.restore_ema(num_tokens)

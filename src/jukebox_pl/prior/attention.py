@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jukebox_pl.errors import UserValueError
+
 KIND_IDS = {0: "dense", 1: "row", 2: "column", 3: "prev_row", 6: "cross", 7: "prime"}
 
 
@@ -43,7 +45,7 @@ def attn_kinds(attn_order: int, depth: int) -> list[str]:
         12: lambda d: [7, 7, 0][d % 3] if d % 16 == 15 else rcp[d % 3],
     }
     if attn_order not in orders:
-        raise ValueError(f"unsupported attn_order {attn_order}; supported: {sorted(orders)}")
+        raise UserValueError(f"unsupported attn_order {attn_order}; supported: {sorted(orders)}")
     return [KIND_IDS[orders[attn_order](d)] for d in range(depth)]
 
 
@@ -97,11 +99,11 @@ class FactorizedAttention(nn.Module):
     ):
         super().__init__()
         if n_state % heads:
-            raise ValueError(f"attention width {n_state} is not divisible by heads={heads}")
+            raise UserValueError(f"attention width {n_state} is not divisible by heads={heads}")
         if kind not in KIND_IDS.values():
-            raise ValueError(f"unknown attention kind {kind!r}")
+            raise UserValueError(f"unknown attention kind {kind!r}")
         if kind in ("row", "column", "prev_row", "prime") and (blocks is None or n_ctx % blocks):
-            raise ValueError(f"{kind} attention needs n_ctx ({n_ctx}) divisible by blocks ({blocks})")
+            raise UserValueError(f"{kind} attention needs n_ctx ({n_ctx}) divisible by blocks ({blocks})")
         self.width, self.n_ctx, self.n_state, self.heads, self.kind = width, n_ctx, n_state, heads, kind
         self.blocks = blocks
         self.block_ctx = n_ctx // blocks if blocks else n_ctx
@@ -149,14 +151,16 @@ class FactorizedAttention(nn.Module):
         b, length, _ = x.shape
         if self.kind == "cross":
             if encoder_kv is None:
-                raise ValueError("cross attention needs encoder_kv (the lyrics encoder output)")
+                raise UserValueError("cross attention needs encoder_kv (the lyrics encoder output)")
             q = self._heads(self.c_attn(x))
             k, v = (self._heads(t) for t in self.c_enc_kv(encoder_kv.to(x.dtype)).chunk(2, dim=-1))
             return self.c_proj(self._merge(self._sdpa(q, k, v)))
         q, k, v = self.c_attn(x).chunk(3, dim=-1)
         bc = self.block_ctx
         if self.kind in ("row", "column", "prev_row") and length % bc:
-            raise ValueError(f"{self.kind} attention needs a length that is a multiple of block_ctx {bc}, got {length}")
+            raise UserValueError(
+                f"{self.kind} attention needs a length that is a multiple of block_ctx {bc}, got {length}"
+            )
         if self.kind == "dense":
             a = self._sdpa(self._heads(q), self._heads(k), self._heads(v), causal=True)
         elif self.kind == "row":
@@ -195,7 +199,7 @@ class FactorizedAttention(nn.Module):
         if self.kind == "cross":
             if "enc" not in cache.extra:
                 if encoder_kv is None:
-                    raise ValueError("cross attention needs encoder_kv (the lyrics encoder output)")
+                    raise UserValueError("cross attention needs encoder_kv (the lyrics encoder output)")
                 cache.extra["enc"] = [self._heads(u) for u in self.c_enc_kv(encoder_kv.to(x.dtype)).chunk(2, dim=-1)]
             k, v = cache.extra["enc"]
             cache.length += t

@@ -28,7 +28,7 @@ class SimpleEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.bins):
-            raise ValueError(
+            raise UserValueError(
                 f"{self.what} id out of range: got {ids.min().item()}..{ids.max().item()}, this prior knows ids "
                 f"0..{self.bins - 1} (0 = unknown); was it trained with another vocab.json?"
             )
@@ -58,10 +58,10 @@ class RangeEmbedding(nn.Module):
     def forward(self, start: torch.Tensor, end: torch.Tensor | None = None) -> torch.Tensor:
         start = start.float().reshape(-1, 1)
         if ((start < self.low) | (start >= self.high)).any():
-            raise ValueError(f"{self.what} {start.flatten().tolist()} outside [{self.low}, {self.high})")
+            raise UserValueError(f"{self.what} {start.flatten().tolist()} outside [{self.low}, {self.high})")
         if self.n_time > 1:
             if end is None:
-                raise ValueError(f"{self.what} needs an end value to interpolate over the window")
+                raise UserValueError(f"{self.what} needs an end value to interpolate over the window")
             end = end.float().reshape(-1, 1)
             if self.clamp:
                 end = end.clamp(self.low, self.high)
@@ -127,7 +127,7 @@ class LabelConditioner(Conditioner):
         if not self.include_time_signal:
             return start, None
         if total_length is None or offset is None or length is None:
-            raise ValueError("the timing signal needs total_length, offset and the window length (samples)")
+            raise UserValueError("the timing signal needs total_length, offset and the window length (samples)")
         # songs outside [min_duration, max_duration) use the nearest length bin; their relative position is
         # still measured against their true length
         total = total_length.float().clamp(self.min_samples, self.max_samples - 1)

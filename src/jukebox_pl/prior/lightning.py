@@ -142,11 +142,11 @@ class PriorTraining:
         if "codes" in batch:
             codes, upper = batch["codes"].long(), batch.get("upper_codes")
             if upper_needed and upper is None:
-                raise ValueError(f"the {self.level_name} upsampler needs `upper_codes` in code batches")
+                raise UserValueError(f"the {self.level_name} upsampler needs `upper_codes` in code batches")
             return codes, (upper.long() if upper is not None else None)
         audio = batch["audio"]
         if audio.shape[-1] != self.sample_length:
-            raise ValueError(
+            raise UserValueError(
                 f"audio crops of {audio.shape[-1]} samples, but the {self.level_name} prior needs n_ctx x hop = "
                 f"{self.cfg.n_ctx} x {self.hop_length} = {self.sample_length} samples (the prior stage's DataModule "
                 "cuts crops of that length: `jukebox_pl.stages.datamodules.prior_datamodule`)"
@@ -240,10 +240,10 @@ class PriorModule(PriorTraining, pl.LightningModule):
 def check_prior_level(meta: dict, level: int, levels: int, what: str) -> None:
     """A prior checkpoint must belong to the level (and level count) it is loaded for."""
     if meta.get("kind") not in (None, "prior"):
-        raise ValueError(f"{what} holds a {meta['kind']} checkpoint, not a prior")
+        raise UserValueError(f"{what} holds a {meta['kind']} checkpoint, not a prior")
     saved = meta.get("level")
     if saved is not None and (saved != level or meta.get("levels", levels) != levels):
-        raise ValueError(
+        raise UserValueError(
             f"{what} is a prior trained for the {meta.get('level_name', saved)} level (index {saved} of "
             f"{meta.get('levels', '?')}), not for the {level_name(level, levels)} level (index {level} of {levels})"
         )

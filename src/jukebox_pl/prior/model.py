@@ -166,41 +166,43 @@ class JukeboxPrior(nn.Module):
     def _check(self, cfg: DictConfig, upper) -> None:
         where = f"prior of level {self.level}"
         if cfg.lyrics not in LYRICS_MODES:
-            raise ValueError(f"{where}: lyrics={cfg.lyrics!r}; choose one of {', '.join(LYRICS_MODES)}")
+            raise UserValueError(f"{where}: lyrics={cfg.lyrics!r}; choose one of {', '.join(LYRICS_MODES)}")
         if cfg.lyrics != "none":
             if not self.is_top:
-                raise ValueError(f"{where}: lyrics are for the top prior only (set lyrics=none on upsamplers)")
+                raise UserValueError(f"{where}: lyrics are for the top prior only (set lyrics=none on upsamplers)")
             if cfg.n_tokens <= 0:
-                raise ValueError(f"{where}: lyrics={cfg.lyrics} needs n_tokens > 0")
+                raise UserValueError(f"{where}: lyrics={cfg.lyrics} needs n_tokens > 0")
         if cfg.lyrics == "merged" and not cfg.labels:
-            raise ValueError(f"{where}: the merged lyrics design needs labels=true (its start token is the label)")
+            raise UserValueError(f"{where}: the merged lyrics design needs labels=true (its start token is the label)")
         kinds = set(attn_kinds(cfg.attn_order, cfg.depth))
         needs = {"encoder": "cross", "merged": "prime"}.get(cfg.lyrics)
         if needs and needs not in kinds:
-            raise ValueError(
+            raise UserValueError(
                 f"{where}: lyrics={cfg.lyrics} needs {needs}-attention layers but attn_order={cfg.attn_order} "
                 f"with depth={cfg.depth} has only {sorted(kinds)}"
             )
         for kind, mode in (("cross", "encoder"), ("prime", "merged")):
             if kind in kinds and cfg.lyrics != mode:
-                raise ValueError(
+                raise UserValueError(
                     f"{where}: attn_order={cfg.attn_order} has {kind}-attention layers, which need lyrics={mode}"
                 )
         if not self.is_top and upper is None:
-            raise ValueError(f"{where}: an upsampler needs the (down_t, stride_t) of the level above")
+            raise UserValueError(f"{where}: an upsampler needs the (down_t, stride_t) of the level above")
 
     @staticmethod
     def _label_bins(cfg: DictConfig, y_bins) -> tuple[int, int]:
         if cfg.y_bins is not None:
             genres, artists = cfg.y_bins
             if y_bins is not None and (y_bins[0] > genres or y_bins[1] > artists):
-                raise ValueError(
+                raise UserValueError(
                     f"the data's vocabulary has {y_bins[1]} artists and {y_bins[0]} genres but the prior's y_bins "
                     f"= [{genres}, {artists}] (genres, artists); raise prior.<level>.y_bins or set it to null"
                 )
             return int(genres), int(artists)
         if y_bins is None:
-            raise ValueError("labels=true needs y_bins: set prior.<level>.y_bins or train on shards with a vocab.json")
+            raise UserValueError(
+                "labels=true needs y_bins: set prior.<level>.y_bins or train on shards with a vocab.json"
+            )
         return int(y_bins[0]), int(y_bins[1])
 
     # -- shapes -------------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ class JukeboxPrior(nn.Module):
     def forward(self, codes: torch.Tensor, return_logits: bool = False, **labels) -> PriorOutput:
         """codes (B, n_ctx) of this level + conditioning (see `condition`) -> losses in bits per token."""
         if codes.shape[-1] != self.n_ctx:
-            raise ValueError(f"codes windows of {codes.shape[-1]} tokens; this prior's n_ctx is {self.n_ctx}")
+            raise UserValueError(f"codes windows of {codes.shape[-1]} tokens; this prior's n_ctx is {self.n_ctx}")
         cond = self.condition(codes.shape[0], loss=True, **labels)
         bits = AutoregressiveTransformer.bits_per_token
         lyric_bits = None
@@ -287,7 +289,9 @@ class JukeboxPrior(nn.Module):
         length = self.n_ctx if length is None else length
         p = 0 if prompt is None else prompt.shape[1]
         if not p <= length <= self.n_ctx:
-            raise ValueError(f"prompt of {p} codes and length {length}: need prompt <= length <= n_ctx={self.n_ctx}")
+            raise UserValueError(
+                f"prompt of {p} codes and length {length}: need prompt <= length <= n_ctx={self.n_ctx}"
+            )
         shift = self.n_vocab if self.lyrics_mode == "merged" else 0
         known = [] if prompt is None else [prompt.long() + shift]
         if self.lyrics_mode == "merged":

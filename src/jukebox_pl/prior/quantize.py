@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jukebox_pl.errors import UserValueError
+
 
 class Int8Linear(nn.Module):
     """An `nn.Linear` with int8 weights and per-output-channel scales (no gradients)."""
@@ -44,7 +46,7 @@ def quantize_weights(model: nn.Module, mode: str = "int8") -> nn.Module:
     if mode in ("fp32", "none"):
         return model
     if mode != "int8":
-        raise ValueError(f"unknown weight storage {mode!r}; choose fp32 or int8")
+        raise UserValueError(f"unknown weight storage {mode!r}; choose fp32 or int8")
     from jukebox_pl.prior.transformer import ResAttnBlock
 
     for block in [m for m in model.modules() if isinstance(m, ResAttnBlock)]:

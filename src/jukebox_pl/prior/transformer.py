@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.attention import FactorizedAttention, LayerCache, attn_kinds, linear_rows
 
 
@@ -216,7 +217,7 @@ class AutoregressiveTransformer(nn.Module):
     def _start(self, n: int, y_cond: torch.Tensor | None) -> torch.Tensor:
         if self.y_cond:
             if y_cond is None:
-                raise ValueError("this prior is conditioned on labels: pass y_cond")
+                raise UserValueError("this prior is conditioned on labels: pass y_cond")
             return y_cond.reshape(n, 1, self.width)
         return self.start_token.expand(n, 1, self.width)
 
@@ -228,7 +229,7 @@ class AutoregressiveTransformer(nn.Module):
         (B, L, width) tensors, before `x_cond` is added back)."""
         n, length = tokens.shape
         if length > self.n_ctx:
-            raise ValueError(f"{length} tokens exceed the context n_ctx={self.n_ctx}")
+            raise UserValueError(f"{length} tokens exceed the context n_ctx={self.n_ctx}")
         x = torch.cat([self._start(n, y_cond), self.x_emb(tokens[:, :-1])], dim=1)
         cond = 0.0 if x_cond is None else x_cond[:, :length] if x_cond.shape[1] > 1 else x_cond
         x = x + self.pos_emb.pos_emb[:length] + cond
@@ -241,7 +242,7 @@ class AutoregressiveTransformer(nn.Module):
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., width) -> logits (..., bins)."""
         if self.only_encode:
-            raise ValueError("this transformer is an encoder (only_encode=True): it has no head")
+            raise UserValueError("this transformer is an encoder (only_encode=True): it has no head")
         return self.x_out(hidden)
 
     def forward(
@@ -253,7 +254,7 @@ class AutoregressiveTransformer(nn.Module):
         `logits == self.head(hidden)`. An `only_encode` transformer (no head) returns the hidden states.
         """
         if self.only_encode and return_hidden:
-            raise ValueError("this transformer is an encoder (only_encode=True): forward() already returns hidden")
+            raise UserValueError("this transformer is an encoder (only_encode=True): forward() already returns hidden")
         x = self.hidden(tokens, x_cond, y_cond, encoder_kv)
         if self.only_encode:
             return x

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.lyrics import lyric_window
 from jukebox_pl.sampling.windows import window_starts
 
@@ -20,7 +21,7 @@ def alignment_layer(prior) -> tuple[int, int]:
     lyric_layers = [i for i, k in enumerate(kinds) if k in ("cross", "prime")]
     layer = prior.cfg.alignment_layer if prior.cfg.alignment_layer is not None else lyric_layers[-1]
     if kinds[layer] not in ("cross", "prime"):
-        raise ValueError(f"alignment_layer {layer} is a {kinds[layer]} layer; lyric layers: {lyric_layers}")
+        raise UserValueError(f"alignment_layer {layer} is a {kinds[layer]} layer; lyric layers: {lyric_layers}")
     return layer, prior.cfg.alignment_head or 0
 
 

@@ -65,7 +65,7 @@ class SongSampler:
         top = models.n_levels - 1
         hop_top = models.vqvae.hop_length(top) if top in models.vqvae.available() else None
         if hop_top and spec.total_samples % hop_top:
-            raise ValueError(f"total_samples {spec.total_samples} must be a multiple of the top hop {hop_top}")
+            raise UserValueError(f"total_samples {spec.total_samples} must be a multiple of the top hop {hop_top}")
         n = spec.n_samples
         self.codes = {i: torch.zeros(n, 0, dtype=torch.long) for i in self.levels}
         for level, c in (codes or {}).items():
@@ -118,7 +118,7 @@ class SongSampler:
 
     def restore(self, state: dict) -> None:
         if state["spec"] != self.spec.to_dict() or list(state["levels"]) != self.levels:
-            raise ValueError("the saved sampling state was made with other settings; start a new output folder")
+            raise UserValueError("the saved sampling state was made with other settings; start a new output folder")
         self.codes = {int(k): v.clone() for k, v in state["codes"].items()}
         self.generator.set_state(state["generator"])
         self.windows_done = state["windows_done"]
@@ -128,7 +128,7 @@ class SongSampler:
         for level in self.levels:
             prior = self.models.priors[level]
             if not prior.is_top and level + 1 not in self.codes:
-                raise ValueError(f"the {self.models.name(level)} upsampler needs the codes of the level above")
+                raise UserValueError(f"the {self.models.name(level)} upsampler needs the codes of the level above")
             while (window := self._next(level)) is not None:
                 self._window(level, *window)
                 self.windows_done += 1

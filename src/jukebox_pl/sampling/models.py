@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from jukebox_pl.data.vocab import LabelVocab
+from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.vqvae.container import VQVAE
@@ -18,7 +19,7 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
     """A prior (the EMA weights when the checkpoint has them) in eval mode, and its hyperparameters."""
     info = load_any(path)
     if info["kind"] != "prior":
-        raise ValueError(f"{path} holds a {info['kind']} checkpoint, not a prior")
+        raise UserValueError(f"{path} holds a {info['kind']} checkpoint, not a prior")
     hp = info["hparams"]
     vcfg = hp["vqvae_cfg"]
     levels, idx = vcfg["levels"], hp["level"]
@@ -52,7 +53,7 @@ def prior_checkpoint(run_dir: str | Path, name: str) -> Path:
     for candidate in (stage / "export.pt", stage / "checkpoints" / "last.ckpt"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no trained {name} prior in {run_dir} (looked for {stage}/export.pt and {stage}/checkpoints/last.ckpt); "
         f"train it with `make train-level LEVEL={name} STAGE=prior`"
     )
@@ -79,10 +80,10 @@ class SamplingModels:
         n = vqvae.n_levels
         wanted = list(range(n - (levels or n), n))
         if levels is not None and not 1 <= levels <= n:
-            raise ValueError(f"--levels {levels}: this run has {n} levels")
+            raise UserValueError(f"--levels {levels}: this run has {n} levels")
         missing = [level_name(i, n) for i in wanted if i not in vqvae.available()]
         if missing:
-            raise FileNotFoundError(f"the VQ-VAE levels {missing} are not trained in {run_dir}")
+            raise MissingInputError(f"the VQ-VAE levels {missing} are not trained in {run_dir}")
         priors, vocab = {}, None
         for i in wanted:
             prior, hp = load_prior(prior_checkpoint(run_dir, level_name(i, n)), weights)
@@ -98,9 +99,9 @@ class SamplingModels:
         for path in priors:
             prior, hp = load_prior(path, weights)
             if prior.level in loaded:
-                raise ValueError(f"two prior checkpoints for level {prior.level}: {path}")
+                raise UserValueError(f"two prior checkpoints for level {prior.level}: {path}")
             if prior.levels != container.n_levels:
-                raise ValueError(
+                raise UserValueError(
                     f"{path} is a prior for a {prior.levels}-level VQ-VAE, the VQ-VAE has {container.n_levels}"
                 )
             loaded[prior.level] = prior
@@ -108,7 +109,9 @@ class SamplingModels:
         n = container.n_levels
         have = sorted(loaded, reverse=True)
         if have != list(range(n - 1, n - 1 - len(have), -1)):
-            raise ValueError(f"priors must cover the top levels without gaps; got {[level_name(i, n) for i in have]}")
+            raise UserValueError(
+                f"priors must cover the top levels without gaps; got {[level_name(i, n) for i in have]}"
+            )
         return cls(container, loaded, vocab or LabelVocab(), container.sample_rate)
 
     def level(self, name: str | int) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
+from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.sampling.models import SamplingModels
@@ -71,24 +72,24 @@ def known_codes(models: SamplingModels, req: SampleRequest, n: int) -> tuple[dic
         return {}, None
     if req.mode in ("continue", "upsample"):
         if not req.codes:
-            raise ValueError(f"--mode {req.mode} needs --codes (a codes.pt written by `jukebox-pl sample`)")
+            raise UserValueError(f"--mode {req.mode} needs --codes (a codes.pt written by `jukebox-pl sample`)")
         saved = torch.load(req.codes, map_location="cpu", weights_only=False)
         codes = {models.level(name): c for name, c in saved["codes"].items()}
         codes = {k: (v if v.shape[0] == n else v[:1].repeat(n, 1)) for k, v in codes.items()}
         if top not in codes:
-            raise ValueError(f"{req.codes} has no top-level codes")
+            raise UserValueError(f"{req.codes} has no top-level codes")
         if req.mode == "upsample":
             return {top: codes[top]}, codes[top].shape[1] * models.vqvae.hop_length(top)
         return codes, None
     if not req.prompt:
-        raise ValueError("--mode primed needs --prompt AUDIO (and --prompt-seconds)")
+        raise UserValueError("--mode primed needs --prompt AUDIO (and --prompt-seconds)")
     audio, sr = read_audio(req.prompt)
     mono = to_mono(resample(audio, sr, models.sample_rate))
     hop_top = models.vqvae.hop_length(top)
     keep = int(req.prompt_seconds * models.sample_rate) // hop_top * hop_top if req.prompt_seconds else mono.shape[-1]
     keep = min(keep, mono.shape[-1] // hop_top * hop_top)
     if keep <= 0:
-        raise ValueError(f"the prompt {req.prompt} is shorter than one top-level code ({hop_top} samples)")
+        raise UserValueError(f"the prompt {req.prompt} is shorter than one top-level code ({hop_top} samples)")
     x = torch.from_numpy(np.ascontiguousarray(mono[..., :keep], dtype=np.float32)).reshape(1, 1, -1)
     encoded = models.vqvae.encode(x, levels=[i for i in models.vqvae.available()])
     return {k: v.repeat(n, 1) for k, v in encoded.items()}, None
@@ -100,7 +101,7 @@ def plan_levels(models: SamplingModels, req: SampleRequest) -> list[int]:
     if req.mode == "upsample":
         wanted = [i for i in wanted if i != top]
         if not wanted:
-            raise ValueError("--mode upsample needs --levels 2 or more (the levels below the top)")
+            raise UserValueError("--mode upsample needs --levels 2 or more (the levels below the top)")
     return wanted
 
 
@@ -108,13 +109,13 @@ def sample_song(models: SamplingModels, req: SampleRequest, progress=None, total
     """Run (or resume) one request; returns a summary. `progress(level, n)` is told of every n sampled tokens,
     `totals({level: tokens})` of the plan before sampling starts."""
     if req.mode not in MODES:
-        raise ValueError(f"unknown mode {req.mode!r}; choose one of {', '.join(MODES)}")
+        raise UserValueError(f"unknown mode {req.mode!r}; choose one of {', '.join(MODES)}")
     out = Path(req.out)
     state_path = out / STATE_FILE
     if state_path.is_file() and not req.resume:
-        raise FileExistsError(f"{out} holds an interrupted or finished sample; pass --resume or choose another --out")
+        raise RefusedError(f"{out} holds an interrupted or finished sample; pass --resume or choose another --out")
     if req.resume and not state_path.is_file():
-        raise FileNotFoundError(f"nothing to resume in {out} (no {STATE_FILE})")
+        raise MissingInputError(f"nothing to resume in {out} (no {STATE_FILE})")
     artists, genres, artist_names = resolve_labels(models, req)
     out.mkdir(parents=True, exist_ok=True)
     n, top = len(artists), models.n_levels - 1
@@ -127,7 +128,7 @@ def sample_song(models: SamplingModels, req: SampleRequest, progress=None, total
     total = fixed_length or math.ceil(req.seconds * models.sample_rate / hop_top) * hop_top
     have = max((c.shape[1] * models.vqvae.hop_length(k) for k, c in codes.items()), default=0)
     if req.mode in ("continue", "primed") and have >= total:
-        raise ValueError(f"--seconds {req.seconds} is not longer than the {have / models.sample_rate:.1f} s given")
+        raise UserValueError(f"--seconds {req.seconds} is not longer than the {have / models.sample_rate:.1f} s given")
     levels = plan_levels(models, req)
     fractions = {}
     for level, frac in zip(levels, req.hop_fraction or []):

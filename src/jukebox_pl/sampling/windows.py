@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jukebox_pl.errors import UserValueError
+
 
 def window_starts(total: int, n_ctx: int, hop_fraction: float, align: int = 1) -> list[int]:
     """Starts of the windows covering `total` tokens: every hop_fraction * n_ctx tokens (rounded down to a
@@ -9,7 +11,7 @@ def window_starts(total: int, n_ctx: int, hop_fraction: float, align: int = 1) -
     if total <= n_ctx:
         return [0]
     if not 0.0 < hop_fraction <= 1.0:
-        raise ValueError(f"hop fraction {hop_fraction} must be in (0, 1]")
+        raise UserValueError(f"hop fraction {hop_fraction} must be in (0, 1]")
     step = max(align, int(n_ctx * hop_fraction) // align * align)
     starts = list(range(0, total - n_ctx, step))
     last = (total - n_ctx) // align * align

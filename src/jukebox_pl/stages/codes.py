@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
+from jukebox_pl.errors import UserKeyError, UserValueError
 from jukebox_pl.vqvae.container import VQVAE
 from jukebox_pl.vqvae.model import level_index, level_name
 
@@ -18,7 +19,7 @@ def load_vqvae(run: str | None = None, ckpts: list[str] | None = None, levels: l
         return VQVAE.from_checkpoints(ckpts)
     if run:
         return VQVAE.from_run(run, levels)
-    raise ValueError("give a run folder (--run) or level checkpoints (--ckpt)")
+    raise UserValueError("give a run folder (--run) or level checkpoints (--ckpt)")
 
 
 def encode_file(
@@ -60,7 +61,7 @@ def read_codes(path: str | Path) -> dict:
     except Exception:  # pickle, zip and EOF errors all mean the same thing here
         obj = None
     if not isinstance(obj, dict) or obj.get("format") != CODES_FORMAT:
-        raise ValueError(f"{path} is not a codes file written by `jukebox-pl encode`")
+        raise UserValueError(f"{path} is not a codes file written by `jukebox-pl encode`")
     return obj
 
 
@@ -76,10 +77,10 @@ def decode_file(
     names = [level] if level else list(obj["codes"])
     missing = [n for n in names if n not in obj["codes"]]
     if missing:
-        raise KeyError(f"{codes_path} has no codes for level(s) {missing}; it has {list(obj['codes'])}")
+        raise UserKeyError(f"{codes_path} has no codes for level(s) {missing}; it has {list(obj['codes'])}")
     vqvae = load_vqvae(run, ckpts, names if run and not ckpts else None)
     if vqvae.sample_rate != obj["sample_rate"]:
-        raise ValueError(f"codes are at {obj['sample_rate']} Hz but the VQ-VAE is {vqvae.sample_rate} Hz")
+        raise UserValueError(f"codes are at {obj['sample_rate']} Hz but the VQ-VAE is {vqvae.sample_rate} Hz")
     out = Path(out)
     written = []
     for name in names:

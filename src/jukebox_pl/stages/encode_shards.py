@@ -27,6 +27,7 @@ import torch
 from jukebox_pl.audio import AudioDecodeError, read_audio
 from jukebox_pl.data.code_shards import CODES_FORMAT, CODES_KIND, INT16_CODES, codes_ext
 from jukebox_pl.data.prep import MANIFEST_FILE, SPLITS, VOCAB_FILE, _atomic_json, _describe_mismatch
+from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.vqvae.container import VQVAE, level_checkpoint
 from jukebox_pl.vqvae.model import level_index, level_name
 
@@ -35,11 +36,11 @@ STATE_VERSION = 1
 AUDIO_EXTS = ("flac", "wav", "ogg", "mp3")
 
 
-class EncodeRefused(RuntimeError):
+class EncodeRefused(RefusedError):
     """OUT holds code shards this run must not touch (other audio or other VQ-VAE weights)."""
 
 
-class BadTrack(ValueError):
+class BadTrack(UserValueError):
     """One track of a shard cannot be encoded; it is skipped and reported, never fatal."""
 
 
@@ -95,18 +96,18 @@ def resolve_levels(vqvae: VQVAE, levels: list[int | str] | None) -> list[int]:
 def _read_source(src: Path) -> dict:
     path = src / MANIFEST_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"--shards {src} has no {MANIFEST_FILE}; point it at a folder written by `jukebox-pl prep`"
         )
     manifest = json.loads(path.read_text())
     if manifest.get("kind") == CODES_KIND:
-        raise ValueError(f"--shards {src} already holds code shards; give the audio shards they were made from")
+        raise UserValueError(f"--shards {src} already holds code shards; give the audio shards they were made from")
     return manifest
 
 
 def _check_model(vqvae: VQVAE, levels: list[int], manifest: dict, src: Path) -> None:
     if manifest["sample_rate"] != vqvae.sample_rate:
-        raise ValueError(
+        raise UserValueError(
             f"the audio shards in {src} are {manifest['sample_rate']} Hz but the VQ-VAE was trained at "
             f"{vqvae.sample_rate} Hz; prep the audio again with --sr {vqvae.sample_rate}"
         )
@@ -114,9 +115,9 @@ def _check_model(vqvae: VQVAE, levels: list[int], manifest: dict, src: Path) -> 
         cfg = vqvae.level(i).cfg
         name = level_name(i, vqvae.n_levels)
         if cfg.channels != 1:
-            raise ValueError(f"VQ-VAE level {name} takes {cfg.channels} channels; encode-shards encodes mono audio")
+            raise UserValueError(f"VQ-VAE level {name} takes {cfg.channels} channels; encode-shards encodes mono audio")
         if cfg.l_bins > INT16_CODES:
-            raise ValueError(f"VQ-VAE level {name} has {cfg.l_bins} codes, more than int16 code shards can hold")
+            raise UserValueError(f"VQ-VAE level {name} has {cfg.l_bins} codes, more than int16 code shards can hold")
 
 
 def _check_out(out: Path, src: Path, fp: dict) -> dict | None:

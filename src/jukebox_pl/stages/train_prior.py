@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
 from jukebox_pl.config.loader import load_config
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.stages.datamodules import prior_datamodule
 from jukebox_pl.training.callbacks import Throughput
@@ -74,12 +75,12 @@ def load_prior_weights(module: PriorModule, path: str | Path) -> None:
             grown[: value.shape[0]] = value
             loaded[name] = grown
         else:
-            raise ValueError(
+            raise UserValueError(
                 f"{path}: {name} has shape {tuple(value.shape)}, this prior needs {tuple(own[name].shape)}"
             )
     missing = [k for k in own if k not in loaded]
     if missing or skipped:
-        raise ValueError(f"{path} does not fit this prior: missing {missing[:5]}, unexpected {skipped[:5]}")
+        raise UserValueError(f"{path} does not fit this prior: missing {missing[:5]}, unexpected {skipped[:5]}")
     module.model.load_state_dict(loaded)
     if module.ema_model is not None:
         module.ema_model.load_state_dict(loaded)

@@ -11,19 +11,21 @@ from typing import Any
 
 import torch
 
+from jukebox_pl.errors import MissingInputError, UserValueError
+
 EXPORT_FORMAT = "jukebox-pl/weights-v1"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingInputError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable torch checkpoint: {err}") from None
+        raise UserValueError(f"{path} is not a readable torch checkpoint: {err}") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a jukebox-pl checkpoint")
+        raise UserValueError(f"{path} holds a {type(obj).__name__}, not a jukebox-pl checkpoint")
     return obj
 
 
@@ -41,15 +43,17 @@ def describe(obj: dict[str, Any]) -> dict[str, Any]:
             "global_step": obj.get("global_step"),
         }
     if "model" in obj and "hps" in obj:
-        raise ValueError("this is a checkpoint of the reference implementation; import it with jukebox_pl.interop")
-    raise ValueError("not a jukebox-pl checkpoint: expected a Lightning .ckpt or a file written by `jukebox-pl export`")
+        raise UserValueError("this is a checkpoint of the reference implementation; import it with jukebox_pl.interop")
+    raise UserValueError(
+        "not a jukebox-pl checkpoint: expected a Lightning .ckpt or a file written by `jukebox-pl export`"
+    )
 
 
 def load_any(path: str | Path) -> dict[str, Any]:
     try:
         return describe(read_checkpoint(path))
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise UserValueError(f"{path}: {err}") from None
 
 
 def export_weights(ckpt_path: str | Path, out_path: str | Path, use_ema: bool = True) -> Path:

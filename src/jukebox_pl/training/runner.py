@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
+from jukebox_pl.errors import MissingInputError, RefusedError
 
 CONFIG_FILE = "config.yaml"
 
@@ -26,7 +27,7 @@ CONFIG_FILE = "config.yaml"
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
-class RunExists(RuntimeError):
+class RunExists(RefusedError):
     """A stage folder already has a checkpoint and --resume was not asked for."""
 
 
@@ -51,7 +52,7 @@ def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[
     last = stage_dir / "checkpoints" / "last.ckpt"
     if resume:
         if not last.is_file():
-            raise FileNotFoundError(f"nothing to resume: {last} does not exist (train without --resume first)")
+            raise MissingInputError(f"nothing to resume: {last} does not exist (train without --resume first)")
         saved = stage_dir / CONFIG_FILE
         cfg = load_config(str(saved), overrides) if saved.is_file() else load_config(preset, overrides)
         ckpt = str(last)

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from jukebox_pl.errors import UserValueError
+
 
 def lr_multiplier(step: int, warmup: int, decay: str, decay_steps: int, min_factor: float) -> float:
     warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
@@ -17,7 +19,7 @@ def lr_multiplier(step: int, warmup: int, decay: str, decay_steps: int, min_fact
     elif decay == "cosine":
         factor = 0.5 * (1.0 + math.cos(math.pi * progress))
     else:
-        raise ValueError(f"unknown lr decay {decay!r}; choose none, linear or cosine")
+        raise UserValueError(f"unknown lr decay {decay!r}; choose none, linear or cosine")
     return warm * (min_factor + (1.0 - min_factor) * factor)
 
 
@@ -29,7 +31,7 @@ def build_optimizer(params, optim_cfg, max_steps: int):
     )
     decay_steps = optim_cfg.decay_steps or max(0, max_steps)
     if optim_cfg.decay not in ("none", "linear", "cosine"):
-        raise ValueError(f"optim.decay={optim_cfg.decay!r}; choose none, linear or cosine")
+        raise UserValueError(f"optim.decay={optim_cfg.decay!r}; choose none, linear or cosine")
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda step: lr_multiplier(step, optim_cfg.warmup_steps, optim_cfg.decay, decay_steps, optim_cfg.min_lr_factor),

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from jukebox_pl.config.sections import vqvae_config
+from jukebox_pl.errors import MissingInputError, UserKeyError, UserValueError
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.vqvae.model import VQVAELevelModel, level_index, level_name
 
@@ -16,14 +17,14 @@ def load_level(path: str | Path) -> tuple[VQVAELevelModel, int]:
     """A level model (eval mode) and its sample rate from a training checkpoint or an export."""
     info = load_any(path)
     if info["kind"] != "vqvae-level":
-        raise ValueError(f"{path} holds a {info['kind']} checkpoint, not a VQ-VAE level")
+        raise UserValueError(f"{path} holds a {info['kind']} checkpoint, not a VQ-VAE level")
     hp = info["hparams"]
     model = VQVAELevelModel(vqvae_config(hp["vqvae"]), hp["level"])
     state = {k[len("model.") :]: v for k, v in info["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state, strict=False)
     missing = [k for k in model.state_dict() if k not in state and not k.startswith("spectral.")]
     if missing:
-        raise ValueError(f"{path} lacks weights for {missing[:5]}")
+        raise UserValueError(f"{path} lacks weights for {missing[:5]}")
     return model.eval(), int(hp["sample_rate"])
 
 
@@ -33,7 +34,7 @@ def level_checkpoint(run_dir: str | Path, name: str) -> Path:
     for candidate in (stage / "export.pt", stage / "checkpoints" / "last.ckpt"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no trained VQ-VAE {name} level in {run_dir} (looked for {stage}/export.pt and "
         f"{stage}/checkpoints/last.ckpt); train it with `make train-level LEVEL={name} STAGE=vqvae`"
     )
@@ -45,10 +46,10 @@ class VQVAE(nn.Module):
     def __init__(self, levels: dict[int, VQVAELevelModel], sample_rate: int):
         super().__init__()
         if not levels:
-            raise ValueError("a VQVAE needs at least one trained level")
+            raise UserValueError("a VQVAE needs at least one trained level")
         counts = {m.cfg.levels for m in levels.values()}
         if len(counts) != 1:
-            raise ValueError(f"levels come from VQ-VAEs with different level counts: {sorted(counts)}")
+            raise UserValueError(f"levels come from VQ-VAEs with different level counts: {sorted(counts)}")
         self.n_levels = counts.pop()
         self.levels = nn.ModuleDict({str(i): m for i, m in sorted(levels.items())})
         self.sample_rate = sample_rate
@@ -59,11 +60,11 @@ class VQVAE(nn.Module):
         for path in paths:
             model, sr = load_level(path)
             if model.level in levels:
-                raise ValueError(f"two checkpoints for level {model.level}: {path}")
+                raise UserValueError(f"two checkpoints for level {model.level}: {path}")
             levels[model.level] = model
             rates.add(sr)
         if len(rates) > 1:
-            raise ValueError(f"levels trained at different sample rates: {sorted(rates)}")
+            raise UserValueError(f"levels trained at different sample rates: {sorted(rates)}")
         return cls(levels, rates.pop())
 
     @classmethod
@@ -72,7 +73,7 @@ class VQVAE(nn.Module):
         run_dir = Path(run_dir)
         names = levels or [p.name.removeprefix("vqvae_") for p in sorted(run_dir.glob("vqvae_*")) if p.is_dir()]
         if not names:
-            raise FileNotFoundError(f"no VQ-VAE levels in {run_dir}; train one with `make train-level STAGE=vqvae`")
+            raise MissingInputError(f"no VQ-VAE levels in {run_dir}; train one with `make train-level STAGE=vqvae`")
         return cls.from_checkpoints([level_checkpoint(run_dir, n) for n in names])
 
     def available(self) -> list[int]:
@@ -82,7 +83,7 @@ class VQVAE(nn.Module):
         idx = level_index(level, self.n_levels)
         if str(idx) not in self.levels:
             have = ", ".join(level_name(i, self.n_levels) for i in self.available())
-            raise KeyError(f"level {level_name(idx, self.n_levels)} is not loaded (have: {have})")
+            raise UserKeyError(f"level {level_name(idx, self.n_levels)} is not loaded (have: {have})")
         return self.levels[str(idx)]
 
     def hop_length(self, level: int | str) -> int:

@@ -14,6 +14,8 @@ import auraloss
 import torch
 from torch import nn
 
+from jukebox_pl.errors import UserValueError
+
 # (n_fft, hop, window) of the multi-resolution loss: the reference's, which are also auraloss's defaults.
 RESOLUTIONS = ((2048, 240, 1200), (1024, 120, 600), (512, 50, 240))
 # The single-resolution STFT of the reference's spectral loss, convergence metric and bandwidth.
@@ -70,7 +72,7 @@ def recon_loss(kind: str, target: torch.Tensor, pred: torch.Tensor, bw: Bandwidt
     if kind == "linf":
         residual = diff.pow(2).reshape(diff.shape[0], -1)
         return torch.topk(residual, min(linf_k, residual.shape[1]), dim=1).values.mean() / bw.l2
-    raise ValueError(f"unknown reconstruction loss {kind!r}; choose l1, l2 or linf")
+    raise UserValueError(f"unknown reconstruction loss {kind!r}; choose l1, l2 or linf")
 
 
 class SpectralLosses(nn.Module):
@@ -86,7 +88,7 @@ class SpectralLosses(nn.Module):
     def __init__(self, mode: str = "jukebox", resolutions=RESOLUTIONS):
         super().__init__()
         if mode not in ("jukebox", "auraloss"):
-            raise ValueError(f"unknown spectral loss mode {mode!r}; choose jukebox or auraloss")
+            raise UserValueError(f"unknown spectral loss mode {mode!r}; choose jukebox or auraloss")
         self.mode = mode
         self.resolutions = nn.ModuleList(Magnitudes(*r) for r in resolutions)
         self.default = Magnitudes(*DEFAULT_STFT)
@@ -134,6 +136,6 @@ def estimate_bandwidth(batches, stft: Magnitudes | None = None) -> Bandwidth:
         spec_sum += _norm(stft(x.float())).sum().item()
         n_spec += x.shape[0]
     if n == 0:
-        raise ValueError("no audio to estimate the loss normalisation from")
+        raise UserValueError("no audio to estimate the loss normalisation from")
     mean = total / n
     return Bandwidth(l1=l1 / n, l2=max(total_sq / n - mean**2, 1e-12), spec=max(spec_sum / n_spec, 1e-12))

@@ -12,6 +12,7 @@ from torch import nn
 
 from jukebox_pl.config.schema import VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.vqvae.bottleneck import Bottleneck
 from jukebox_pl.vqvae.encdec import BlockSpec, Decoder, Encoder
 from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses, recon_loss
@@ -25,10 +26,10 @@ def level_index(name: str | int, levels: int) -> int:
     if isinstance(name, int) or str(name).isdigit():
         idx = int(name)
         if not 0 <= idx < levels:
-            raise ValueError(f"level {idx} out of range: this VQ-VAE has {levels} levels ({', '.join(names)})")
+            raise UserValueError(f"level {idx} out of range: this VQ-VAE has {levels} levels ({', '.join(names)})")
         return idx
     if name not in names:
-        raise ValueError(f"unknown level {name!r}: this VQ-VAE has {levels} levels: {', '.join(names)}")
+        raise UserValueError(f"unknown level {name!r}: this VQ-VAE has {levels} levels: {', '.join(names)}")
     return names.index(name)
 
 
@@ -60,7 +61,7 @@ class VQVAELevelModel(nn.Module):
         super().__init__()
         cfg = vqvae_config(cfg, **overrides)
         if len(cfg.downs_t) != cfg.levels or len(cfg.strides_t) != cfg.levels:
-            raise ValueError(
+            raise UserValueError(
                 f"vqvae.downs_t {list(cfg.downs_t)} and vqvae.strides_t {list(cfg.strides_t)} need one entry per "
                 f"level (vqvae.levels={cfg.levels})"
             )
@@ -88,9 +89,9 @@ class VQVAELevelModel(nn.Module):
 
     def _check_length(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.cfg.channels:
-            raise ValueError(f"expected audio shaped (batch, {self.cfg.channels}, samples), got {tuple(x.shape)}")
+            raise UserValueError(f"expected audio shaped (batch, {self.cfg.channels}, samples), got {tuple(x.shape)}")
         if x.shape[-1] % self.hop_length:
-            raise ValueError(
+            raise UserValueError(
                 f"audio length {x.shape[-1]} is not a multiple of this level's hop {self.hop_length}; "
                 f"use a sample_length divisible by {self.hop_length} (or `encode`, which pads)"
             )
