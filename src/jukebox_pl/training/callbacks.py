@@ -6,7 +6,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # the same object Lightning sets the rank on
 
 
 def spectrogram_image(audio: torch.Tensor, n_fft: int = 1024, hop: int = 256) -> torch.Tensor:
