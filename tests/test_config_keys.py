@@ -81,3 +81,16 @@ def test_every_trainer_key_reaches_the_trainer_arguments():
     assert set(values) == {f.name for f in dataclasses.fields(TrainerConfig)}
     cfg = load_config("tiny", [f"trainer.{k}={v}" for k, v in values.items()])
     assert trainer_kwargs(cfg) == values
+
+
+def test_trainer_max_steps_wins_wherever_it_is_set(tmp_path):
+    from jukebox_pl.training.runner import apply_stage_steps
+
+    cfg = load_config("tiny")
+    apply_stage_steps(cfg, cfg.vqvae.max_steps)
+    assert cfg.trainer.max_steps == 400  # unset: the stage's own budget
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("trainer:\n  max_steps: 1234\nvqvae:\n  max_steps: 400\n")
+    cfg = load_config(str(mine))  # set in a config file, not on the command line: still wins
+    apply_stage_steps(cfg, cfg.vqvae.max_steps)
+    assert cfg.trainer.max_steps == 1234

@@ -128,7 +128,7 @@ class VQVAEConfig:
     batch_size: int = 4
     # Batches of training audio used to estimate the loss normalisation at the start of a run.
     bandwidth_batches: int = 8
-    # Training steps of each level's stage (null = trainer.max_steps; trainer.max_steps on the command line wins).
+    # Training steps of each level's stage, used while trainer.max_steps is -1 (set anywhere, that one wins).
     max_steps: int | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -201,7 +201,7 @@ class PriorConfig:
     # Decay of the exponential moving average of the weights used for validation, sampling and export
     # (null = no EMA copy).
     ema_decay: float | None = None
-    # Training steps of this stage (null = trainer.max_steps; trainer.max_steps on the command line wins).
+    # Training steps of this stage, used while trainer.max_steps is -1 (set anywhere, that one wins).
     max_steps: int | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
 

@@ -111,7 +111,7 @@ def train_prior(
     idx = level_index(name, cfg.vqvae.levels)
     pl.seed_everything(cfg.seed + 100 + idx, workers=True)
     pcfg = cfg.prior[name]
-    apply_stage_steps(cfg, pcfg.max_steps, overrides)
+    apply_stage_steps(cfg, pcfg.max_steps)
     dm = prior_datamodule(cfg, name)
     dm.setup("fit")
     y_bins = (dm.vocab.n_genres, dm.vocab.n_artists) if dm.vocab is not None else None

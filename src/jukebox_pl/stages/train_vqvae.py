@@ -31,7 +31,7 @@ def train_vqvae(
     name = level_name(level_index(level, levels), levels)
     run = prepare_stage(run_dir, f"vqvae_{name}", preset, overrides, resume)
     cfg = run.cfg
-    apply_stage_steps(cfg, cfg.vqvae.max_steps, overrides)
+    apply_stage_steps(cfg, cfg.vqvae.max_steps)
     pl.seed_everything(cfg.seed + level_index(name, cfg.vqvae.levels), workers=True)
     dm = vqvae_datamodule(cfg)
     module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=OmegaConf.to_container(cfg, resolve=True))

@@ -89,10 +89,11 @@ class SaveLast(Callback):
             trainer.save_checkpoint(self.path)
 
 
-def apply_stage_steps(cfg: DictConfig, stage_steps: int | None, overrides: list[str]) -> None:
-    """A stage's own step budget (`vqvae.max_steps`, `prior.<level>.max_steps`) unless the command line sets
-    `trainer.max_steps`."""
-    if stage_steps is not None and not any(o.startswith("trainer.max_steps=") for o in overrides):
+def apply_stage_steps(cfg: DictConfig, stage_steps: int | None) -> None:
+    """One source of truth for the step count: `trainer.max_steps` wherever it is set (preset, config file, command
+    line, or the saved config of a resumed stage); left at -1, the stage's own budget (`vqvae.max_steps`,
+    `prior.<level>.max_steps`, which differ per stage) applies."""
+    if stage_steps is not None and cfg.trainer.max_steps in (-1, None):
         cfg.trainer.max_steps = stage_steps
 
 
