@@ -11,10 +11,7 @@ from jukebox_pl.interop.reference_vqvae import load_reference_level
 from jukebox_pl.vqvae.losses import Bandwidth
 from jukebox_pl.vqvae.model import VQVAELevelModel
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openai_jukebox" / "small_vqvae"
-pytestmark = pytest.mark.skipif(
-    not FIXTURE.is_dir(), reason=f"reference fixture folder {FIXTURE} is absent (it lives in ../shared)"
-)
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "small_vqvae"
 
 
 @pytest.fixture(scope="module")
