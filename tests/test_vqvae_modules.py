@@ -83,6 +83,7 @@ def test_straight_through_gradient_and_commit_loss():
     torch.testing.assert_close(out.commit_loss, ((z - q) ** 2).mean())
 
 
+@pytest.mark.slow
 def test_restarts_revive_dead_codes():
     torch.manual_seed(0)
     b = Bottleneck(l_bins=16, emb_width=4, mu=0.9).train()
@@ -176,6 +177,7 @@ def test_level_names_and_errors():
     assert codes.shape == (1, 8)
 
 
+@pytest.mark.slow
 def test_chunked_inference_matches_one_pass():
     torch.manual_seed(0)
     cfg = vqvae_config(load_config("tiny").vqvae)
