@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards train-level train-stage demo sample bench bench-prior bench-sampling bench-quality clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample bench bench-prior bench-sampling bench-quality clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,17 +60,30 @@ toy-shards: install ## the toy set as shards in $(DATA)/toy_shards (resumes; not
 	@test -f $(DATA)/toy/metadata.csv || $(PY) data_prep/make_toy_dataset.py --out $(DATA)/toy
 	$(CLI) prep --src $(DATA)/toy/audio --metadata $(DATA)/toy/metadata.csv --out $(DATA)/toy_shards --sr 22050 --val-fraction 0.2 --shard-tracks 8
 
-train-level: install ## train one level: make train-level LEVEL=top [STAGE=vqvae|prior; none = both] [PRESET=tiny SHARDS=dir RUN=dir RESUME=1 ARGS="k=v ..."]
-ifeq ($(STAGE),)
-	$(MAKE) --no-print-directory train-stage STAGE_NAME=vqvae
-	$(MAKE) --no-print-directory train-stage STAGE_NAME=prior
+# The training targets read $(SHARDS): the default, the toy set's shards, is built first when missing (toy-shards
+# resumes, and does nothing when complete); any other folder must already hold a finished prep (manifest.json).
+ifeq ($(SHARDS),$(DATA)/toy_shards)
+TRAIN_SHARDS := toy-shards
 else
-	$(MAKE) --no-print-directory train-stage STAGE_NAME=$(STAGE)
+TRAIN_SHARDS := check-shards
+endif
+
+check-shards:
+	@test -f "$(SHARDS)/manifest.json" || (echo "$(SHARDS) holds no shards (no manifest.json). Run this first:"; \
+		echo "  make shards SRC=<your music folder> OUT=$(SHARDS)"; \
+		echo "or leave SHARDS unset to train on the toy set (make toy-shards builds it)."; exit 2)
+
+train-level: install $(TRAIN_SHARDS) ## train one level: make train-level LEVEL=top [STAGE=vqvae|prior; none = both] [PRESET=tiny SHARDS=dir RUN=dir RESUME=1 ARGS="k=v ..."]
+ifeq ($(STAGE),)
+	$(MAKE) --no-print-directory train-stage STAGE_NAME=vqvae SHARDS_READY=1
+	$(MAKE) --no-print-directory train-stage STAGE_NAME=prior SHARDS_READY=1
+else
+	$(MAKE) --no-print-directory train-stage STAGE_NAME=$(STAGE) SHARDS_READY=1
 endif
 
 # One stage; with RESUME=1 a stage that already finished is continued (a no-op at max_steps), one never started
 # is started, so `make train-level LEVEL=x RESUME=1` picks up wherever a stop left the pair.
-train-stage: install
+train-stage: install $(if $(SHARDS_READY),,$(TRAIN_SHARDS))
 	@if [ -n "$(RESUME)" ] && [ -f "$(RUN)/$(STAGE_NAME)_$(LEVEL)/checkpoints/last.ckpt" ]; then \
 		echo "$(CLI) train $(STAGE_NAME) --level $(LEVEL) ... --resume"; \
 		$(CLI) train $(STAGE_NAME) --level $(LEVEL) --preset $(PRESET) --data $(SHARDS) --run $(RUN) --resume $(ARGS); \

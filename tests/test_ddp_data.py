@@ -11,6 +11,7 @@ import pytest
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_data_probe.py"
 
 
+@pytest.mark.slow
 @pytest.mark.ddp
 @pytest.mark.parametrize("workers", [0, 1])
 def test_two_rank_ddp_reads_disjoint_validation_data_without_hanging(shards, tmp_path, workers):

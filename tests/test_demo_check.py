@@ -1,5 +1,6 @@
 """The demo's artist check: a timbre classifier trained on the toy set recognises songs of the asked artists."""
 
+import pytest
 import soundfile as sf
 
 from jukebox_pl.audio import read_audio, to_mono
@@ -7,6 +8,7 @@ from jukebox_pl.data.toy import make_toy_dataset
 from jukebox_pl.stages.demo import artist_classifier, recognition, toy_songs
 
 
+@pytest.mark.slow
 def test_artist_check_recognises_real_songs_and_not_wrong_labels(tmp_path):
     toy = tmp_path / "toy"
     make_toy_dataset(toy, songs_per_pair=1, seconds=(4.0, 5.0), seed=0)

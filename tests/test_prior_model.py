@@ -134,6 +134,7 @@ def test_bad_inputs_name_the_problem():
         model(codes, **{**labels(), "lyrics": torch.zeros(2, 8, dtype=torch.long)})
 
 
+@pytest.mark.slow
 def test_tiny_prior_overfits_one_batch():
     model = tiny(ema_decay=None)
     torch.manual_seed(1)

@@ -11,7 +11,7 @@ from jukebox_pl.config import ConfigError, load_config
 from jukebox_pl.interop.reference_prior import reference_key
 from jukebox_pl.prior.model import JukeboxPrior
 
-KEYS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openai_jukebox" / "keys" / "released"
+KEYS = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "keys" / "released"
 RELEASED = {"prior_5b": 2, "prior_5b_lyrics": 2, "prior_1b_lyrics": 2, "upsampler_level_0": 0, "upsampler_level_1": 1}
 
 

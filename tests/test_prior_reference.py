@@ -8,10 +8,7 @@ import torch
 from jukebox_pl.interop.reference_prior import load_reference_transformer
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openai_jukebox" / "small_prior_w128_d6"
-pytestmark = pytest.mark.skipif(
-    not FIXTURE.is_dir(), reason=f"reference fixture folder {FIXTURE} is absent (it lives in ../shared)"
-)
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "small_prior_w128_d6"
 
 
 @pytest.fixture(scope="module")

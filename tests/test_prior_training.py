@@ -42,6 +42,7 @@ class AtStart(pl.Callback):
         self.ema = {k: v.clone() for k, v in pl_module.ema_model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_top_prior_trains_logs_and_resumes(vqvae_run, shards, tmp_path):
     run = fresh_run(vqvae_run, tmp_path)
     module = train_prior(
@@ -83,6 +84,7 @@ def test_top_prior_trains_logs_and_resumes(vqvae_run, shards, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_upsampler_trains_on_the_level_above(vqvae_run, shards, tmp_path):
     run = fresh_run(vqvae_run, tmp_path)
     seen = {}
@@ -98,6 +100,7 @@ def test_upsampler_trains_on_the_level_above(vqvae_run, shards, tmp_path):
     assert load_any(run / "prior_middle" / "checkpoints" / "last.ckpt")["global_step"] == 2
 
 
+@pytest.mark.slow
 def test_prior_stage_errors_name_the_problem(vqvae_run, shards, tmp_path):
     with pytest.raises(FileNotFoundError, match="make train-level LEVEL=top STAGE=vqvae"):
         train_prior(tmp_path / "empty", "top", "tiny", str(shards), PRIOR + COMMON)
@@ -110,6 +113,7 @@ def test_prior_stage_errors_name_the_problem(vqvae_run, shards, tmp_path):
         train_prior(run, "middle", "tiny", str(shards), PRIOR + COMMON, init=str(top))
 
 
+@pytest.mark.slow
 def test_fine_tuning_keeps_known_artists_and_grows_the_table(vqvae_run, shards, tmp_path):
     run = fresh_run(vqvae_run, tmp_path)
     old = train_prior(run, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
@@ -126,6 +130,7 @@ def test_fine_tuning_keeps_known_artists_and_grows_the_table(vqvae_run, shards, 
     assert torch.equal(bigger.model.prior.x_emb.weight, old.ema_model.prior.x_emb.weight)
 
 
+@pytest.mark.slow
 @pytest.mark.ddp
 def test_two_rank_ddp_prior_step(vqvae_run, shards, tmp_path):
     run = fresh_run(vqvae_run, tmp_path)
@@ -148,6 +153,7 @@ def test_two_rank_ddp_prior_step(vqvae_run, shards, tmp_path):
     assert (run / "prior_top" / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_priors_train_on_pre_encoded_code_shards(vqvae_run, shards, tmp_path):
     from jukebox_pl.cli import main
 

@@ -46,6 +46,7 @@ def page_in_browser(index: Path) -> tuple[str, str]:
     return proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_end_to_end_writes_wavs_codes_and_a_working_page(run, tmp_path, capsys):
     lyrics = tmp_path / "lyrics.txt"
     lyrics.write_text("la la la, sing along\nthe organ plays on")
@@ -70,6 +71,7 @@ def test_end_to_end_writes_wavs_codes_and_a_working_page(run, tmp_path, capsys):
     assert len(align["times"]) == len(align["chars"]) > 0
 
 
+@pytest.mark.slow
 def test_unknown_artist_is_named_with_close_matches(run, tmp_path, capsys):
     assert sample(run, tmp_path / "x", "--artist", "Artist 11", "--seconds", "0.5") == 2
     err = capsys.readouterr().err
@@ -77,6 +79,7 @@ def test_unknown_artist_is_named_with_close_matches(run, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, tmp_path, monkeypatch):
     args = ("--artist", "Artist 0", "--seconds", "1.5", "--seed", "3", "--hop-fraction", "0.5,0.5")
     assert sample(run, tmp_path / "full", *args) == 0
@@ -100,6 +103,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, tmp_path,
         assert torch.equal(full[level], cut[level])
 
 
+@pytest.mark.slow
 def test_continue_upsample_and_primed_modes(run, tmp_path):
     first = tmp_path / "first"
     assert sample(run, first, "--artist", "Artist 0", "--seconds", "0.5") == 0

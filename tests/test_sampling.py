@@ -30,6 +30,7 @@ def spec(seconds_tokens: int = 80, **kw) -> SongSpec:
     return SongSpec(**(base | kw))
 
 
+@pytest.mark.slow
 def test_ancestral_song_over_three_levels_has_the_right_lengths():
     models = tiny_models()
     sampler = SongSampler(models, spec(), levels=[2, 1, 0])
@@ -42,6 +43,7 @@ def test_ancestral_song_over_three_levels_has_the_right_lengths():
     assert audio.shape == (2, 1, 80 * 128)
 
 
+@pytest.mark.slow
 def test_resume_after_any_window_equals_the_uninterrupted_run():
     models = tiny_models()
     full = SongSampler(models, spec(40), levels=[2, 1]).run()
@@ -57,6 +59,7 @@ def test_resume_after_any_window_equals_the_uninterrupted_run():
         SongSampler(models, spec(40, seed=4), levels=[2, 1]).restore(states[0])
 
 
+@pytest.mark.slow
 def test_continuation_keeps_the_prompt_codes_and_upsampling_fills_lower_levels():
     models = tiny_models()
     prompt = torch.randint(0, 32, (2, 30))
@@ -67,6 +70,7 @@ def test_continuation_keeps_the_prompt_codes_and_upsampling_fills_lower_levels()
     assert up[1].shape == (2, 80) and up[0].shape == (2, 320) and torch.equal(up[2], top)
 
 
+@pytest.mark.slow
 def test_primed_sampling_starts_from_the_prompt_audio_codes():
     models = tiny_models()
     t = torch.arange(40 * 128) / SR

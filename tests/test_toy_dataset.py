@@ -52,6 +52,7 @@ def test_metadata_and_files(toy):
     assert any(r["lyrics"].endswith(".txt") for r in rows)
 
 
+@pytest.mark.slow
 def test_deterministic(toy, tmp_path):
     out, _, rows = toy
     again = make_toy_dataset(tmp_path / "a", songs_per_pair=2, seconds=(5.0, 7.0), seed=0)
@@ -96,6 +97,7 @@ def test_artist_and_genre_are_recoverable_from_the_sound(toy):
     assert np.mean(hits) >= 0.9
 
 
+@pytest.mark.slow
 def test_script_runs(tmp_path):
     proc = subprocess.run(
         [

@@ -11,10 +11,7 @@ from jukebox_pl.interop.reference_vqvae import load_reference_level
 from jukebox_pl.vqvae.losses import Bandwidth
 from jukebox_pl.vqvae.model import VQVAELevelModel
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openai_jukebox" / "small_vqvae"
-pytestmark = pytest.mark.skipif(
-    not FIXTURE.is_dir(), reason=f"reference fixture folder {FIXTURE} is absent (it lives in ../shared)"
-)
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "small_vqvae"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +53,7 @@ def test_codes_and_decoded_audio(ref, level):
     torch.testing.assert_close(audio, ref["io"]["x_ds"][level], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_every_loss_term(ref, mode):
     x = ref["io"]["x"].permute(0, 2, 1)
@@ -84,6 +82,7 @@ def test_every_loss_term(ref, mode):
     assert loss == pytest.approx(float(expected["loss"]), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_training_gradients(ref):
     x = ref["io"]["x"].permute(0, 2, 1)
     grads = ref["io"]["train_grads"]
@@ -103,6 +102,7 @@ def test_training_gradients(ref):
     assert worst < 5e-3
 
 
+@pytest.mark.slow
 def test_codebook_metrics_after_one_training_forward(ref):
     """Entropy, usage, fit and prenorm of the reference's update (averaged over its two levels)."""
     x = ref["io"]["x"].permute(0, 2, 1)

@@ -34,6 +34,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow
 def test_a_level_overfits_one_clip():
     torch.manual_seed(0)
     t = torch.arange(4096) / 22050
@@ -87,6 +88,7 @@ class ProbeStart(pl.Callback):
         }
 
 
+@pytest.mark.slow
 def test_train_checkpoint_and_resume_at_the_same_step(shards, tmp_path):
     run = tmp_path / "run"
     train_vqvae(
@@ -127,6 +129,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         train_vqvae(tmp_path / "r", "middle", "small", None, [])
 
 
+@pytest.mark.slow
 @pytest.mark.ddp
 def test_two_rank_ddp_keeps_codebooks_identical(shards, tmp_path):
     script = Path(__file__).parent / "scripts" / "ddp_vqvae_probe.py"
@@ -147,6 +150,7 @@ def test_two_rank_ddp_keeps_codebooks_identical(shards, tmp_path):
     assert r0["k_elem"].sum() > 0
 
 
+@pytest.mark.slow
 def test_export_encode_decode_round_trip(shards, tmp_path, capsys):
     run = tmp_path / "run"
     for level in ("bottom", "top"):

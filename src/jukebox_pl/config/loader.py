@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -32,14 +33,18 @@ class ConfigError(UserValueError):
 
 
 def configs_dir() -> Path:
-    """The folder of YAML presets: $JUKEBOX_PL_CONFIGS, else `configs/` of this checkout, else of the cwd."""
+    """The folder of YAML presets: $JUKEBOX_PL_CONFIGS, else the package's `jukebox_pl/configs` (an installed
+    wheel), else `configs/` of the source checkout this module runs from (editable install, PYTHONPATH=src)."""
     env = os.environ.get("JUKEBOX_PL_CONFIGS")
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[3] / "configs"
-    if repo.is_dir():
-        return repo
-    return Path.cwd() / "configs"
+    packaged = Path(str(resources.files("jukebox_pl") / "configs"))
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "configs").is_dir():
+        return checkout / "configs"
+    return packaged  # absent: preset_path and prior_arch_path report that no preset was found
 
 
 def preset_path(preset: str) -> Path:
