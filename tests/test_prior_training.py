@@ -196,6 +196,7 @@ def test_cli_train_prior_reports_a_missing_vqvae(shards, tmp_path, capsys):
     assert "--vqvae and --init are options of `train prior`" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_moved_run_folder_still_loads_its_vqvae(vqvae_run, shards, tmp_path, monkeypatch):
     """Checkpoints refer to other stages relative to their run folder: moved and loaded from elsewhere, it works."""
     run = fresh_run(vqvae_run, tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -19,6 +20,7 @@ def trainer(steps: int = 2) -> L.Trainer:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_vqvae_level_and_datamodule_fit_under_the_unified_trainer(shards):
     torch.manual_seed(0)
     module = VQVAELevel(vqvae_config(**VQ), "top", 22050)
@@ -31,6 +33,7 @@ def test_vqvae_level_and_datamodule_fit_under_the_unified_trainer(shards):
     assert bool(module.bandwidth_ready)
 
 
+@pytest.mark.slow
 def test_prior_module_fits_on_code_batches_under_the_unified_trainer():
     torch.manual_seed(0)
     prior = prior_config(arch="tiny_prior", n_ctx=32, blocks=4, width=32, n_tokens=8, prime_blocks=4, lyrics="none",
