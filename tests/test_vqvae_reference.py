@@ -25,7 +25,8 @@ def ref():
 
 
 def level_model(ref, level: int) -> VQVAELevelModel:
-    cfg = load_config("small").vqvae  # the preset is the reference's small_vqvae
+    # the preset is the reference's small_vqvae; its own spectral loss is the "reference" mode
+    cfg = load_config("small", ["vqvae.spectral_mode=reference"]).vqvae
     model = VQVAELevelModel(cfg, level)
     load_reference_level(model, ref["state"])
     return model

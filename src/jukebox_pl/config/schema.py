@@ -107,8 +107,19 @@ class VQVAEConfig:
     linf_k: int = 2048
     spectral: float = 0.0
     multispectral: float = 1.0
-    # "jukebox" = the reference's multi-resolution magnitude loss; "auraloss" = SC + log-magnitude MR-STFT.
-    spectral_mode: str = "jukebox"
+    # The term weighted by `multispectral`: "auraloss" = auraloss's MultiResolutionSTFTLoss (spectral convergence
+    # + log-magnitude L1 at the mrstft_* resolutions, not bandwidth-normalised); "reference" = the reference's
+    # |STFT| distance at its three fixed resolutions / the data's mean STFT norm (reproduces the reference).
+    spectral_mode: str = "auraloss"
+    # auraloss mode: one FFT size, hop and window length per resolution (defaults: for 22050-24000 Hz; scale them
+    # with the sample rate), and auraloss's weights of spectral convergence, log- and linear-magnitude L1, phase.
+    mrstft_fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512])
+    mrstft_hop_sizes: list[int] = field(default_factory=lambda: [240, 120, 50])
+    mrstft_win_lengths: list[int] = field(default_factory=lambda: [1200, 600, 240])
+    mrstft_w_sc: float = 1.0
+    mrstft_w_log_mag: float = 1.0
+    mrstft_w_lin_mag: float = 0.0
+    mrstft_w_phs: float = 0.0
     width: int = 32
     depth: int = 4
     m_conv: float = 1.0

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from jukebox_pl.errors import UserValueError
@@ -124,12 +125,16 @@ class FactorizedAttention(nn.Module):
         self.last_weights: torch.Tensor | None = None
 
     # -- helpers ------------------------------------------------------------------------------------------
+    # `_heads` / `_merge` serve the cached path, called per layer and token when sampling: plain views there, as
+    # einops' pattern handling (~10 us a call) would slow sampling of small priors by 10-20%. `forward` reads
+    # the same layouts as einops patterns.
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., T, n_state) -> (..., H, T, d)."""
+        """(..., T, n_state) -> (..., H, T, d), i.e. '... t (h d) -> ... h t d'."""
         *lead, t, _ = x.shape
         return x.view(*lead, t, self.heads, -1).transpose(-3, -2)
 
     def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., H, T, d) -> (..., T, n_state), i.e. '... h t d -> ... t (h d)'."""
         *lead, h, t, d = x.shape
         return x.transpose(-3, -2).reshape(*lead, t, h * d)
 
@@ -149,41 +154,41 @@ class FactorizedAttention(nn.Module):
     def forward(self, x: torch.Tensor, encoder_kv: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, width) with L a multiple of block_ctx (L <= n_ctx); returns (B, L, width)."""
         b, length, _ = x.shape
+        heads = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.heads)  # noqa: E731
         if self.kind == "cross":
             if encoder_kv is None:
                 raise UserValueError("cross attention needs encoder_kv (the lyrics encoder output)")
-            q = self._heads(self.c_attn(x))
-            k, v = (self._heads(t) for t in self.c_enc_kv(encoder_kv.to(x.dtype)).chunk(2, dim=-1))
-            return self.c_proj(self._merge(self._sdpa(q, k, v)))
+            k, v = self.c_enc_kv(encoder_kv.to(x.dtype)).chunk(2, dim=-1)
+            a = self._sdpa(heads(self.c_attn(x)), heads(k), heads(v))
+            return self.c_proj(rearrange(a, "b h t d -> b t (h d)"))
         q, k, v = self.c_attn(x).chunk(3, dim=-1)
         bc = self.block_ctx
         if self.kind in ("row", "column", "prev_row") and length % bc:
             raise UserValueError(
                 f"{self.kind} attention needs a length that is a multiple of block_ctx {bc}, got {length}"
             )
+        # The sparse kinds as plain attention over blocks: r rows of c = block_ctx tokens each.
         if self.kind == "dense":
-            a = self._sdpa(self._heads(q), self._heads(k), self._heads(v), causal=True)
-        elif self.kind == "row":
-            rows = lambda t: self._heads(t.reshape(b * length // bc, bc, -1))  # noqa: E731
-            a = self._merge(self._sdpa(rows(q), rows(k), rows(v), causal=True))
-            return self.c_proj(a.reshape(b, length, -1))
-        elif self.kind == "column":
-            cols = lambda t: self._heads(t.reshape(b, length // bc, bc, -1).transpose(1, 2))  # noqa: E731
-            a = self._merge(self._sdpa(cols(q), cols(k), cols(v), causal=True))  # (B, bc, rows, n_state)
-            return self.c_proj(a.transpose(1, 2).reshape(b, length, -1))
-        elif self.kind == "prev_row":
-            n_rows = length // bc
-            shift = lambda t: F.pad(t.reshape(b, n_rows, bc, -1)[:, :-1], (0, 0, 0, 0, 1, 0))  # noqa: E731
-            rows = lambda t: self._heads(t.reshape(b * n_rows, bc, -1))  # noqa: E731
-            a = self._sdpa(rows(q), rows(shift(k)), rows(shift(v)))
-            a = self._merge(a).reshape(b, length, -1)
-            return self.c_proj(a)
+            a = self._sdpa(heads(q), heads(k), heads(v), causal=True)
+        elif self.kind == "row":  # each row on its own, causal inside it
+            rows = lambda t: rearrange(t, "b (r c) (h d) -> (b r) h c d", c=bc, h=self.heads)  # noqa: E731
+            a = self._sdpa(rows(q), rows(k), rows(v), causal=True)
+            return self.c_proj(rearrange(a, "(b r) h c d -> b (r c) (h d)", b=b))
+        elif self.kind == "column":  # each offset c inside a row, causal over the rows
+            cols = lambda t: rearrange(t, "b (r c) (h d) -> b c h r d", c=bc, h=self.heads)  # noqa: E731
+            a = self._sdpa(cols(q), cols(k), cols(v), causal=True)
+            return self.c_proj(rearrange(a, "b c h r d -> b (r c) (h d)"))
+        elif self.kind == "prev_row":  # row r sees all of row r - 1; row 0 sees zeros
+            rows = lambda t: rearrange(t, "b (r c) n -> b r c n", c=bc)  # noqa: E731
+            shift = lambda t: F.pad(rows(t)[:, :-1], (0, 0, 0, 0, 1, 0))  # noqa: E731
+            blocks = lambda t: rearrange(t, "b r c (h d) -> (b r) h c d", h=self.heads)  # noqa: E731
+            a = self._sdpa(blocks(rows(q)), blocks(shift(k)), blocks(shift(v)))
+            return self.c_proj(rearrange(a, "(b r) h c d -> b (r c) (h d)", b=b))
         else:  # prime
             n_keys = prime_keys_len(self.prime_len, self.blocks)
-            kq, kk, kv = self._heads(q), self._heads(k[:, :n_keys]), self._heads(v[:, :n_keys])
             mask = torch.ones(length, n_keys, dtype=torch.bool, device=x.device).tril(max(n_keys - length, 0))
-            a = self._sdpa(kq, kk, kv, mask=mask)
-        return self.c_proj(self._merge(a))
+            a = self._sdpa(heads(q), heads(k[:, :n_keys]), heads(v[:, :n_keys]), mask=mask)
+        return self.c_proj(rearrange(a, "b h t d -> b t (h d)"))
 
     # -- incremental decoding -------------------------------------------------------------------------------
     def forward_cached(

@@ -1,9 +1,17 @@
 """Reconstruction and spectral losses of the VQ-VAE, normalised by data statistics ("bandwidth").
 
-Dividing each term by a statistic of the training audio (variance for l2, mean |x| for l1, mean STFT norm for
-the spectral terms) makes the loss weights independent of loudness, as in the reference. Spectra come from
-auraloss's STFT and are always computed in fp32 (half-precision FFTs only take power-of-two sizes and lose
-precision on quiet bins).
+Dividing the waveform terms by a statistic of the training audio (variance for l2, mean |x| for l1) makes the
+loss weights independent of loudness, as in the reference. The multi-resolution spectral term comes in two modes
+(`vqvae.spectral_mode`):
+
+- "auraloss" (the default for training from scratch): auraloss's MultiResolutionSTFTLoss, spectral convergence
+  plus log-magnitude L1 (weights and resolutions from the `vqvae.mrstft_*` keys). Both parts are ratios or
+  log-ratios of magnitudes, so they are already loudness-independent and are *not* divided by a bandwidth.
+- "reference": the reference's formula, ||(|X| - |Y|)||_F averaged over its three fixed resolutions and divided
+  by the mean STFT norm of the data (bandwidth.spec). Reproduces the reference's losses and gradients.
+
+Spectra are always computed in fp32, also under bf16/fp16 autocast (half-precision FFTs only take power-of-two
+sizes, and squared magnitudes overflow fp16 for any loud bin).
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ from torch import nn
 
 from jukebox_pl.errors import UserValueError
 
-# (n_fft, hop, window) of the multi-resolution loss: the reference's, which are also auraloss's defaults.
+SPECTRAL_MODES = ("auraloss", "reference")
+# (n_fft, hop, window) of the reference's multi-resolution loss (whatever the sample rate). The auraloss mode's
+# resolutions are configured instead (vqvae.mrstft_fft_sizes / mrstft_hop_sizes / mrstft_win_lengths).
 RESOLUTIONS = ((2048, 240, 1200), (1024, 120, 600), (512, 50, 240))
 # The single-resolution STFT of the reference's spectral loss, convergence metric and bandwidth.
 DEFAULT_STFT = (2048, 256, 1536)
@@ -75,33 +85,125 @@ def recon_loss(kind: str, target: torch.Tensor, pred: torch.Tensor, bw: Bandwidt
     raise UserValueError(f"unknown reconstruction loss {kind!r}; choose l1, l2 or linf")
 
 
+@dataclass(frozen=True)
+class MRSTFTSettings:
+    """Arguments of auraloss.freq.MultiResolutionSTFTLoss: one (fft, hop, window) per resolution, term weights."""
+
+    fft_sizes: tuple[int, ...] = (2048, 1024, 512)
+    hop_sizes: tuple[int, ...] = (240, 120, 50)
+    win_lengths: tuple[int, ...] = (1200, 600, 240)
+    w_sc: float = 1.0
+    w_log_mag: float = 1.0
+    w_lin_mag: float = 0.0
+    w_phs: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg) -> MRSTFTSettings:
+        """From the `vqvae.mrstft_*` keys of a VQ-VAE config (checked, with the key named in any error)."""
+        settings = cls(
+            tuple(int(v) for v in cfg.mrstft_fft_sizes),
+            tuple(int(v) for v in cfg.mrstft_hop_sizes),
+            tuple(int(v) for v in cfg.mrstft_win_lengths),
+            float(cfg.mrstft_w_sc),
+            float(cfg.mrstft_w_log_mag),
+            float(cfg.mrstft_w_lin_mag),
+            float(cfg.mrstft_w_phs),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        sizes = {"fft_sizes": self.fft_sizes, "hop_sizes": self.hop_sizes, "win_lengths": self.win_lengths}
+        if not self.fft_sizes or len({len(v) for v in sizes.values()}) != 1:
+            raise UserValueError(
+                "vqvae.mrstft_fft_sizes, mrstft_hop_sizes and mrstft_win_lengths need one entry per resolution "
+                f"(at least one), got {', '.join(f'{k}={list(v)}' for k, v in sizes.items())}"
+            )
+        for key, values in sizes.items():
+            if min(values) < 1:
+                raise UserValueError(f"vqvae.mrstft_{key}={list(values)} must be positive")
+        for fft, win in zip(self.fft_sizes, self.win_lengths):
+            if win > fft:
+                raise UserValueError(
+                    f"vqvae.mrstft_win_lengths={list(self.win_lengths)}: window {win} is longer than its FFT size "
+                    f"{fft} (vqvae.mrstft_fft_sizes={list(self.fft_sizes)})"
+                )
+        weights = {"w_sc": self.w_sc, "w_log_mag": self.w_log_mag, "w_lin_mag": self.w_lin_mag, "w_phs": self.w_phs}
+        if min(weights.values()) < 0 or max(weights.values()) == 0:
+            raise UserValueError(
+                f"the vqvae.mrstft_w_* weights must be >= 0 with at least one > 0, got {weights} (to drop the "
+                "spectral term, set vqvae.multispectral=0)"
+            )
+
+    def build(self) -> auraloss.freq.MultiResolutionSTFTLoss:
+        """auraloss's module; with w_phs = 0 its STFT terms skip the (unused) phase, ~25% of the term's time."""
+        weights = {"w_sc": self.w_sc, "w_log_mag": self.w_log_mag, "w_lin_mag": self.w_lin_mag, "w_phs": self.w_phs}
+        mrstft = auraloss.freq.MultiResolutionSTFTLoss(
+            fft_sizes=list(self.fft_sizes),
+            hop_sizes=list(self.hop_sizes),
+            win_lengths=list(self.win_lengths),
+            **weights,
+        )
+        if not self.w_phs:
+            resolutions = zip(self.fft_sizes, self.hop_sizes, self.win_lengths)
+            mrstft.stft_losses = nn.ModuleList(_MagnitudeOnlySTFT(*r, **weights) for r in resolutions)
+        return mrstft
+
+
+def _finite_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp32 (N, C, T) copy with NaN/inf samples zeroed (they get no gradient from the spectral term)."""
+    x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    return (x[:, None] if x.dim() == 2 else x).contiguous()
+
+
 class SpectralLosses(nn.Module):
     """Every spectral term the VQ-VAE uses or logs.
 
-    - `multispectral`: the reference's multi-resolution loss, per example ||(|X| - |Y|)||_F averaged over the
-      three resolutions, divided by bandwidth.spec (mode "jukebox"), or auraloss's MultiResolutionSTFTLoss
-      (spectral convergence + log-magnitude L1, mode "auraloss").
-    - `spectral`: ||(|X| - |Y|)||_F at the default resolution / bandwidth.spec.
-    - `spectral_convergence`: ||(|X| - |Y|)||_F / ||X||_F at the default resolution (0 = perfect).
+    - `multispectral`, the term weighted by `vqvae.multispectral`:
+      - mode "auraloss": auraloss's MultiResolutionSTFTLoss(pred, target) with `settings`, i.e. per resolution
+        w_sc * ||(|Y| - |X|)||_F / ||Y||_F (over the whole batch) + w_log_mag * mean|log|Y| - log|X|| (+ the
+        optional linear-magnitude and phase terms), averaged over the resolutions; channels are kept apart.
+        Not divided by bandwidth.spec: spectral convergence is a ratio and the log-magnitude distance a
+        log-ratio, so both are already independent of the data's loudness (up to auraloss's eps floor on
+        near-silent bins), while a division by the data's mean STFT norm would make the term's weight depend
+        on it (quiet data would get a large spectral weight). The waveform terms stay divided by
+        bandwidth.l1 / l2 (about 1 for a silent reconstruction). The balance differs from the reference mode's:
+        there both terms start near 1, here the spectral term starts at 1 + the mean log-magnitude gap (often
+        3-5) and stays the larger one, so vqvae.multispectral weighs a different quantity in each mode.
+        Guards: computed in fp32 with autocast off; auraloss clamps |STFT|^2 at eps before the square root and
+        the log (no log 0, no infinite sqrt gradient, no 0/0 in spectral convergence: a silent target gives a
+        large but finite value); NaN/inf samples are zeroed first, so this term is never the source of a NaN
+        (the waveform terms still show a diverged decoder).
+      - mode "reference": the reference's multi-resolution loss, per example ||(|X| - |Y|)||_F averaged over the
+        three resolutions of RESOLUTIONS, divided by bandwidth.spec (channels averaged first, as there).
+    - `spectral`: ||(|X| - |Y|)||_F at the default resolution / bandwidth.spec (the reference's, in both modes).
+    - `spectral_convergence`: ||(|X| - |Y|)||_F / ||X||_F at the default resolution (0 = perfect; a metric).
     """
 
-    def __init__(self, mode: str = "jukebox", resolutions=RESOLUTIONS):
+    def __init__(self, mode: str = "auraloss", settings: MRSTFTSettings | None = None):
         super().__init__()
-        if mode not in ("jukebox", "auraloss"):
-            raise UserValueError(f"unknown spectral loss mode {mode!r}; choose jukebox or auraloss")
+        if mode not in SPECTRAL_MODES:
+            hint = " (renamed to 'reference')" if mode == "jukebox" else ""
+            raise UserValueError(f"vqvae.spectral_mode={mode!r}{hint} is not one of: {', '.join(SPECTRAL_MODES)}")
         self.mode = mode
-        self.resolutions = nn.ModuleList(Magnitudes(*r) for r in resolutions)
         self.default = Magnitudes(*DEFAULT_STFT)
         if mode == "auraloss":
-            n_fft, hop, win = zip(*resolutions)
-            self.mrstft = auraloss.freq.MultiResolutionSTFTLoss(list(n_fft), list(hop), list(win))
+            self.settings = settings or MRSTFTSettings()
+            self.settings.check()
+            self.mrstft = self.settings.build()
+        else:
+            self.resolutions = nn.ModuleList(Magnitudes(*r) for r in RESOLUTIONS)
+
+    @classmethod
+    def from_config(cls, cfg) -> SpectralLosses:
+        """The losses a VQ-VAE config asks for (`vqvae.spectral_mode` and, for auraloss, `vqvae.mrstft_*`)."""
+        mode = cfg.spectral_mode
+        return cls(mode, MRSTFTSettings.from_config(cfg) if mode == "auraloss" else None)
 
     def multispectral(self, target: torch.Tensor, pred: torch.Tensor, bw: Bandwidth) -> torch.Tensor:
         if self.mode == "auraloss":
-            for loss in self.mrstft.stft_losses:
-                loss.window = loss.window.to(pred.device)
             with torch.autocast(device_type=pred.device.type, enabled=False):
-                return self.mrstft(pred.float(), target.float())
+                return self.mrstft(_finite_fp32(pred), _finite_fp32(target))
         losses = [_norm(m(target) - m(pred)) for m in self.resolutions]
         return (sum(losses) / len(losses) / bw.spec).mean()
 

@@ -85,7 +85,7 @@ class VQVAELevelModel(nn.Module):
             cfg.l_bins, cfg.emb_width, cfg.mu, cfg.revival_threshold, cfg.get("revival_relative")
         )
         self.hop_length = hop_lengths(downs, strides)[-1]
-        self.spectral = SpectralLosses(cfg.spectral_mode)
+        self.spectral = SpectralLosses.from_config(cfg)
 
     def _check_length(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.cfg.channels:
