@@ -42,12 +42,12 @@ test-fast: install ## install, then the tests not marked slow
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff lint + format check
-	$(VENV)/bin/ruff check src tests bench data_prep
-	$(VENV)/bin/ruff format --check src tests bench data_prep
+	$(VENV)/bin/ruff check src tests bench data_prep examples
+	$(VENV)/bin/ruff format --check src tests bench data_prep examples
 
 format: install ## ruff format + autofix
-	$(VENV)/bin/ruff format src tests bench data_prep
-	$(VENV)/bin/ruff check --fix src tests bench data_prep
+	$(VENV)/bin/ruff format src tests bench data_prep examples
+	$(VENV)/bin/ruff check --fix src tests bench data_prep examples
 
 toy-data: install ## write the synthetic toy music set to $(DATA)/toy
 	$(PY) data_prep/make_toy_dataset.py --out $(DATA)/toy
