@@ -12,10 +12,11 @@ from pathlib import Path
 import jukebox_pl
 
 PACKAGE = Path(jukebox_pl.__file__).parent
-CORE = {"errors", "config", "audio", "text", "lyrics", "training"}
+CORE = {"errors", "config", "audio", "text", "lyrics", "training"}  # lazy.py: used by __init__ files only
 MODELS = {"vqvae", "prior"}
 ALLOWED = {
     "errors": set(),
+    "lazy": set(),
     "config": {"errors", "config"},
     "audio": {"errors"},
     "text": {"errors"},
@@ -29,8 +30,8 @@ ALLOWED = {
     "unified": CORE | MODELS | {"data"},
     "stages": CORE | MODELS | {"data", "sampling", "interop", "stages"},
 }
-ORDER = ["errors", "config", "audio", "text", "lyrics", "training", "vqvae", "prior", "data", "interop", "sampling",
-         "unified", "stages", "cli"]  # fmt: skip
+ORDER = ["errors", "lazy", "config", "audio", "text", "lyrics", "training", "vqvae", "prior", "data", "interop",
+         "sampling", "unified", "stages", "cli"]  # fmt: skip
 
 
 def layer_of(path: Path) -> str:
@@ -57,7 +58,7 @@ def test_no_package_imports_a_package_above_it():
     bad = []
     for path in sorted(PACKAGE.rglob("*.py")):
         layer = layer_of(path)
-        if layer in ("__init__", "__main__", "cli"):
+        if layer in ("__init__", "__main__", "cli") or path.name == "__init__.py":  # lazy exports, no imports
             continue
         assert layer in ALLOWED, f"{path}: new top-level package {layer!r} needs a place in the layer map"
         for line, name, _ in imported(ast.parse(path.read_text())):

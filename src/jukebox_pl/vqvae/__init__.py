@@ -5,7 +5,7 @@ level (`VQVAELevel`).
 Exports are lazy: the torch modules never import Lightning; `VQVAELevel` does, when asked for.
 """
 
-from importlib import import_module
+from jukebox_pl.lazy import lazy_exports
 
 _EXPORTS = {
     "Encoder": "jukebox_pl.vqvae.encdec",
@@ -18,14 +18,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Import the module that defines `name` on first access (then cache it here)."""
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'jukebox_pl.vqvae' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
