@@ -1,7 +1,8 @@
 """VQ-VAE figures on this machine: training throughput, encode/decode speed, and a quality run.
 
     python bench/vqvae.py speed   [--reference /path/to/openai-jukebox-checkout]
-    python bench/vqvae.py quality [--steps 300] [--data data/toy_shards]
+    python bench/vqvae.py quality [--steps 300] [--data data/toy_shards [more shard folders]]
+                                  [--modes auraloss,reference] [--levels bottom middle top]
 
 speed: the `small` preset (the reference's small_vqvae: 2 levels, 22050 Hz), a training step on a batch of
 4 x 2 s through both levels (median of interleaved repeats), and encode / decode real-time factors for a 30 s
@@ -9,9 +10,12 @@ clip. With --reference, the reference implementation's own VQ-VAE is timed side 
 (a plain checkout of openai/jukebox; shims stand in for CUDA and librosa, nothing of it is imported
 otherwise), because this machine is shared and absolute timings drift by 20%.
 
-quality: the `tiny` preset trained on the toy set for a fixed budget of steps per level, then spectral
-convergence (dB, lower is better) and codebook usage measured on held-out clips (new toy songs from another
-seed, every artist and genre), against the same levels untrained.
+quality: the `tiny` preset trained for a fixed budget of steps per level on each shard folder of --data, once per
+spectral loss of --modes (vqvae.spectral_mode; same seed and data order for every mode), then measured on
+held-out clips: spectral convergence (dB, the reference's metric at 2048/256/1536; lower is better), auraloss's
+multi-resolution STFT distance at the preset's sizes (lower is better), codebook usage and perplexity, against
+the same level untrained. Held-out clips are new toy songs from another seed (every artist and genre) for a toy
+shard folder, and crops of the folder's validation tracks (never trained on) for any other (--heldout).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ def _timed(fn, repeats: int) -> list[float]:
 
 
 def ours_step():
-    cfg = load_config("small").vqvae
+    # the reference's own spectral loss, so the side-by-side timing compares the same computation
+    cfg = load_config("small", ["vqvae.spectral_mode=reference"]).vqvae
     models = [VQVAELevelModel(cfg, level) for level in range(cfg.levels)]
     params = [p for m in models for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=3e-4)
@@ -186,65 +191,127 @@ def heldout_clips(folder: Path, seconds: float = 1.5) -> list[dict]:
     return [{"audio": b} for b in batch.split(8)]
 
 
+def validation_clips(shards: Path, data_cfg, seconds: float = 1.5, crops_per_track: int = 4) -> list[dict]:
+    """Evenly spaced mono crops of the validation tracks of a shard folder (tracks never trained on)."""
+    from jukebox_pl.data.datamodule import AudioDataModule
+
+    length = int(seconds * SR) // 128 * 128
+    dm = AudioDataModule(
+        data_cfg,
+        shards=str(shards),
+        sample_length=length,
+        channels=1,
+        batch_size=8,
+        val_crops_per_track=crops_per_track,
+        num_workers=0,
+    )
+    dm.setup("validate")
+    batches = [{"audio": b["audio"]} for b in dm.val_dataloader()]
+    if not batches:
+        raise SystemExit(f"{shards} has no validation tracks to hold out; prep it with --val-fraction 0.2")
+    return batches
+
+
+def is_toy(shards: Path) -> bool:
+    """Shards of the synthetic toy set (every artist one of its four)."""
+    import json
+
+    from jukebox_pl.data.toy import ARTISTS
+
+    tracks = json.loads((shards / "manifest.json").read_text())["tracks"]
+    return bool(tracks) and all(t["artist"] in ARTISTS for t in tracks)
+
+
 def evaluate(module, loader) -> dict[str, float]:
-    """Spectral convergence (dB) and codebook usage of a level on every batch of `loader`."""
-    from jukebox_pl.vqvae.losses import spectral_convergence_db
+    """Spectral convergence (dB), auraloss MR-STFT distance and codebook usage of a level on every batch."""
+    from jukebox_pl.vqvae.losses import MRSTFTSettings, spectral_convergence_db
 
     module.eval()
+    mrstft = MRSTFTSettings.from_config(module.cfg).build()  # the preset's sizes, whatever the training mode
     counts = torch.zeros(module.cfg.l_bins, dtype=torch.long)
-    scs = []
+    scs, dists, n = [], 0.0, 0
     with torch.no_grad():
         for batch in loader:
             x = batch["audio"]
             codes = module.model.encode(x)
             recon = module.model.decode(codes)
             scs.append(spectral_convergence_db(module.model.spectral.spectral_convergence(x, recon)))
+            dists += mrstft(recon.float(), x.float()).item() * x.shape[0]
+            n += x.shape[0]
             counts += torch.bincount(codes.reshape(-1), minlength=module.cfg.l_bins)
     stats = codebook_stats_from_counts(counts)
-    return {"sc_db": torch.cat(scs).mean().item(), "usage": stats["usage"], "perplexity": stats["perplexity"]}
+    return {
+        "sc_db": torch.cat(scs).mean().item(),
+        "mrstft": dists / n,
+        "usage": stats["usage"],
+        "perplexity": stats["perplexity"],
+    }
 
 
 def quality(args) -> None:
     from jukebox_pl.stages.train_vqvae import train_vqvae
     from jukebox_pl.vqvae.lightning import VQVAELevel
+    from jukebox_pl.vqvae.losses import SPECTRAL_MODES
 
-    data = Path(args.data)
-    if not (data / "manifest.json").is_file():
-        raise SystemExit(f"{data} has no shards; run `make toy-shards` first")
-    with tempfile.TemporaryDirectory() as run:
-        overrides = [
-            f"trainer.max_steps={args.steps}",
-            "trainer.enable_progress_bar=false",
-            "run.log_audio_every_n_steps=0",
-            "trainer.limit_val_batches=0",
-        ]
-        overrides += list(args.override)
-        cfg = load_config("tiny", [f"data.shards={data}", *overrides])
-        val = heldout_clips(Path(run) / "heldout")
-        seconds = sum(b["audio"].shape[0] * b["audio"].shape[-1] for b in val) / cfg.data.sample_rate
-        print(
-            f"tiny preset, {args.steps} steps per level; held-out: {seconds:.0f} s of new toy songs (every artist "
-            "and genre, a seed never trained on)"
-        )
-        print(
-            f"{'level':>7} {'hop':>4} {'SC dB untrained':>16} {'SC dB trained':>14} {'usage':>6} {'perplexity':>10} "
-            f"{'train s':>8}"
-        )
-        for name in args.levels:
-            torch.manual_seed(0)
-            untrained = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate)
-            untrained.model.bottleneck.init_codebook(
-                untrained.model.encoder(val[0]["audio"]).permute(0, 2, 1).reshape(-1, cfg.vqvae.emb_width)
-            )
-            before = evaluate(untrained, val)
-            start = time.perf_counter()
-            trained = train_vqvae(run, name, "tiny", str(data), overrides)
-            elapsed = time.perf_counter() - start
-            after = evaluate(trained, val)
-            print(
-                f"{name:>7} {trained.hop_length:>4} {before['sc_db']:>16.2f} {after['sc_db']:>14.2f} "
-                f"{after['usage']:>6.1%} {after['perplexity']:>10.1f} {elapsed:>8.0f}"
-            )
+    folders = [Path(d) for d in args.data]
+    for data in folders:
+        if not (data / "manifest.json").is_file():
+            raise SystemExit(f"{data} has no shards; run `make toy-shards` (or `jukebox-pl prep`) first")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in SPECTRAL_MODES]
+    if unknown or not modes:
+        raise SystemExit(f"--modes {args.modes!r}: choose from {', '.join(SPECTRAL_MODES)}")
+    base = [
+        f"trainer.max_steps={args.steps}",
+        "trainer.enable_progress_bar=false",
+        "run.log_audio_every_n_steps=0",
+        "trainer.limit_val_batches=0",
+        *args.override,
+    ]
+    header = (
+        f"{'data':>14} {'level':>6} {'hop':>4} {'mode':>9} {'SC dB untrained':>15} {'SC dB':>7} {'MR-STFT':>8} "
+        f"{'usage':>6} {'perplexity':>10} {'train s':>8}"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for d, data in enumerate(folders):
+            cfg = load_config("tiny", [f"data.shards={data}", *base])
+            toy = args.heldout == "toy" or (args.heldout == "auto" and is_toy(data))
+            if toy:
+                val = heldout_clips(Path(tmp) / f"heldout{d}")
+                what = "new toy songs (every artist and genre, a seed never trained on)"
+            else:
+                val = validation_clips(data, cfg.data)
+                what = f"crops of the {data} validation tracks (never trained on)"
+            seconds = sum(b["audio"].shape[0] * b["audio"].shape[-1] for b in val) / cfg.data.sample_rate
+            print(f"{data}: tiny preset, {args.steps} steps per level and mode; held-out: {seconds:.0f} s of {what}")
+            for name in args.levels:
+                torch.manual_seed(0)
+                untrained = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate)
+                untrained.model.bottleneck.init_codebook(
+                    untrained.model.encoder(val[0]["audio"]).permute(0, 2, 1).reshape(-1, cfg.vqvae.emb_width)
+                )
+                before = evaluate(untrained, val)
+                for mode in modes:
+                    overrides = [*base, f"vqvae.spectral_mode={mode}"]
+                    start = time.perf_counter()
+                    trained = train_vqvae(Path(tmp) / f"run{d}_{mode}", name, "tiny", str(data), overrides)
+                    elapsed = time.perf_counter() - start
+                    after = evaluate(trained, val)
+                    row = (
+                        f"{data.name[:14]:>14} {name:>6} {trained.hop_length:>4} {mode:>9} {before['sc_db']:>15.2f} "
+                        f"{after['sc_db']:>7.2f} {after['mrstft']:>8.3f} {after['usage']:>6.1%} "
+                        f"{after['perplexity']:>10.1f} {elapsed:>8.0f}"
+                    )
+                    rows.append(row)
+                    print(f"{header}\n{row}" if len(rows) == 1 else row, flush=True)
+    print(
+        "\nSC dB: held-out spectral convergence at 2048/256/1536 (lower is better); MR-STFT: auraloss's "
+        "multi-resolution STFT distance at the preset's sizes (lower is better); usage / perplexity: codebook use "
+        "on the held-out clips; train s: wall time of the level's training (shared machine: noisy)."
+    )
+    print(header)
+    print("\n".join(rows))
 
 
 def main() -> None:
@@ -255,7 +322,14 @@ def main() -> None:
     s.add_argument("--repeats", type=int, default=5)
     q = sub.add_parser("quality")
     q.add_argument("--steps", type=int, default=300)
-    q.add_argument("--data", default="data/toy_shards")
+    q.add_argument("--data", nargs="+", default=["data/toy_shards"], help="one or more `jukebox-pl prep` folders")
+    q.add_argument("--modes", default="auraloss,reference", help="comma-separated vqvae.spectral_mode values")
+    q.add_argument(
+        "--heldout",
+        choices=["auto", "toy", "val"],
+        default="auto",
+        help="held-out clips: new toy songs (toy), the folder's validation tracks (val), or toy for toy shards (auto)",
+    )
     q.add_argument("--levels", nargs="+", default=["bottom", "middle", "top"])
     q.add_argument("--override", nargs="*", default=[], help="config overrides, e.g. vqvae.l_bins=128")
     args = p.parse_args()
