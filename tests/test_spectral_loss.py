@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from jukebox_pl.config import load_config
-from jukebox_pl.vqvae.lightning import vqvae_config
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.vqvae.losses import Bandwidth, MRSTFTSettings, SpectralLosses
 from jukebox_pl.vqvae.model import VQVAELevelModel
 
@@ -221,7 +221,13 @@ def test_bad_settings_are_refused_naming_the_key(overrides, match):
         VQVAELevelModel(load_config("tiny", overrides).vqvae, 0)
 
 
-@pytest.mark.parametrize("mode", ["jukebox", "mel", "Auraloss"])
+def test_checkpoints_saved_with_the_old_mode_name_load_as_reference():
+    assert vqvae_config(spectral_mode="jukebox").spectral_mode == "reference"
+    model = VQVAELevelModel(load_config("tiny", ["vqvae.spectral_mode=jukebox"]).vqvae, 0)
+    assert model.cfg.spectral_mode == "reference"
+
+
+@pytest.mark.parametrize("mode", ["mel", "Auraloss", "jukeboxx"])
 def test_unknown_mode_is_refused_naming_key_value_and_choices(mode):
     with pytest.raises(ValueError) as err:
         VQVAELevelModel(load_config("tiny", [f"vqvae.spectral_mode={mode}"]).vqvae, 0)

@@ -35,9 +35,16 @@ def build_section(schema: type, section: str, *layers: Any) -> DictConfig:
     return merged
 
 
+# Old names still found in saved checkpoints and configs -> today's (the reference's loss was called "jukebox").
+RENAMED_SPECTRAL_MODES = {"jukebox": "reference"}
+
+
 def vqvae_config(cfg: VQVAEConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
-    """A validated `vqvae` section: `vqvae_config(levels=2, l_bins=512)` or `vqvae_config(VQVAEConfig(...))`."""
-    return build_section(VQVAEConfig, "vqvae", cfg, overrides)
+    """A validated `vqvae` section: `vqvae_config(levels=2, l_bins=512)` or `vqvae_config(VQVAEConfig(...))`.
+    A checkpoint saved with `spectral_mode: jukebox` loads as `reference` (the same loss, renamed)."""
+    merged = build_section(VQVAEConfig, "vqvae", cfg, overrides)
+    merged.spectral_mode = RENAMED_SPECTRAL_MODES.get(merged.spectral_mode, merged.spectral_mode)
+    return merged
 
 
 def prior_config(cfg: PriorConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
