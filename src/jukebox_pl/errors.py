@@ -25,3 +25,7 @@ class UserKeyError(JukeboxError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
+
+
+class UnsafeFileError(UserValueError):
+    """A file holds pickled Python objects beyond tensors and plain data; it is refused before anything runs."""

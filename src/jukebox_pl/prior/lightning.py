@@ -122,6 +122,7 @@ class PriorTraining:
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's loader, remembering where the file is so the VQ-VAE levels are found relative to it."""
+        kwargs.setdefault("weights_only", True)  # tensors and plain data only: a crafted pickle never runs
         module = super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         module.__dict__["_checkpoint_path"] = str(checkpoint_path)
         return module

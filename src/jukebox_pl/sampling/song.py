@@ -21,6 +21,7 @@ from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.sampling.models import SamplingModels
+from jukebox_pl.training.checkpoints import safe_load
 
 MODES = ("ancestral", "continue", "primed", "upsample")
 STATE_FILE, CODES_FILE = "state.pt", "codes.pt"
@@ -73,7 +74,7 @@ def known_codes(models: SamplingModels, req: SampleRequest, n: int) -> tuple[dic
     if req.mode in ("continue", "upsample"):
         if not req.codes:
             raise UserValueError(f"--mode {req.mode} needs --codes (a codes.pt written by `jukebox-pl sample`)")
-        saved = torch.load(req.codes, map_location="cpu", weights_only=False)
+        saved = safe_load(req.codes, "codes file")
         codes = {models.level(name): c for name, c in saved["codes"].items()}
         codes = {k: (v if v.shape[0] == n else v[:1].repeat(n, 1)) for k, v in codes.items()}
         if top not in codes:
@@ -143,7 +144,7 @@ def sample_song(models: SamplingModels, req: SampleRequest, progress=None, total
         on_tokens=progress,
     )  # fmt: skip
     if req.resume:
-        sampler.restore(torch.load(state_path, map_location="cpu", weights_only=False))
+        sampler.restore(safe_load(state_path, "sampling state"))
     else:
         save_atomic(sampler.state(), state_path)
     if totals is not None:

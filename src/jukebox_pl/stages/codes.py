@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
-from jukebox_pl.errors import UserKeyError, UserValueError
+from jukebox_pl.errors import UnsafeFileError, UserKeyError, UserValueError
+from jukebox_pl.training.checkpoints import safe_load
 from jukebox_pl.vqvae.container import VQVAE
 from jukebox_pl.vqvae.model import level_index, level_name
 
@@ -57,8 +58,10 @@ def encode_file(
 
 def read_codes(path: str | Path) -> dict:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # pickle, zip and EOF errors all mean the same thing here
+        obj = safe_load(path, "codes file")
+    except UnsafeFileError:
+        raise
+    except UserValueError:  # truncated or foreign: not a codes file
         obj = None
     if not isinstance(obj, dict) or obj.get("format") != CODES_FORMAT:
         raise UserValueError(f"{path} is not a codes file written by `jukebox-pl encode`")

@@ -14,7 +14,7 @@ from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.stages.datamodules import prior_datamodule
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints import load_any
-from jukebox_pl.training.runner import apply_stage_steps, build_trainer, prepare_stage
+from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
 from jukebox_pl.training.strategies import ddp_strategy
 from jukebox_pl.vqvae.container import level_checkpoint
 from jukebox_pl.vqvae.model import level_index, level_name
@@ -128,5 +128,5 @@ def train_prior(
     trainer = build_trainer(
         run, [Throughput("tokens"), *(callbacks or [])], strategy=training_strategy(cfg.trainer.strategy)
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=run.ckpt_path)
+    fit(trainer, module, dm, run.ckpt_path)
     return module

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from jukebox_pl.config.loader import load_config
 from jukebox_pl.stages.datamodules import vqvae_datamodule
 from jukebox_pl.training.callbacks import AudioLogger, Throughput
-from jukebox_pl.training.runner import apply_stage_steps, build_trainer, prepare_stage
+from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
 from jukebox_pl.training.strategies import ddp_strategy
 from jukebox_pl.vqvae.lightning import VQVAELevel
 from jukebox_pl.vqvae.model import level_index, level_name
@@ -37,5 +37,5 @@ def train_vqvae(
     module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=OmegaConf.to_container(cfg, resolve=True))
     extra = [AudioLogger(cfg.run.log_audio_every_n_steps, cfg.run.n_audio_examples), Throughput("audio_seconds")]
     trainer = build_trainer(run, extra + list(callbacks or []), strategy=ddp_strategy(cfg.trainer.strategy))
-    trainer.fit(module, datamodule=dm, ckpt_path=run.ckpt_path)
+    fit(trainer, module, dm, run.ckpt_path)
     return module

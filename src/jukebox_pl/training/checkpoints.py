@@ -6,24 +6,41 @@ file is when it is neither.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from jukebox_pl.errors import MissingInputError, UserValueError
+from jukebox_pl.errors import MissingInputError, UnsafeFileError, UserValueError
 
 EXPORT_FORMAT = "jukebox-pl/weights-v1"
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def safe_load(path: str | Path, what: str = "file") -> Any:
+    """The one loader for every file jukebox-pl reads (checkpoints, exports, codes files, sampling state):
+    tensors and plain data only (`weights_only=True`), so a crafted pickle is refused before any of it runs."""
     path = Path(path)
     if not path.is_file():
-        raise MissingInputError(f"checkpoint {path} does not exist")
+        raise MissingInputError(f"{what} {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise UserValueError(f"{path} is not a readable torch checkpoint: {err}") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        start = text.find("Unsupported global")
+        if start < 0:  # not a pickle at all (an audio file, a truncated download): a plain bad file
+            raise UserValueError(f"{what} {path} is not a readable torch file: {text.splitlines()[0]}") from None
+        detail = text[start:].split(" was not an allowed global")[0]
+        raise UnsafeFileError(
+            f"{what} {path} is refused: it holds Python objects beyond tensors and plain data ({detail}); "
+            "files written by jukebox-pl never do — it was made by another program or tampered with"
+        ) from None
+    except Exception as err:  # a truncated or foreign file: a user problem, named
+        raise UserValueError(f"{what} {path} is not a readable torch file: {type(err).__name__}: {err}") from None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    obj = safe_load(path, "checkpoint")
     if not isinstance(obj, dict):
         raise UserValueError(f"{path} holds a {type(obj).__name__}, not a jukebox-pl checkpoint")
     return obj
@@ -52,6 +69,8 @@ def describe(obj: dict[str, Any]) -> dict[str, Any]:
 def load_any(path: str | Path) -> dict[str, Any]:
     try:
         return describe(read_checkpoint(path))
+    except (UnsafeFileError, MissingInputError):
+        raise
     except ValueError as err:
         raise UserValueError(f"{path}: {err}") from None
 

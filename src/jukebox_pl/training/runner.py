@@ -7,6 +7,7 @@ stage folder has `config.yaml` (the resolved config), `checkpoints/` (`last.ckpt
 
 from __future__ import annotations
 
+import pickle
 import sys
 import warnings
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
-from jukebox_pl.errors import MissingInputError, RefusedError
+from jukebox_pl.errors import MissingInputError, RefusedError, UnsafeFileError
 
 CONFIG_FILE = "config.yaml"
 
@@ -126,3 +127,18 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
         kw["strategy"] = strategy
     logger = TensorBoardLogger(save_dir=str(run.dir), name="logs", version="")
     return pl.Trainer(**kw, callbacks=cbs, logger=logger, default_root_dir=str(run.dir), **extra)
+
+
+def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None) -> None:
+    """`trainer.fit`, resuming from `ckpt_path` as tensors and plain data only: a crafted checkpoint is refused
+    (one line naming the file) and its payload never runs."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "Unsupported global" not in text or ckpt_path is None:
+            raise
+        detail = text[text.find("Unsupported global") :].split(" was not an allowed global")[0]
+        raise UnsafeFileError(
+            f"checkpoint {ckpt_path} is refused: it holds Python objects beyond tensors and plain data ({detail})"
+        ) from None
