@@ -61,7 +61,7 @@ def level_rates(models: SamplingModels, level: int, batch: int, tokens: int) -> 
     with prior.prior.streaming():
         step, x_cond, y_cond, enc = prior.prior.step, cond.x_cond, cond.y_cond, cond.encoder_kv
         if prior.lyrics_mode == "merged":  # the lyric prefix first, as sampling does
-            prompt = torch.cat([cond.lyrics, prompt + prior.n_vocab], dim=1)
+            prompt = torch.cat([cond.prefix, prompt + prior.n_vocab], dim=1)
         t0 = time.perf_counter()
         step(None, 0, batch, x_cond, y_cond, enc)
         for i in range(0, prompt.shape[1], 128):

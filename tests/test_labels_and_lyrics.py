@@ -113,3 +113,19 @@ def test_metadata_errors_name_the_file(tmp_path):
 
 def test_split_genres():
     assert split_genres("a; b|c ,d") == ["a", "b", "c", "d"] and split_genres("") == ["unknown"]
+
+
+def test_lyric_windows_of_interleaved_tracks_use_each_tracks_own_lyrics():
+    """Mixed batches interleave tracks: the bounded token cache must never hand one track another's lyrics."""
+    import numpy as np
+
+    from jukebox_pl.data.pipeline import LyricWindows
+
+    songs = {f"t{i}": f"song number {i} " * 20 for i in range(5)}
+    windows = LyricWindows(16, "v2", keep=3)
+    tok = LyricsTokenizer("v2")
+    for key in ["t0", "t1", "t2", "t3", "t0", "t4", "t1", "t0"]:
+        got = windows(key, songs[key], 10_000, 2_000, 1_000)["lyrics"]
+        want = lyric_window(tok.encode(songs[key]), 16, 10_000, 2_000, 1_000)[0]
+        assert np.array_equal(got, want), key
+    assert len(windows.tokens) == 3

@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -135,16 +136,22 @@ def label_ids(info: dict, vocab: LabelVocab, max_genres: int) -> dict:
 
 
 class LyricWindows:
-    """The lyric window of each crop; crops of one track arrive together, so only its tokens are kept."""
+    """The lyric window of each crop. Crops of the open tracks arrive interleaved, so the tokens of the most
+    recently seen tracks are kept (a bounded cache), not just the last one's."""
 
-    def __init__(self, n_tokens: int, vocab: str):
-        self.n_tokens, self.tokenizer = n_tokens, LyricsTokenizer(vocab)
-        self.key, self.tokens = None, None
+    def __init__(self, n_tokens: int, vocab: str, keep: int = 64):
+        self.n_tokens, self.tokenizer, self.keep = n_tokens, LyricsTokenizer(vocab), keep
+        self.tokens: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __call__(self, key: str, lyrics: str, total: int, offset: int, duration: int) -> dict:
-        if key != self.key:
-            self.key, self.tokens = key, self.tokenizer.encode(lyrics)
-        window, start = lyric_window(self.tokens, self.n_tokens, total, offset, duration)
+        tokens = self.tokens.get(key)
+        if tokens is None:
+            tokens = self.tokens[key] = self.tokenizer.encode(lyrics)
+            if len(self.tokens) > self.keep:
+                self.tokens.popitem(last=False)
+        else:
+            self.tokens.move_to_end(key)
+        window, start = lyric_window(tokens, self.n_tokens, total, offset, duration)
         return {"lyrics": window, "lyric_start": start}
 
 
@@ -333,6 +340,7 @@ def in_order(plans: Iterable[dict]) -> Iterator[dict]:
 def example_stage(fmt: ShardFormat, labels: LabelSpec, counter: SkipCounter, train: bool):
     """Crops -> examples: the format's content + label ids, timing, lyric window and extra track fields."""
     lyrics = LyricWindows(labels.n_lyric_tokens, labels.lyrics_vocab) if labels.n_lyric_tokens > 0 else None
+    # (the lyric cache holds more tracks than are open at once, so each track's lyrics are tokenised once a visit)
 
     def stage(crops: Iterable[dict]) -> Iterator[dict]:
         bad_tracks: set[str] = set()  # an unreadable track's other crops are not tried again

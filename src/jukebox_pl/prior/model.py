@@ -57,10 +57,6 @@ class Conditioning:
     prefix: torch.Tensor | None  # (B, n_tokens) token ids before the codes (merged lyric characters)
     aux_bits: torch.Tensor | None = None  # a conditioner's own loss (the lyrics encoder's), in bits
 
-    @property
-    def lyrics(self) -> torch.Tensor | None:
-        return self.prefix
-
 
 class JukeboxPrior(nn.Module):
     """A prior over the codes of one VQ-VAE level.

@@ -17,6 +17,13 @@ from jukebox_pl.errors import MissingInputError, UnsafeFileError, UserValueError
 EXPORT_FORMAT = "jukebox-pl/weights-v1"
 
 
+def unsafe_global(err: pickle.UnpicklingError) -> str | None:
+    """The global a `weights_only` load refused ("Unsupported global: GLOBAL os.system"), None for other errors."""
+    text = str(err)
+    start = text.find("Unsupported global")
+    return text[start:].split(" was not an allowed global")[0] if start >= 0 else None
+
+
 def safe_load(path: str | Path, what: str = "file") -> Any:
     """The one loader for every file jukebox-pl reads (checkpoints, exports, codes files, sampling state):
     tensors and plain data only (`weights_only=True`), so a crafted pickle is refused before any of it runs."""
@@ -26,11 +33,9 @@ def safe_load(path: str | Path, what: str = "file") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        text = str(err)
-        start = text.find("Unsupported global")
-        if start < 0:  # not a pickle at all (an audio file, a truncated download): a plain bad file
-            raise UserValueError(f"{what} {path} is not a readable torch file: {text.splitlines()[0]}") from None
-        detail = text[start:].split(" was not an allowed global")[0]
+        detail = unsafe_global(err)
+        if detail is None:  # not a pickle at all (an audio file, a truncated download): a plain bad file
+            raise UserValueError(f"{what} {path} is not a readable torch file: {str(err).splitlines()[0]}") from None
         raise UnsafeFileError(
             f"{what} {path} is refused: it holds Python objects beyond tensors and plain data ({detail}); "
             "files written by jukebox-pl never do — it was made by another program or tampered with"

@@ -21,6 +21,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
 from jukebox_pl.errors import MissingInputError, RefusedError, UnsafeFileError
+from jukebox_pl.training.checkpoints import unsafe_global
 
 CONFIG_FILE = "config.yaml"
 
@@ -135,10 +136,9 @@ def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None) -> None:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except pickle.UnpicklingError as err:
-        text = str(err)
-        if "Unsupported global" not in text or ckpt_path is None:
+        detail = unsafe_global(err)
+        if detail is None or ckpt_path is None:
             raise
-        detail = text[text.find("Unsupported global") :].split(" was not an allowed global")[0]
         raise UnsafeFileError(
             f"checkpoint {ckpt_path} is refused: it holds Python objects beyond tensors and plain data ({detail})"
         ) from None
