@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jukebox_pl.errors import JukeboxError, UserValueError
+from jukebox_pl.errors import JukeboxError, StopRequested, UserValueError
 
 
 def _add_prep(sub: argparse._SubParsersAction) -> None:
@@ -354,7 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command][1](args)
     except JukeboxError as err:  # the library's own user errors; anything else keeps its traceback
         print(f"jukebox-pl {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
+    except StopRequested as stop:  # SIGTERM / SIGINT: saved, and the shell's exit code for the signal
+        print(f"jukebox-pl {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

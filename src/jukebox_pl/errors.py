@@ -7,6 +7,8 @@ from __future__ import annotations
 class JukeboxError(Exception):
     """Base of every error that describes a user's mistake or bad input, never a bug."""
 
+    exit_code = 2  # what the CLI exits with after printing the message
+
 
 class UserValueError(JukeboxError, ValueError):
     """A value the user gave (config, flag, file content) is wrong; the message names it and what would fit."""
@@ -29,3 +31,24 @@ class UserKeyError(JukeboxError, KeyError):
 
 class UnsafeFileError(UserValueError):
     """A file holds pickled Python objects beyond tensors and plain data; it is refused before anything runs."""
+
+
+class DivergedError(JukeboxError, RuntimeError):
+    """Training produced non-finite losses or gradients too many steps in a row, or a file holds non-finite
+    weights; the message says where and what to change."""
+
+
+class DataStarvedError(JukeboxError, RuntimeError):
+    """Training received no usable sample for too long; the message names the shards and the reasons."""
+
+
+class StopRequested(BaseException):
+    """SIGTERM or SIGINT stopped a run at a step boundary after saving `last.ckpt`; the process exits with the
+    shell's code for that signal (128 + signal number: 143 for SIGTERM, 130 for SIGINT). A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way (data pipelines skip what they cannot read)
+    swallows it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

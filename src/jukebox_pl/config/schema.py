@@ -41,6 +41,12 @@ class DataConfig:
     max_genres: int = 5
     # Tracks shorter than one crop are zero-padded at the end; tracks shorter than this (seconds) are dropped.
     min_track_seconds: float = 0.0
+    # Unusable samples are skipped; training stops (DataStarvedError, naming shards and reasons) after this many
+    # in a row without a usable one, or after starve_seconds without one. A summary of skips per shard and
+    # reason is logged at most every skip_report_seconds; every skip is listed in the stage's skipped.tsv.
+    max_skips_in_a_row: int = 1000
+    starve_seconds: float = 600.0
+    skip_report_seconds: float = 60.0
 
 
 @dataclass
@@ -235,6 +241,8 @@ class RunSection:
     keep_checkpoints: int = 3
     log_audio_every_n_steps: int = 500
     n_audio_examples: int = 2
+    # A step whose loss or gradient is NaN/inf is skipped (weights unchanged); this many in a row stop the run.
+    max_nonfinite_steps_in_a_row: int = 10
 
 
 @dataclass

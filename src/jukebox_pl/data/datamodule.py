@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 import torch.distributed as dist
 import webdataset as wds
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from jukebox_pl.config.loader import ConfigError
 from jukebox_pl.config.schema import DataConfig
 from jukebox_pl.data.audio_crops import AudioCrops
-from jukebox_pl.data.pipeline import LabelSpec, ShardFormat, TrackField, build_pipeline
+from jukebox_pl.data.epochs import EpochLoader, ResumePoint
+from jukebox_pl.data.pipeline import LabelSpec, ShardFormat, SkipPolicy, TrackField, build_pipeline
 from jukebox_pl.data.prep import MANIFEST_FILE, VOCAB_FILE
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
 from jukebox_pl.errors import MissingInputError, UserValueError
@@ -87,12 +88,19 @@ class AudioData:
     keyword arguments may set any of its keys and the stage's crop settings (`Crops`: sample_length,
     batch_size, channels, n_lyric_tokens, lyrics_vocab, val_batch_size, seed, fields). Training reads
     resampled shards, draws crops from many open tracks at once, `epoch_length / world_size` crops per rank,
-    so every rank takes the same number of steps whatever the shard counts. Validation reads every validation
-    track exactly once across ranks and workers.
+    so every rank takes the same number of steps whatever the shard counts; a resumed fit reads exactly the
+    batches the uninterrupted one would have (the position is saved in the checkpoint: `state_dict`).
+    Validation reads every validation track exactly once across ranks and workers. Unusable samples are
+    skipped, summarised in the log and listed in `skip_log` (a file, when given); a training stream that
+    yields nothing usable stops with `DataStarvedError`.
     """
 
-    def __init__(self, cfg: DataConfig | DictConfig | dict | None = None, **kwargs: Any):
+    def __init__(
+        self, cfg: DataConfig | DictConfig | dict | None = None, skip_log: str | Path | None = None, **kwargs: Any
+    ):
         super().__init__()
+        self.skip_log = str(skip_log) if skip_log else None
+        self.resume_point = ResumePoint()
         crops, overrides = split_kwargs(kwargs)
         self.cfg = data_config(cfg, **overrides)
         self.crops = Crops(**crops)
@@ -207,25 +215,50 @@ class AudioData:
         """Training batches each rank yields per epoch (the same on every rank, so DDP never waits)."""
         return max(1, math.ceil(self.cfg.epoch_length / (self.world * self.crops.batch_size)))
 
+    @property
+    def skip_policy(self) -> SkipPolicy:
+        c = self.cfg
+        return SkipPolicy(self.skip_log, c.skip_report_seconds, c.max_skips_in_a_row, c.starve_seconds)
+
     def _loader(self, pipeline: wds.DataPipeline) -> wds.WebLoader:
+        """Persistent workers: each keeps its pass counter, so every epoch is a new, numbered pass."""
         n = self.cfg.num_workers
         return wds.WebLoader(pipeline, batch_size=None, num_workers=n, persistent_workers=n > 0, pin_memory=False)
 
-    def train_dataloader(self) -> wds.WebLoader:
+    def train_dataloader(self) -> EpochLoader:
         if self.vocab is None:
             self.setup("fit")
         if not self.train_urls:
             raise UserValueError(f"no training shards in {self.cfg.shards or self.cfg.train_urls}")
         self._check_sample_rate()
         c = self.cfg
-        pipe = build_pipeline(
-            self.train_urls, self.shard_format, self.label_spec, self.crops.batch_size, train=True,
-            seed=self.crops.seed + 7919 * self.rank, shuffle_buffer=c.shuffle_buffer, open_tracks=c.open_tracks,
-        )  # fmt: skip
-        n = self.batches_per_epoch
-        with warnings.catch_warnings():  # webdataset warns that with_length is only a hint; here it is exact
-            warnings.simplefilter("ignore", UserWarning)
-            return self._loader(pipe).with_epoch(n).with_length(n)
+
+        def loader(start_epoch: int) -> torch.utils.data.DataLoader:
+            pipe = build_pipeline(
+                self.train_urls, self.shard_format, self.label_spec, self.crops.batch_size, train=True,
+                seed=self.crops.seed + 7919 * self.rank, shuffle_buffer=c.shuffle_buffer, open_tracks=c.open_tracks,
+                start_epoch=start_epoch, skips=self.skip_policy,
+            )  # fmt: skip
+            n = c.num_workers
+            return torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=n, persistent_workers=n > 0)
+
+        resume, self.resume_point = self.resume_point, ResumePoint()  # used once: a later fit starts afresh
+        return EpochLoader(loader, self.batches_per_epoch, resume)
+
+    # -- resuming ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The training stream's position (saved in every checkpoint by Lightning): the epoch in progress and
+        the batches of it already trained on."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        loop = trainer.fit_loop
+        epoch, batches = loop.epoch_progress.current.completed, loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": int(epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "epoch" in state_dict:
+            self.resume_point = ResumePoint(int(state_dict["epoch"]), int(state_dict.get("batches", 0)))
 
     def val_dataloader(self) -> wds.WebLoader | list:
         if self.vocab is None:
@@ -236,6 +269,7 @@ class AudioData:
         pipe = build_pipeline(
             self.val_urls, self.shard_format, self.label_spec, self.crops.val_batch_size or self.crops.batch_size,
             train=False, val_crops_per_track=self.cfg.val_crops_per_track, rank=self.rank, world=self.world,
+            skips=self.skip_policy,
         )  # fmt: skip
         return self._loader(pipe)
 

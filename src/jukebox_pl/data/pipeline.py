@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from jukebox_pl.data.skips import SkipLedger
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
@@ -30,15 +31,21 @@ from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
 log = logging.getLogger(__name__)
 
 
-class SkipCounter:
-    """Counts samples dropped for being unreadable; the count rides along in every batch as `skipped`."""
+@dataclass(frozen=True)
+class SkipPolicy:
+    """How skips are reported and when a training stream counts as starved (`data.max_skips_in_a_row`,
+    `data.starve_seconds`, `data.skip_report_seconds`; the full list goes to `log_file`)."""
 
-    def __init__(self) -> None:
-        self.count = 0
+    log_file: str | None = None
+    report_seconds: float = 60.0
+    max_in_a_row: int = 1000
+    starve_seconds: float = 600.0
 
-    def skip(self, what: str, err: object) -> None:
-        self.count += 1
-        log.warning("skipping %s: %s (%d skipped so far in this worker)", what, err, self.count)
+    def ledger(self, train: bool) -> SkipLedger:
+        """Validation walks a finite list, so it never starves; it still reports and lists its skips."""
+        if not train:
+            return SkipLedger(self.log_file, self.report_seconds, max_in_a_row=2**62, starve_seconds=math.inf)
+        return SkipLedger(self.log_file, self.report_seconds, self.max_in_a_row, self.starve_seconds)
 
 
 def worker_info() -> tuple[int, int]:
@@ -114,9 +121,9 @@ def val_offsets(total: int, length: int, n: int) -> list[int]:
     return sorted({round(i * last / (n - 1)) for i in range(n)})
 
 
-def shuffle_crops(bufsize: int, seed: int):
+def shuffle_crops(bufsize: int, seed: int, start_epoch: int = 0):
     """WebDataset's buffer shuffle of finished examples, seeded per worker and pass (reproducible, not identical)."""
-    epochs = itertools.count()
+    epochs = itertools.count(start_epoch)
 
     def stage(crops: Iterable[dict]) -> Iterator[dict]:
         worker, _ = worker_info()
@@ -191,12 +198,39 @@ def reference_labels(batch: dict, sample_length: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def _tar_handler(counter: SkipCounter):
+def _tar_handler(ledger: SkipLedger):
     def handler(exn: Exception) -> bool:
-        counter.skip("shard member", exn)
+        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a != str(exn.args[0])), "?")
+        ledger.skip(url, "unreadable shard or member", f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
         return True  # keep going
 
     return handler
+
+
+def resampled_shards(urls: list[str], seed: int, ledger: SkipLedger, start_epoch: int = 0):
+    """Training's endless shard stream: pass e of a worker draws shards from Random((seed, worker, e)), so
+    every pass is a fixed function of its number and a resumed run can start again at the pass it stopped in
+    (webdataset's ResampledShards counts passes from zero in each new process). A shard that yields no
+    track at all is counted as a skip, so a folder of empty shards starves loudly instead of looping."""
+
+    class Source(torch.utils.data.IterableDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs = itertools.count(start_epoch)
+
+        def __iter__(self):
+            worker, _ = worker_info()
+            rng = random.Random(wds.utils.make_seed(seed, worker, next(self.epochs), 3))
+            ledger.restart_clock()
+            while True:
+                url = rng.choice(urls)
+                before = ledger.events
+                yield {"url": url}
+                if ledger.events == before:
+                    ledger.skip(url, "no track in shard", "the shard is empty or holds no complete sample")
+                ledger.check()
+
+    return Source()
 
 
 class SkipTrack(UserValueError):
@@ -260,7 +294,7 @@ class LabelSpec:
     min_track_samples: int = 0
 
 
-def parse_stage(fmt: ShardFormat, counter: SkipCounter):
+def parse_stage(fmt: ShardFormat, counter: SkipLedger):
     """Tar members -> track dicts; malformed members and tracks of another sample rate are skipped and counted."""
 
     def stage(samples: Iterable[dict]) -> Iterator[dict]:
@@ -270,38 +304,42 @@ def parse_stage(fmt: ShardFormat, counter: SkipCounter):
                 track = fmt.parse(s)
                 sr = int(track["info"].get("sample_rate", fmt.sample_rate))
             except (StopIteration, KeyError, TypeError, ValueError, OSError, EOFError) as err:
-                counter.skip(where, f"missing or malformed track ({type(err).__name__}: {err})")
+                counter.skip(where, "missing or malformed track", f"{type(err).__name__}: {err}")
                 continue
             if sr != fmt.sample_rate:
-                counter.skip(where, f"track is {sr} Hz but the config asks {fmt.sample_rate} Hz")
+                counter.skip(where, "wrong sample rate", f"track is {sr} Hz but the config asks {fmt.sample_rate} Hz")
                 continue
+            counter.track_seen()
             yield {"key": s["__key__"], "where": where, **track}
 
     return stage
 
 
-def plan_stage(fmt: ShardFormat, labels: LabelSpec, train: bool, n_val: int = 1, seed: int = 0):
+def plan_stage(
+    fmt: ShardFormat, labels: LabelSpec, train: bool, ledger: SkipLedger, n_val: int = 1, seed: int = 0, start_epoch=0
+):
     """Tracks -> (track, crop starts): random every pass for training, fixed and evenly spaced for validation."""
-    epochs = itertools.count()  # lives in the worker (persistent workers), so each pass draws new crops
+    epochs = itertools.count(start_epoch)  # lives in the worker (persistent workers): each pass draws new crops
 
     def stage(tracks: Iterable[dict]) -> Iterator[dict]:
         worker, _ = worker_info()
         rng = random.Random(wds.utils.make_seed(seed, worker, next(epochs)) if train else seed)
         for t in tracks:
             if t["samples"] < labels.min_track_samples:
+                ledger.skip(t["where"], "shorter than data.min_track_seconds", f"{t['samples']} samples")
                 continue
             yield {**t, "rng": rng, "offsets": fmt.offsets(t, rng if train else None, n_val)}
 
     return stage
 
 
-def mix_tracks(open_tracks: int, seed: int):
+def mix_tracks(open_tracks: int, seed: int, start_epoch: int = 0):
     """Crops drawn from up to `open_tracks` open tracks at once, so that consecutive crops (and so a batch) come
     from different songs, as the reference's random crop of a random track. Each pick is a random open track
     among those not picked in the last half-pool picks, so any `open_tracks // 2 + 1` consecutive crops come
     from distinct tracks; a finished track is replaced by the next one from the stream. A track is read once
     per visit of its shard, and only its compressed bytes are held, not decoded audio."""
-    epochs = itertools.count()
+    epochs = itertools.count(start_epoch)
 
     def stage(plans: Iterable[dict]) -> Iterator[dict]:
         worker, _ = worker_info()
@@ -337,7 +375,7 @@ def in_order(plans: Iterable[dict]) -> Iterator[dict]:
             yield {**plan, "offset": offset, "crop_index": index}
 
 
-def example_stage(fmt: ShardFormat, labels: LabelSpec, counter: SkipCounter, train: bool):
+def example_stage(fmt: ShardFormat, labels: LabelSpec, counter: SkipLedger, train: bool):
     """Crops -> examples: the format's content + label ids, timing, lyric window and extra track fields."""
     lyrics = LyricWindows(labels.n_lyric_tokens, labels.lyrics_vocab) if labels.n_lyric_tokens > 0 else None
     # (the lyric cache holds more tracks than are open at once, so each track's lyrics are tokenised once a visit)
@@ -352,7 +390,7 @@ def example_stage(fmt: ShardFormat, labels: LabelSpec, counter: SkipCounter, tra
                 example = fmt.example(c, c["rng"] if train else None)
                 fields = {f.name: f.value(info) for f in labels.fields}
             except SkipTrack as err:
-                counter.skip(c["where"], err)
+                counter.skip(c["where"], "unusable crop", err)
                 bad_tracks.add(c["key"])
                 continue
             example |= {
@@ -365,6 +403,7 @@ def example_stage(fmt: ShardFormat, labels: LabelSpec, counter: SkipCounter, tra
             if lyrics is not None:
                 example |= lyrics(c["key"], info.get("lyrics", ""), c["samples"], c["offset"], fmt.sample_length)
             example["skipped"] = counter.count
+            counter.example()
             yield example
 
     return stage
@@ -383,21 +422,24 @@ def build_pipeline(
     val_crops_per_track: int = 1,
     rank: int = 0,
     world: int = 1,
+    start_epoch: int = 0,
+    skips: SkipPolicy | None = None,
 ) -> wds.DataPipeline:
     """Training: an endless stream of mixed, shuffled batches from resampled shards (reproducible for a seed, yet
-    different on every rank, worker and pass). Validation: each track exactly once over all ranks and workers,
-    at fixed crops, in a fixed order."""
-    counter = SkipCounter()
-    handler = _tar_handler(counter)
+    different on every rank, worker and pass; each iteration of the pipeline is one pass, numbered from
+    `start_epoch`, and a fixed function of that number). Validation: each track exactly once over all ranks and
+    workers, at fixed crops, in a fixed order. Unusable samples are skipped and reported as `skips` says."""
+    ledger = (skips or SkipPolicy()).ledger(train)
+    handler = _tar_handler(ledger)
     if train:
         return wds.DataPipeline(
-            wds.ResampledShards(urls, seed=seed, deterministic=True),
+            resampled_shards(urls, seed, ledger, start_epoch),
             wds.tarfile_to_samples(handler=handler),
-            parse_stage(fmt, counter),
-            plan_stage(fmt, labels, train=True, seed=seed),
-            mix_tracks(open_tracks, seed),
-            example_stage(fmt, labels, counter, train=True),
-            *([shuffle_crops(shuffle_buffer, seed)] if shuffle_buffer > 1 else []),
+            parse_stage(fmt, ledger),
+            plan_stage(fmt, labels, train=True, ledger=ledger, seed=seed, start_epoch=start_epoch),
+            mix_tracks(open_tracks, seed, start_epoch),
+            example_stage(fmt, labels, ledger, train=True),
+            *([shuffle_crops(shuffle_buffer, seed, start_epoch)] if shuffle_buffer > 1 else []),
             wds.batched(batch_size, collation_fn=collate, partial=False),
         )
     source = ValidationShards(urls, rank, world)
@@ -405,9 +447,9 @@ def build_pipeline(
         source,
         wds.tarfile_to_samples(handler=handler),
         every_nth(source),
-        parse_stage(fmt, counter),
-        plan_stage(fmt, labels, train=False, n_val=val_crops_per_track),
+        parse_stage(fmt, ledger),
+        plan_stage(fmt, labels, train=False, ledger=ledger, n_val=val_crops_per_track),
         in_order,
-        example_stage(fmt, labels, counter, train=False),
+        example_stage(fmt, labels, ledger, train=False),
         wds.batched(batch_size, collation_fn=collate, partial=True),
     )

@@ -21,6 +21,7 @@ from jukebox_pl.config.schema import OptimConfig, PriorConfig, VQVAEConfig
 from jukebox_pl.config.sections import prior_config, vqvae_config
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.training.checkpoints import check_finite
 from jukebox_pl.training.schedules import build_optimizer
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
@@ -232,6 +233,7 @@ class PriorTraining:
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_prior_level(checkpoint.get("jukebox_pl", {}), self.level, self.vcfg.levels, "this checkpoint")
+        check_finite(checkpoint.get("state_dict", {}), "this checkpoint")
 
 
 class PriorModule(PriorTraining, pl.LightningModule):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from jukebox_pl.config.loader import ConfigError
@@ -13,17 +15,20 @@ from jukebox_pl.prior.conditioning import extra_track_fields
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
-def vqvae_datamodule(cfg: DictConfig) -> AudioDataModule:
-    """Crops of `vqvae.sample_length` samples (a multiple of the top hop) in `vqvae.channels` channels."""
+def vqvae_datamodule(cfg: DictConfig, skip_log: str | Path | None = None) -> AudioDataModule:
+    """Crops of `vqvae.sample_length` samples (a multiple of the top hop) in `vqvae.channels` channels; unusable
+    samples are listed in `skip_log` (the stage's `skipped.tsv` in training)."""
     top_hop = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)[-1]
     length = cfg.vqvae.sample_length
     if length % top_hop:
         raise ConfigError(f"vqvae.sample_length={length} must be a multiple of the top hop {top_hop}")
     v = cfg.vqvae
-    return AudioDataModule(cfg.data, sample_length=length, batch_size=v.batch_size, channels=v.channels, seed=cfg.seed)
+    return AudioDataModule(
+        cfg.data, sample_length=length, batch_size=v.batch_size, channels=v.channels, seed=cfg.seed, skip_log=skip_log
+    )
 
 
-def prior_datamodule(cfg: DictConfig, level: int | str):
+def prior_datamodule(cfg: DictConfig, level: int | str, skip_log: str | Path | None = None):
     """Audio crops of n_ctx x hop samples (encoded on the fly by the frozen VQ-VAE) or, for a folder written by
     `jukebox-pl encode-shards`, code crops of n_ctx tokens; with the lyric window and the per-track fields the
     prior's extra conditioners declare (`Conditioner.track_fields`)."""
@@ -33,6 +38,7 @@ def prior_datamodule(cfg: DictConfig, level: int | str):
     lyric_tokens = p.n_tokens if p.lyrics != "none" else 0
     common = dict(
         batch_size=p.batch_size, n_lyric_tokens=lyric_tokens, lyrics_vocab=p.lyrics_vocab, seed=cfg.seed,
+        skip_log=skip_log,
         fields=tuple(TrackField(name, **spec) for name, spec in extra_track_fields(p.conditioners).items()),
     )  # fmt: skip
     if cfg.data.shards and is_code_shards(cfg.data.shards):

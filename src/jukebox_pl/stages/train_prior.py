@@ -112,7 +112,7 @@ def train_prior(
     pl.seed_everything(cfg.seed + 100 + idx, workers=True)
     pcfg = cfg.prior[name]
     apply_stage_steps(cfg, pcfg.max_steps)
-    dm = prior_datamodule(cfg, name)
+    dm = prior_datamodule(cfg, name, skip_log=run.skip_log)
     dm.setup("fit")
     y_bins = (dm.vocab.n_genres, dm.vocab.n_artists) if dm.vocab is not None else None
     from jukebox_pl.vqvae.container import VQVAE

@@ -33,7 +33,7 @@ def train_vqvae(
     cfg = run.cfg
     apply_stage_steps(cfg, cfg.vqvae.max_steps)
     pl.seed_everything(cfg.seed + level_index(name, cfg.vqvae.levels), workers=True)
-    dm = vqvae_datamodule(cfg)
+    dm = vqvae_datamodule(cfg, skip_log=run.skip_log)
     module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=OmegaConf.to_container(cfg, resolve=True))
     extra = [AudioLogger(cfg.run.log_audio_every_n_steps, cfg.run.n_audio_examples), Throughput("audio_seconds")]
     trainer = build_trainer(run, extra + list(callbacks or []), strategy=ddp_strategy(cfg.trainer.strategy))

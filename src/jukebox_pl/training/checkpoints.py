@@ -7,14 +7,44 @@ file is when it is neither.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from jukebox_pl.errors import MissingInputError, UnsafeFileError, UserValueError
+from jukebox_pl.errors import DivergedError, MissingInputError, UnsafeFileError, UserValueError
 
 EXPORT_FORMAT = "jukebox-pl/weights-v1"
+
+
+MAX_NAMED = 5  # keys named in a message before "and N more"
+
+
+def nonfinite_keys(state: Mapping[str, object]) -> list[str]:
+    """Names of the floating-point tensors in a state dict that hold a NaN or an infinity."""
+    bad = []
+    for key, value in state.items():
+        usable = isinstance(value, torch.Tensor) and value.is_floating_point() and value.device.type != "meta"
+        if usable and value.numel() and not bool(torch.isfinite(value).all()):
+            bad.append(key)
+    return bad
+
+
+def describe_keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_NAMED])
+    return shown + (f" and {len(keys) - MAX_NAMED} more" if len(keys) > MAX_NAMED else "")
+
+
+def check_finite(state: Mapping[str, object], what: str) -> None:
+    """Refuse weights holding NaN or infinity, naming the file (`what`) and the tensors: a model trained into
+    NaN encodes everything to code 0 and samples silence without a word otherwise."""
+    bad = nonfinite_keys(state)
+    if bad:
+        raise DivergedError(
+            f"{what} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s): {describe_keys(bad)}; "
+            "it comes from a diverged run and is refused (use an earlier checkpoint of that run)"
+        )
 
 
 def unsafe_global(err: pickle.UnpicklingError) -> str | None:
@@ -72,12 +102,15 @@ def describe(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_any(path: str | Path) -> dict[str, Any]:
+    """A checkpoint or export, normalised by `describe`; crafted pickles and non-finite weights are refused."""
     try:
-        return describe(read_checkpoint(path))
+        info = describe(read_checkpoint(path))
     except (UnsafeFileError, MissingInputError):
         raise
     except ValueError as err:
         raise UserValueError(f"{path}: {err}") from None
+    check_finite(info["state_dict"], f"checkpoint {path}")
+    return info
 
 
 def export_weights(ckpt_path: str | Path, out_path: str | Path, use_ema: bool = True) -> Path:

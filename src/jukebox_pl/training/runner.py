@@ -7,7 +7,9 @@ stage folder has `config.yaml` (the resolved config), `checkpoints/` (`last.ckpt
 
 from __future__ import annotations
 
+import copy
 import pickle
+import signal
 import sys
 import warnings
 from dataclasses import dataclass
@@ -18,10 +20,22 @@ from lightning_utilities.core.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
-from jukebox_pl.errors import MissingInputError, RefusedError, UnsafeFileError
+from jukebox_pl.errors import (
+    DivergedError,
+    JukeboxError,
+    RefusedError,
+    StopRequested,
+    UnsafeFileError,
+)
+from jukebox_pl.training.checkpoint_io import SafeCheckpointIO
 from jukebox_pl.training.checkpoints import unsafe_global
+from jukebox_pl.training.determinism import StepSeeds
+from jukebox_pl.training.finite import FiniteGuard
+from jukebox_pl.training.resume import resume_checkpoint
+from jukebox_pl.training.stopping import GracefulStop
 
 CONFIG_FILE = "config.yaml"
 
@@ -47,17 +61,21 @@ class StageRun:
     def last(self) -> Path:
         return self.checkpoints / "last.ckpt"
 
+    @property
+    def skip_log(self) -> Path:
+        """Every training sample the stage could not use: shard, key, reason, detail (tab-separated)."""
+        return self.dir / "skipped.tsv"
+
 
 def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[str], resume: bool) -> StageRun:
     """Resolve the config of one stage and decide whether it starts or resumes; never overwrite silently."""
     stage_dir = Path(run_dir) / stage
     last = stage_dir / "checkpoints" / "last.ckpt"
     if resume:
-        if not last.is_file():
-            raise MissingInputError(f"nothing to resume: {last} does not exist (train without --resume first)")
+        ckpt = str(resume_checkpoint(stage_dir / "checkpoints"))
         saved = stage_dir / CONFIG_FILE
         cfg = load_config(str(saved), overrides) if saved.is_file() else load_config(preset, overrides)
-        ckpt = str(last)
+        rank_zero_info(describe_step_limit(cfg, saved, overrides))
     else:
         if last.is_file():
             raise RunExists(
@@ -72,9 +90,21 @@ def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[
     return StageRun(cfg, stage_dir, ckpt)
 
 
+def describe_step_limit(cfg: DictConfig, saved: Path, overrides: list[str]) -> str:
+    """What a resumed stage will train to, and where that limit comes from (a resume never switches silently to
+    another step count)."""
+    limit = cfg.trainer.max_steps
+    if any(o.split("=", 1)[0].lstrip("+") == "trainer.max_steps" for o in overrides):
+        return f"resuming with trainer.max_steps={limit} from the command line"
+    if limit in (-1, None):
+        return "resuming with the stage's own step budget (trainer.max_steps is -1)"
+    return f"resuming to trainer.max_steps={limit} as saved in {saved} (pass trainer.max_steps=N to change it)"
+
+
 class SaveLast(Callback):
-    """Keep `last.ckpt` current: every N steps, when training ends, and when a single-process run is
-    interrupted (Ctrl-C, an error), so `--resume` always continues from the latest state."""
+    """Keep `last.ckpt` current: every N steps, when training ends, and when a single-process run stops on an
+    error (or any run on divergence, where every rank stops at the same step), so `--resume` continues from
+    the latest state. Stops by signal are `GracefulStop`'s."""
 
     def __init__(self, path: Path, every_n_steps: int):
         self.path, self.every_n_steps = path, max(1, every_n_steps)
@@ -87,8 +117,13 @@ class SaveLast(Callback):
         trainer.save_checkpoint(self.path)
 
     def on_exception(self, trainer, pl_module, exception):
-        if trainer.global_step > 0 and trainer.world_size == 1:
-            trainer.save_checkpoint(self.path)
+        if isinstance(exception, StopRequested) or trainer.global_step == 0:
+            return
+        if trainer.world_size == 1 or isinstance(exception, DivergedError):
+            try:
+                trainer.save_checkpoint(self.path)
+            except DivergedError as err:  # non-finite weights are never written: the previous last.ckpt stays
+                rank_zero_info(f"{self.path} not updated: {err}")
 
 
 def apply_stage_steps(cfg: DictConfig, stage_steps: int | None) -> None:
@@ -119,7 +154,14 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
         mode="max",
         save_last=False,
     )
-    cbs = [ckpt, SaveLast(run.last, cfg.run.checkpoint_every_n_steps), *(callbacks or [])]
+    cbs = [
+        StepSeeds(cfg.seed),
+        FiniteGuard(cfg.run.max_nonfinite_steps_in_a_row),
+        ckpt,
+        SaveLast(run.last, cfg.run.checkpoint_every_n_steps),
+        GracefulStop(run.last),
+        *(callbacks or []),
+    ]
     if kw.get("enable_progress_bar", True) and sys.stderr.isatty():
         from pytorch_lightning.callbacks import RichProgressBar
 
@@ -127,7 +169,8 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
     if strategy is not None:
         kw["strategy"] = strategy
     logger = TensorBoardLogger(save_dir=str(run.dir), name="logs", version="")
-    return pl.Trainer(**kw, callbacks=cbs, logger=logger, default_root_dir=str(run.dir), **extra)
+    plugins = [SafeCheckpointIO(), *extra.pop("plugins", [])]
+    return pl.Trainer(**kw, callbacks=cbs, logger=logger, default_root_dir=str(run.dir), plugins=plugins, **extra)
 
 
 def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None) -> None:
@@ -135,6 +178,12 @@ def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None) -> None:
     (one line naming the file) and its payload never runs."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:  # Lightning's own SIGTERM path (a signal before training started): exit 0 otherwise
+        raise stopped(trainer, StopRequested("stopped by SIGTERM", signal.SIGTERM)) from None
+    except StopRequested as err:
+        raise stopped(trainer, err) from None
+    except JukeboxError as err:  # raised in a DataLoader worker, it arrives wrapped in the worker's traceback
+        raise unwrap_worker_error(err) from None
     except pickle.UnpicklingError as err:
         detail = unsafe_global(err)
         if detail is None or ckpt_path is None:
@@ -142,3 +191,28 @@ def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None) -> None:
         raise UnsafeFileError(
             f"checkpoint {ckpt_path} is refused: it holds Python objects beyond tensors and plain data ({detail})"
         ) from None
+
+
+def stopped(trainer: pl.Trainer, err: StopRequested) -> StopRequested:
+    """The stop, saying what was saved and how to continue."""
+    stop = next((c for c in trainer.callbacks if isinstance(c, GracefulStop)), None)
+    if stop is not None and stop.saved:
+        what = f"{stop.last} holds step {trainer.global_step}"
+    elif stop is not None and stop.last.is_file():
+        what = f"{stop.last} holds the last periodic save"
+    else:
+        what = "nothing was saved yet"
+    return StopRequested(f"{err}; {what}; continue with --resume (RESUME=1)", err.signum)
+
+
+def unwrap_worker_error(err: JukeboxError) -> JukeboxError:
+    """torch re-raises a worker's exception with the worker's whole traceback as its message; keep the line that
+    says what went wrong, so the CLI prints one line."""
+    text = str(err)
+    if not text.startswith("Caught ") or "Traceback" not in text:
+        return err
+    marker = f"{type(err).__name__}: "
+    message = text[text.rfind(marker) + len(marker) :].strip() if marker in text else text.splitlines()[-1]
+    clean = copy.copy(err)
+    clean.args = (message,)
+    return clean

@@ -72,7 +72,12 @@ class Bottleneck(nn.Module):
 
     @torch.no_grad()
     def init_codebook(self, x: torch.Tensor) -> None:
-        self.k.copy_(self._random_vectors(x))
+        """The codebook from random encoder outputs; a batch holding NaN or infinity is not used (the next
+        finite one is), so a diverged first step cannot poison the codebook."""
+        picked = self._random_vectors(x)
+        if not bool(torch.isfinite(picked).all()):
+            return
+        self.k.copy_(picked)
         self.k_sum.copy_(self.k)
         self.k_elem.fill_(1.0)
         self.initialised.fill_(True)
@@ -94,13 +99,19 @@ class Bottleneck(nn.Module):
             dist.all_reduce(batch_sum)
             dist.all_reduce(batch_elem)
         old_k = self.k.clone()
-        self.k_sum.mul_(self.mu).add_(batch_sum, alpha=1.0 - self.mu)
-        self.k_elem.mul_(self.mu).add_(batch_elem, alpha=1.0 - self.mu)
+        # A batch holding NaN or infinity (a diverging step) leaves the codebook as it was; decided on the
+        # device (no host sync) and identically on every rank (the sums are all-reduced, candidates broadcast).
+        finite = torch.isfinite(batch_sum).all() & torch.isfinite(candidates).all()
+        k_sum = self.k_sum * self.mu + batch_sum * (1.0 - self.mu)
+        k_elem = self.k_elem * self.mu + batch_elem * (1.0 - self.mu)
         threshold = self.threshold
         if self.relative_threshold is not None:  # a share of the average count per code at this batch size
             threshold = self.relative_threshold * batch_elem.sum() / self.l_bins
-        alive = (self.k_elem >= threshold).to(x.dtype)[:, None]
-        self.k.copy_(alive * (self.k_sum / self.k_elem[:, None]) + (1.0 - alive) * candidates)
+        alive = (k_elem >= threshold).to(x.dtype)[:, None]
+        k = alive * (k_sum / k_elem[:, None]) + (1.0 - alive) * candidates
+        self.k_sum.copy_(torch.where(finite, k_sum, self.k_sum))
+        self.k_elem.copy_(torch.where(finite, k_elem, self.k_elem))
+        self.k.copy_(torch.where(finite, k, self.k))
         prob = batch_elem / batch_elem.sum()
         return {
             "entropy": -(prob * torch.log(prob + 1e-8)).sum(),

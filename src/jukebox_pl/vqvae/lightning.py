@@ -13,6 +13,7 @@ from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
 
 from jukebox_pl.config.schema import OptimConfig, VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
+from jukebox_pl.training.checkpoints import check_finite
 from jukebox_pl.training.schedules import build_optimizer
 from jukebox_pl.vqvae.losses import Bandwidth, estimate_bandwidth, spectral_convergence_db
 from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats_from_counts, level_index, level_name
@@ -161,6 +162,9 @@ class VQVAELevelTraining:
         optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)
         max_steps = self.trainer.max_steps if self.trainer is not None else -1
         return build_optimizer(self.model.parameters(), optim, max_steps)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_finite(checkpoint.get("state_dict", {}), "this checkpoint")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["jukebox_pl"] = {

@@ -1,0 +1,138 @@
+"""What the training stream could not use, and when it has starved.
+
+A dataset with a few bad files should train, say once in a while how many were skipped where and why, and
+keep the full list in a file; a dataset with nothing usable must stop with the reasons instead of looping
+forever (one warning per sample wrote 1.2 GB of log in six minutes). One `SkipLedger` lives in each data
+worker (or in the main process when there are none).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from jukebox_pl.errors import DataStarvedError
+
+log = logging.getLogger(__name__)
+
+REASONS_SHOWN = 8  # (shard, reason) pairs named in a summary or an error before "and N more"
+
+
+def shard_of(where: str) -> str:
+    """`shard.tar:key` -> `shard.tar` (the key is in the full list, the summaries count per shard)."""
+    return where.rsplit(":", 1)[0] if ":" in where else where
+
+
+class SkipLedger:
+    """Counts skipped samples per (shard, reason), logs a summary every `report_seconds`, appends every skip to
+    `log_file` (one tab-separated line: shard, key, reason, detail), and raises `DataStarvedError` when no
+    usable example arrived for `max_in_a_row` skips or `starve_seconds` seconds.
+
+    The count rides along in every batch as `skipped` (`count`), as before.
+    """
+
+    def __init__(
+        self,
+        log_file: str | Path | None = None,
+        report_seconds: float = 60.0,
+        max_in_a_row: int = 1000,
+        starve_seconds: float = 600.0,
+        clock=time.monotonic,
+    ):
+        self.log_file = Path(log_file) if log_file else None
+        self.report_seconds, self.max_in_a_row, self.starve_seconds = report_seconds, max_in_a_row, starve_seconds
+        self.clock = clock
+        self.count = 0
+        self.in_a_row = 0
+        self.tracks = 0  # tracks parsed (usable or not later), to tell an empty shard from a busy one
+        self.by_reason: Counter[tuple[str, str]] = Counter()
+        self._unreported: Counter[tuple[str, str]] = Counter()
+        self._last_report = clock()
+        self._last_example = clock()
+
+    # -- what the pipeline stages call ---------------------------------------------------------------------
+    def skip(self, where: str, reason: str, detail: object = "") -> None:
+        """One unusable sample (or shard) at `where` (`url:key` or `url`), for `reason` (a short category)."""
+        shard = shard_of(where)
+        self.count += 1
+        self.in_a_row += 1
+        self.by_reason[(shard, reason)] += 1
+        self._unreported[(shard, reason)] += 1
+        self._append(where, reason, detail)
+        if self.by_reason[(shard, reason)] == 1:  # the first of its kind at once, the rest in summaries
+            log.warning("skipping %s: %s (%s)%s", where, reason, detail, self._file_hint())
+        self.check()
+
+    @property
+    def events(self) -> int:
+        """Anything a shard produced: a parsed track or a skip."""
+        return self.tracks + self.count
+
+    def track_seen(self) -> None:
+        self.tracks += 1
+
+    def restart_clock(self) -> None:
+        """A (re)started stream: the time without examples counts from now (workers start long after the
+        pipeline is built, e.g. after the validation sanity check)."""
+        self._last_example = self.clock()
+
+    def example(self) -> None:
+        """A usable example left the stream: the starvation clocks restart."""
+        self.in_a_row = 0
+        self._last_example = self.clock()
+        self._maybe_report()
+
+    def check(self) -> None:
+        """Raise when the stream has starved (called on every skip and on every shard opened)."""
+        waited = self.clock() - self._last_example
+        if self.in_a_row >= self.max_in_a_row or waited >= self.starve_seconds:
+            why = (
+                f"{self.in_a_row} samples in a row were unusable (data.max_skips_in_a_row={self.max_in_a_row})"
+                if self.in_a_row >= self.max_in_a_row
+                else f"no usable sample for {waited:.0f} s (data.starve_seconds={self.starve_seconds:g})"
+            )
+            raise DataStarvedError(
+                f"training data starved: {why}; skipped so far: {self.describe(self.by_reason) or 'nothing'}"
+                f"{self._file_hint()}. Check the shards (`jukebox-pl check-shards`) or the data.* settings"
+            )
+        self._maybe_report()
+
+    # -- reporting -----------------------------------------------------------------------------------------
+    @staticmethod
+    def describe(counts: Counter) -> str:
+        parts = [f"{shard}: {n} x {reason}" for (shard, reason), n in counts.most_common(REASONS_SHOWN)]
+        more = len(counts) - REASONS_SHOWN
+        return "; ".join(parts) + (f"; and {more} more shard/reason pairs" if more > 0 else "")
+
+    def _maybe_report(self) -> None:
+        now = self.clock()
+        if self._unreported and now - self._last_report >= self.report_seconds:
+            n = sum(self._unreported.values())
+            log.warning(
+                "skipped %d sample(s) in the last %.0f s (%d in all): %s%s",
+                n, now - self._last_report, self.count, self.describe(self._unreported), self._file_hint(),
+            )  # fmt: skip
+            self._unreported.clear()
+            self._last_report = now
+
+    def _file_hint(self) -> str:
+        return f" (every skip is listed in {self.log_file})" if self.log_file else ""
+
+    def _append(self, where: str, reason: str, detail: object) -> None:
+        if self.log_file is None:
+            return
+        shard, _, key = where.rpartition(":") if ":" in where else (where, "", "")
+        text = " ".join(str(detail).split())[:500]
+        line = f"{shard}\t{key}\t{reason}\t{text}\n".encode()
+        try:  # one O_APPEND write per line: workers and ranks can share the file
+            fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            log.warning("cannot append to the skip list %s: %s; it is no longer written", self.log_file, err)
+            self.log_file = None
