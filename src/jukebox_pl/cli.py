@@ -62,7 +62,7 @@ def print_manifest_summary(manifest: dict, out: str) -> None:
         f"({manifest['sample_rate']} Hz)"
     )
     for item in manifest["skipped"][:20]:
-        console.print(f"  skipped {item['path']}: {item['reason']}", markup=False)
+        console.print(f"  skipped {item['path']}: {item['reason']}", markup=False, soft_wrap=True)  # one line each
     if len(manifest["skipped"]) > 20:
         console.print(f"  ... and {len(manifest['skipped']) - 20} more (see manifest.json)")
     orphans = manifest["metadata"]["rows_without_audio"]
@@ -71,7 +71,7 @@ def print_manifest_summary(manifest: dict, out: str) -> None:
             f"  metadata: {len(orphans)} row(s) name files not found under --src: {orphans[:5]}", markup=False
         )
     for problem in manifest["metadata"]["problems"][:20]:
-        console.print(f"  metadata: {problem}", markup=False)
+        console.print(f"  metadata: {problem}", markup=False, soft_wrap=True)
 
 
 def _add_config(sub: argparse._SubParsersAction) -> None:

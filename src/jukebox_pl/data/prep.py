@@ -33,6 +33,7 @@ from jukebox_pl.audio import (
     resample,
 )
 from jukebox_pl.data.metadata import Metadata, TrackMeta, load_metadata
+from jukebox_pl.data.safe_paths import walk_source
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 
@@ -77,7 +78,11 @@ class PrepOptions:
 def _file_digest(path: str | None) -> str | None:
     if not path:
         return None
-    return f"{Path(path).resolve()}#sha1:{hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]}"
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:  # in blocks: a metadata file may be large
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return f"{Path(path).resolve()}#sha1:{h.hexdigest()[:16]}"
 
 
 @dataclass
@@ -86,6 +91,7 @@ class SourceListing:
     unsupported: list[str] = field(default_factory=list)
     other: int = 0
     sizes: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # paths the walk could not use, with the reason
 
     def digest(self) -> str:
         h = hashlib.sha1()
@@ -94,25 +100,39 @@ class SourceListing:
         return h.hexdigest()
 
 
+def _audio_kind(name: str) -> str | None:
+    ext = Path(name).suffix.lower()
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
+    return "unsupported" if ext in UNSUPPORTED_AUDIO_EXTENSIONS else None
+
+
 def discover(src: str | Path, exclude: Path | None = None) -> SourceListing:
-    """Walk `src` recursively (sorted, so runs are deterministic) and sort files by what we can read."""
+    """Walk `src` recursively (sorted, so runs are deterministic) and sort files by what we can read.
+
+    Nothing here stops the walk: broken symlinks, symlink loops, links leading out of `src`, folders that
+    cannot be listed and audio files that cannot be opened land in `skipped` with the reason, which prep
+    reports like a corrupt file. Symlinks inside `src` (to files or folders) are followed once, never twice
+    to the same track; see `jukebox_pl.data.safe_paths` for the whole policy. Hidden folders are not walked.
+    """
     src = Path(src)
     if not src.is_dir():
         raise MissingInputError(f"--src {src} is not a folder")
-    listing = SourceListing()
-    for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (exclude is None or Path(root, d) != exclude))
-        for name in sorted(files):
-            path = Path(root, name)
-            rel = path.relative_to(src).as_posix()
-            ext = path.suffix.lower()
-            if ext in AUDIO_EXTENSIONS:
-                listing.audio.append(rel)
-                listing.sizes[rel] = path.stat().st_size
-            elif ext in UNSUPPORTED_AUDIO_EXTENSIONS:
-                listing.unsupported.append(rel)
-            else:
-                listing.other += 1
+    walk = walk_source(
+        src,
+        wanted=lambda name: _audio_kind(name) is not None,
+        probe=lambda rel: _audio_kind(rel) == "audio",
+        exclude=exclude,
+    )
+    if walk.root_error:  # nothing to prep: a user error, not a skip
+        raise UserValueError(f"--src {src} cannot be read ({walk.root_error})")
+    listing = SourceListing(other=walk.other, skipped=walk.skipped)
+    for rel, size in walk.files:
+        if _audio_kind(rel) == "audio":
+            listing.audio.append(rel)
+            listing.sizes[rel] = size
+        else:
+            listing.unsupported.append(rel)
     return listing
 
 
@@ -385,6 +405,7 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
         raise
     for sink in sinks.values():
         sink.close()
+    state["skipped"].update(listing.skipped)
     for rel in listing.unsupported:
         state["skipped"][rel] = f"unsupported format {Path(rel).suffix} (libsndfile cannot read it; convert to FLAC)"
     manifest = build_manifest(opts, listing, metadata, vocab, state)
