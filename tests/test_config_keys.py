@@ -28,6 +28,9 @@ DATA_VALUES = {
     "val_crops_per_track": 5,
     "max_genres": 4,
     "min_track_seconds": 1.5,
+    "max_skips_in_a_row": 77,
+    "starve_seconds": 42.0,
+    "skip_report_seconds": 9.0,
 }
 
 
@@ -55,6 +58,10 @@ def test_each_data_key_reaches_the_stage_datamodule(shards, stage, key):
         assert dm.label_spec.min_track_samples == int(1.5 * 22050)
     if key == "epoch_length":
         assert dm.batches_per_epoch == -(-99 // dm.crops.batch_size)
+    if key in ("max_skips_in_a_row", "starve_seconds", "skip_report_seconds"):
+        ledger = dm.skip_policy.ledger(train=True)
+        field = {"max_skips_in_a_row": "max_in_a_row", "starve_seconds": "starve_seconds"}.get(key, "report_seconds")
+        assert getattr(ledger, field) == value
 
 
 def test_stage_crop_keys_reach_their_datamodules(shards):

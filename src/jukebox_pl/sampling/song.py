@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.sampling.models import SamplingModels
-from jukebox_pl.training.checkpoints import safe_load
+from jukebox_pl.training.checkpoints import atomic_torch_save, safe_load
 
 MODES = ("ancestral", "continue", "primed", "upsample")
 STATE_FILE, CODES_FILE = "state.pt", "codes.pt"
@@ -49,12 +48,6 @@ class SampleRequest:
     resume: bool = False
     # values of extra conditioners' batch keys, e.g. {"tempo": [120.0]} (one per sample or one for all)
     labels: dict[str, list[float]] = field(default_factory=dict)
-
-
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def resolve_labels(models: SamplingModels, req: SampleRequest) -> tuple[list[int], list[list[int]], list[str]]:
@@ -140,13 +133,13 @@ def sample_song(models: SamplingModels, req: SampleRequest, progress=None, total
         labels={k: [float(x) for x in v] for k, v in req.labels.items()},
     )  # fmt: skip
     sampler = SongSampler(
-        models, spec, levels, codes=codes, on_window=lambda s: save_atomic(s.state(), state_path),
+        models, spec, levels, codes=codes, on_window=lambda s: atomic_torch_save(s.state(), state_path),
         on_tokens=progress,
     )  # fmt: skip
     if req.resume:
         sampler.restore(safe_load(state_path, "sampling state"))
     else:
-        save_atomic(sampler.state(), state_path)
+        atomic_torch_save(sampler.state(), state_path)
     if totals is not None:
         totals(sampler.planned_tokens())
     t0 = time.perf_counter()
@@ -193,7 +186,7 @@ def write_outputs(models, req, spec, codes, artist_names, out: Path, alignments=
         lyrics = tok.decode(tok.encode(lyrics))
     labels = {"artists": artist_names, "genres": req.genres, "lyrics": lyrics}
     settings = {k: v for k, v in vars(req).items() if k not in ("out", "resume")}
-    save_atomic(
+    atomic_torch_save(
         {"codes": {models.name(k): v for k, v in codes.items()}, "labels": labels, "settings": settings,
          "spec": spec.to_dict(), "sample_rate": models.sample_rate},
         out / CODES_FILE,

@@ -7,32 +7,11 @@ replace good weights with NaN (refused before anything is written).
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from jukebox_pl.training.checkpoints import check_finite
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` to a temporary file in the target's folder, flushed to disk, then renamed over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from jukebox_pl.training.checkpoints import atomic_torch_save, check_finite
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -6,7 +6,9 @@ file is when it is neither.
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,23 @@ def check_finite(state: Mapping[str, object], what: str) -> None:
             f"{what} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s): {describe_keys(bad)}; "
             "it comes from a diverged run and is refused (use an earlier checkpoint of that run)"
         )
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` to a temporary file in the target's folder, flushed to disk, then renamed over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def unsafe_global(err: pickle.UnpicklingError) -> str | None:
@@ -134,7 +153,4 @@ def export_weights(ckpt_path: str | Path, out_path: str | Path, use_ema: bool = 
         "state_dict": state,
         "meta": {**info["meta"], "exported_from": str(ckpt_path), "global_step": info.get("global_step")},
     }
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, out_path)
-    return out_path
+    return atomic_torch_save(out, out_path)
