@@ -403,3 +403,31 @@ def test_the_stream_starves_on_time_as_well_as_on_count():
         ledger.check()
     ledger.restart_clock()
     ledger.check()  # a restarted stream (a new epoch, a worker that just started) counts from now
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("disk full")  # stands in for a write cut short
+
+
+def test_checkpoints_are_written_atomically_and_never_with_non_finite_weights(tmp_path):
+    from jukebox_pl.training.checkpoint_io import SafeCheckpointIO
+    from jukebox_pl.training.checkpoints import atomic_torch_save
+
+    target = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1}, target)
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_torch_save({"step": 2, "x": Unpicklable()}, target)
+    assert torch.load(target, weights_only=True) == {"step": 1} and [p.name for p in tmp_path.iterdir()] == [
+        "last.ckpt"
+    ], "a failed write leaves the previous file and no temporary"
+    model = Linear()
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path, plugins=[SafeCheckpointIO()])  # fmt: skip
+    trainer.fit(model, torch.utils.data.DataLoader(NaNAt(set()), batch_size=None))
+    trainer.save_checkpoint(tmp_path / "good.ckpt")
+    with torch.no_grad():
+        model.layer.bias.fill_(float("inf"))
+    with pytest.raises(DivergedError, match=r"bad\.ckpt \(not written\) holds non-finite weights .*layer\.bias"):
+        trainer.save_checkpoint(tmp_path / "bad.ckpt")
+    assert (tmp_path / "good.ckpt").is_file() and not (tmp_path / "bad.ckpt").exists()

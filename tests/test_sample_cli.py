@@ -136,3 +136,43 @@ def test_continue_upsample_and_primed_modes(run, tmp_path):
     for name, idx in (("top", 2), ("middle", 1)):
         want = vqvae.encode(x, levels=[idx])[idx]
         assert torch.equal(primed[name][:, : want.shape[1]], want)
+
+
+class Payload:
+    """Unpickling this creates `marker`: the marker shows whether a crafted file ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.slow
+def test_crafted_files_are_refused_by_sampling_fine_tuning_and_encoding(run, shards, tmp_path, capsys):
+    """The commands that read a file beside good ones: continue/upsample codes, a tampered sampling state,
+    `train prior --init / --vqvae`, `encode-shards --vqvae`; each refuses it by name and nothing runs."""
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"codes": {"top": torch.zeros(1, 4, dtype=torch.long)}, "x": Payload(marker)}, evil)
+    cut = tmp_path / "cut"
+    assert sample(run, cut, "--artist", "Artist 0", "--seconds", "0.5") == 0
+    shutil.copy(evil, cut / "state.pt")
+    top = str(run / "vqvae_top" / "checkpoints" / "last.ckpt")
+    commands = [
+        ["sample", "--run", str(run), "--out", str(tmp_path / "c"), "--levels", "2", "--no-progress", "--mode",
+         "continue", "--codes", str(evil), "--seconds", "1.0"],
+        ["sample", "--run", str(run), "--out", str(cut), "--levels", "2", "--no-progress", "--artist", "Artist 0",
+         "--seconds", "0.5", "--resume"],
+        ["train", "prior", "--level", "top", "--preset", "tiny", "--run", str(tmp_path / "ft"), "--data",
+         str(shards), "--vqvae", top, "--init", str(evil), *PRIOR, *COMMON, "trainer.max_steps=1"],
+        ["train", "prior", "--level", "top", "--preset", "tiny", "--run", str(tmp_path / "ft2"), "--data",
+         str(shards), "--vqvae", str(evil), *PRIOR, *COMMON, "trainer.max_steps=1"],
+        ["encode-shards", "--shards", str(shards), "--out", str(tmp_path / "codes"), "--vqvae", top, str(evil),
+         "--no-progress"],
+    ]  # fmt: skip
+    for args in commands:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert re.search(r"(evil|state)\.pt is refused: it holds Python objects", err), (args, err)
+    assert not marker.exists()
