@@ -159,7 +159,7 @@ def test_a_diverging_run_skips_non_finite_steps_then_stops(shards, tmp_path):
     run = tmp_path / "run"
     args = TINY + ["vqvae.optim.lr=1e6", "vqvae.optim.warmup_steps=0", "trainer.max_steps=200"]
     args += ["run.max_nonfinite_steps_in_a_row=3", "run.checkpoint_every_n_steps=1", "data.epoch_length=400"]
-    with pytest.raises(DivergedError, match=r"3 training steps in a row .* non-finite"):
+    with pytest.raises(DivergedError, match=r"3 training steps in a row .* non-finite"), pytest.warns(UserWarning):
         train_vqvae(run, "bottom", "tiny", str(shards), args)
     folder = run / "vqvae_bottom" / "checkpoints"
     for path in folder.glob("*.ckpt"):
