@@ -1,13 +1,41 @@
-"""The `jukebox-pl` command. Each subcommand only parses its arguments and calls into the library."""
+"""The `jukebox-pl` command. Each subcommand only parses its arguments and calls into the library.
+
+Config overrides (`trainer.max_steps=1`) may follow the command anywhere, also right after a flag that takes
+several values: a word shaped like `dotted.key=...` (a letter or `_`, then letters, digits, `_`, `.`, `-`, then
+`=`) ends such a flag's values, so `train prior --vqvae A B trainer.max_steps=1` gives --vqvae A B and one
+override. A file whose name has that shape is written `./name=...`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 from jukebox_pl.errors import JukeboxError, StopRequested, UserValueError
+
+# A config override word: a dotted key, then '='. Paths rarely look like this (and `./a=b` never does).
+OVERRIDE_WORD = re.compile(r"^[A-Za-z_][\w.\-]*=")
+_MOVED = "_overrides_after_flags"  # where ValuesThenOverrides leaves the words it hands back
+
+
+class ValuesThenOverrides(argparse.Action):
+    """A flag with several values (nargs "+" / "*"): argparse gives it every word up to the next flag, so the
+    overrides typed after it would become its values; the override-shaped words are handed back instead."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        kept = [v for v in values if not OVERRIDE_WORD.match(v)]
+        moved = [v for v in values if OVERRIDE_WORD.match(v)]
+        if self.nargs == "+" and not kept:
+            parser.error(f"argument {option_string}: expected at least one value before {moved[0]}")
+        setattr(namespace, self.dest, kept)
+        setattr(namespace, _MOVED, [*getattr(namespace, _MOVED, []), *moved])
+
+
+PATHS = {"nargs": "+", "action": ValuesThenOverrides}  # a flag taking one or more file paths
 
 
 def _add_prep(sub: argparse._SubParsersAction) -> None:
@@ -134,9 +162,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="shards folder written by `jukebox-pl prep` (sets data.shards)")
     p.add_argument("--run", required=True, help="run folder; each stage gets RUN/<stage>_<level>")
     p.add_argument("--resume", action="store_true", help="continue RUN/<stage>_<level>/checkpoints/last.ckpt")
-    p.add_argument("--vqvae", nargs="+", help="prior: VQ-VAE level checkpoints to use instead of RUN/vqvae_<level>")
+    p.add_argument("--vqvae", **PATHS, help="prior: VQ-VAE level checkpoints to use instead of RUN/vqvae_<level>")
     p.add_argument("--init", help="prior: start from this prior checkpoint/export of the same level (fine-tuning)")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides (trainer.devices=2, vqvae.lr=...)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (trainer.devices=2, vqvae.optim.lr=...)")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -175,7 +203,7 @@ def _add_vqvae_source(p: argparse.ArgumentParser) -> None:
     """Where trained VQ-VAE levels come from: a run folder or explicit checkpoints."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run folder with trained vqvae_<level> stages")
-    src.add_argument("--ckpt", nargs="+", help="checkpoints or exports of the levels to use")
+    src.add_argument("--ckpt", **PATHS, help="checkpoints or exports of the levels to use")
 
 
 def _add_encode(sub: argparse._SubParsersAction) -> None:
@@ -183,7 +211,7 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", required=True)
     p.add_argument("--out", required=True, help="codes file (.pt)")
     _add_vqvae_source(p)
-    p.add_argument("--levels", nargs="*", help="only these levels (bottom/middle/top)")
+    p.add_argument("--levels", nargs="*", action=ValuesThenOverrides, help="only these levels (bottom/middle/top)")
 
 
 def _run_encode(args: argparse.Namespace) -> int:
@@ -216,8 +244,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample songs from trained levels: top first, then the upsamplers; resumable")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run folder with trained vqvae_<level> and prior_<level> stages")
-    src.add_argument("--prior", nargs="+", help="explicit prior checkpoints (with --vqvae)")
-    p.add_argument("--vqvae", nargs="+", help="explicit VQ-VAE level checkpoints (with --prior)")
+    src.add_argument("--prior", **PATHS, help="explicit prior checkpoints (with --vqvae)")
+    p.add_argument("--vqvae", **PATHS, help="explicit VQ-VAE level checkpoints (with --prior)")
     p.add_argument("--out", required=True, help="output folder (WAVs, codes.pt, index.html)")
     p.add_argument("--artist", action="append", default=[], help="artist name (repeat: one per sample)")
     p.add_argument("--genre", action="append", default=[], help="genre name (repeat for several)")
@@ -281,7 +309,7 @@ def _add_encode_shards(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the code shards (created; resumable)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run folder with trained vqvae_<level> stages")
-    source.add_argument("--vqvae", nargs="+", metavar="CKPT", help="checkpoints or exports of the levels")
+    source.add_argument("--vqvae", **PATHS, metavar="CKPT", help="checkpoints or exports of the levels")
     p.add_argument("--levels", help="comma-separated levels to encode: names (bottom,middle,top) or indices")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
@@ -340,16 +368,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
+def _in_typed_order(argv: Sequence[str], words: list[str]) -> list[str]:
+    """`words` (collected from the positionals, from multi-value flags and from the leftovers) in the order
+    they were typed, so that of two overrides of one key the later one still wins."""
+    left = Counter(words)
+    ordered = []
+    for word in argv:
+        if left[word] > 0:
+            ordered.append(word)
+            left[word] -= 1
+    return ordered
+
+
+def parse_args(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse a command line: `key=value` overrides may sit between or after the flags, also right after a flag
+    with several values; anything else unknown is an error (exit 2)."""
+    parser = parser or build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
-    # `key=value` overrides may sit between or after the flags; anything else unknown is an error.
-    bad = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    moved = vars(args).pop(_MOVED, [])
+    if not hasattr(args, "overrides"):
+        words = _in_typed_order(argv, extra + moved)
+        if words:
+            note = f" (`{args.command}` takes no key=value overrides)" if any("=" in w for w in words) else ""
+            parser.error(f"unrecognized arguments: {' '.join(words)}{note}")
+        return args
+    bad = [e for e in extra if e.startswith("-") or "=" not in e]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    if extra:
-        args.overrides = list(args.overrides) + extra
+    if extra or moved:
+        args.overrides = _in_typed_order(argv, [*args.overrides, *moved, *extra])
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
     except JukeboxError as err:  # the library's own user errors; anything else keeps its traceback

@@ -1,16 +1,29 @@
-"""Load a preset by name, apply `key=value` overrides, validate against the schema, save what was used."""
+"""Load a preset by name, apply `key=value` overrides, validate against the schema, save what was used.
+
+A config is plain data from the user: YAML files hold only standard YAML types (no `!!python/...` tags),
+`${other.key}` references stay inside the config (resolver calls such as `${oc.env:HOME}` are refused, so
+nothing from the environment ends up in a saved config), and every numeric value is checked against the
+table in `jukebox_pl.config.checks`. Each problem is one ConfigError line naming the file or key.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import io
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf, grammar_parser
+from omegaconf.errors import ConfigKeyError, GrammarParseError, OmegaConfBaseException, ValidationError
+from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 
+from jukebox_pl.config.checks import problems, show
 from jukebox_pl.config.schema import RunConfig
 from jukebox_pl.errors import UserValueError
 
@@ -84,29 +97,27 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> Co
         return ConfigError(f"unknown config key {key!r} (from {source}){hint}")
     if isinstance(err, ValidationError):
         return ConfigError(f"bad value for config key {key!r} (from {source}): {str(err.msg).splitlines()[0]}")
-    return ConfigError(f"config error at {key!r} (from {source}): {err}")
+    return ConfigError(f"config error at {key!r} (from {source}): {str(err).splitlines()[0]}")
 
 
 def load_config(preset: str = "tiny", overrides: Sequence[str] = (), schema: type = RunConfig) -> DictConfig:
     """Merge schema <- preset YAML <- `key=value` overrides; raise ConfigError naming any bad key or value."""
     base = OmegaConf.structured(schema)
-    merged = base
     path = preset_path(preset)
-    sources = [(str(path), OmegaConf.load(path))]
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    sources = [(str(path), read_config_file(path))]
     if overrides:
-        sources.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        sources.append(("command line", parse_overrides(overrides)))
     merged = _merge(base, sources)
     arch_layers = _prior_arch_layers(merged)
     if arch_layers:
-        merged = _merge(base, arch_layers + sources)
+        sources = arch_layers + sources
+        merged = _merge(base, sources)
     merged.preset = path.stem
     try:
-        OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
+        resolved = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise _explain(err, base, "interpolation") from None
+    check_values(resolved, sources=sources)
     return merged
 
 
@@ -115,9 +126,209 @@ def _merge(base: DictConfig, sources: list[tuple[str, DictConfig]]) -> DictConfi
     for source, cfg in sources:
         try:
             merged = OmegaConf.merge(merged, cfg)
-        except OmegaConfBaseException as err:
-            raise _explain(err, base, source) from None
+        except (OmegaConfBaseException, TypeError) as err:  # TypeError: "Cannot merge incompatible container types"
+            clash = _shape_clash(base, cfg, source)
+            if clash is None and isinstance(err, OmegaConfBaseException):
+                raise _explain(err, base, source) from None
+            raise ConfigError(clash or f"the config from {source} does not fit the schema: {err}") from None
     return merged
+
+
+def _shape_clash(base: DictConfig, cfg: DictConfig, source: str) -> str | None:
+    """Where `cfg` puts a mapping or list in place of a list or mapping of the schema (OmegaConf names no key)."""
+    todo = [((), OmegaConf.to_container(base, resolve=False), OmegaConf.to_container(cfg, resolve=False))]
+    while todo:
+        path, want, got = todo.pop()
+        if isinstance(want, Mapping) and isinstance(got, Mapping):
+            todo.extend(((*path, str(k)), want[k], v) for k, v in got.items() if k in want)
+        elif isinstance(want, list | Mapping) and isinstance(got, list | Mapping) and type(want) is not type(got):
+            kinds = {True: "a list", False: "a mapping"}
+            return (
+                f"config key {'.'.join(path)!r} (from {source}) is {kinds[isinstance(got, list)]}, "
+                f"but the schema holds {kinds[isinstance(want, list)]} there"
+            )
+    return None
+
+
+# A `key=value` override: a dotted key (letters, digits, `_`, `.`, `-`), then '='; cli.OVERRIDE_WORD is the same.
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.\-]*=")
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """`key=value` words as a config (values are YAML: numbers, lists, null); one bad word is named alone."""
+    bad = [o for o in overrides if not OVERRIDE.match(o)]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value with a dotted key (vqvae.batch_size=8), got {bad}")
+    for item in overrides:
+        try:
+            OmegaConf.from_dotlist([item])
+        except (yaml.YAMLError, OmegaConfBaseException, ValueError) as err:
+            raise ConfigError(f"override {item!r} is not a valid key=value: {_one_line(err)}") from None
+    cfg = OmegaConf.from_dotlist(list(overrides))
+    refuse_resolvers(cfg, "command line")
+    return cfg
+
+
+# -- config files: plain YAML data only ---------------------------------------------------------------------
+
+# Tags of plain data. SafeLoader resolves untagged scalars to these (timestamps included); anything else
+# (`!!python/object`, `!!binary`, `!!set`, a custom `!tag`) was written on purpose and has no place in a config.
+PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float", "str", "seq", "map", "merge", "timestamp")
+)
+
+
+def _one_line(err: BaseException) -> str:
+    """A YAML or OmegaConf error as one line, with the line and column of a YAML problem."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        where = err.problem_mark or err.context_mark
+        context = f"{err.context}: " if err.context else ""
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        return f"{context}{err.problem}{at}"
+    if isinstance(err, OmegaConfBaseException):  # its message, then full_key/object_type lines
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return " ".join(str(err).split())
+
+
+def _foreign_tag(root: yaml.Node) -> yaml.Node | None:
+    """The first node carrying a tag outside PLAIN_TAGS (aliases may share and even nest nodes: each is seen once)."""
+    seen, todo = set(), [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.tag not in PLAIN_TAGS:
+            return node
+        if isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            todo.extend(n for pair in node.value for n in pair)
+    return None
+
+
+def _check_yaml_shape(path: Path, text: str) -> None:
+    """Refuse, before anything is constructed, text that is not YAML, not a mapping, or tagged with a type."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {_one_line(err)}") from None
+    if root is None:
+        return
+    line = root.start_mark.line + 1
+    if not isinstance(root, yaml.MappingNode):
+        kind = "a list" if isinstance(root, yaml.SequenceNode) else f"the single value {root.value!r}"
+        raise ConfigError(f"config file {path} must hold `key: value` lines (a mapping), not {kind} (line {line})")
+    tagged = _foreign_tag(root)
+    if tagged is not None:
+        tag = tagged.tag.replace("tag:yaml.org,2002:", "!!")
+        raise ConfigError(
+            f"config file {path}, line {tagged.start_mark.line + 1}: the YAML tag {tag} is not allowed; a config "
+            "holds plain values only (numbers, strings, booleans, null, lists, mappings)"
+        )
+
+
+def read_config_file(path: str | Path) -> DictConfig:
+    """A YAML config file as a DictConfig of plain values; any problem is one ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {_one_line(err)}") from None
+    _check_yaml_shape(path, text)
+    try:
+        cfg = OmegaConf.load(io.StringIO(text))
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        key = getattr(err, "full_key", None)
+        at = f" at {key!r}" if key else ""
+        raise ConfigError(f"config file {path} is not a valid config{at}: {_one_line(err)}") from None
+    refuse_resolvers(cfg, str(path))
+    return cfg
+
+
+# -- interpolation: references to other keys only -----------------------------------------------------------
+
+
+def _strings(tree: Any, path: tuple[str, ...] = ()):
+    """(dotted key, text) of every string in a plain tree that OmegaConf would treat as an interpolation."""
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            yield from _strings(value, (*path, str(key)))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            yield from _strings(value, (*path, str(i)))
+    elif isinstance(tree, str) and "${" in tree:
+        yield ".".join(path), tree
+
+
+def _resolver_called(text: str) -> str | None:
+    """The first resolver `text` calls ('oc.env' in '${oc.env:HOME}'), None when it only references keys.
+    Text that does not parse as an interpolation is refused like a resolver call (as '')."""
+    try:
+        todo = [grammar_parser.parse(text)]
+    except GrammarParseError:
+        return ""
+    while todo:
+        node = todo.pop()
+        if isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext):
+            return node.resolverName().getText()
+        todo.extend(getattr(node, "children", None) or [])
+    return None
+
+
+def refuse_resolvers(cfg: Any, source: str, prefix: str = "") -> None:
+    """Resolvers (`${oc.env:...}`, `${oc.decode:...}`, any `${name:...}`) read outside the config, and their
+    results would be saved with the run: refuse them; `${other.key}` references stay allowed."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        cfg = OmegaConf.structured(cfg)
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig | ListConfig) else cfg
+    for key, text in _strings(tree):
+        name = _resolver_called(text)
+        if name is None:
+            continue
+        key = f"{prefix}.{key}" if prefix else key
+        what = f"calls the resolver {name!r}" if name else "is not a valid interpolation (write \\${ for a literal ${)"
+        raise ConfigError(
+            f"config key {key!r} (from {source}) = {text!r} {what}; only references to other keys such as "
+            "${vqvae.optim.lr} are allowed"
+        )
+
+
+# -- value ranges -------------------------------------------------------------------------------------------
+
+
+_ABSENT = object()
+
+
+def _origin(key: str, sources: Sequence[tuple[str, DictConfig]]) -> str | None:
+    """The last source that sets a dotted key (the one whose value won the merge)."""
+    for source, cfg in reversed(sources):
+        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) is not _ABSENT:
+            return source
+    return None
+
+
+def check_values(
+    cfg: DictConfig | Mapping,
+    at: str = "",
+    shown: str | None = None,
+    sources: Sequence[tuple[str, DictConfig]] = (),
+) -> None:
+    """Raise ConfigError for the first value outside the allowed ranges of `jukebox_pl.config.checks`.
+
+    `cfg` is a whole config, or the section of one at the pattern `at` (`vqvae`, `prior.*`), then named
+    `shown.<key>` in the message; `sources` ([(name, config)], in merge order) say where the value came from."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    except OmegaConfBaseException as err:  # a reference to a key outside this section
+        raise _explain(err, cfg, "interpolation") from None
+    problem = next(problems(tree, at), None)
+    if problem is None:
+        return
+    key = f"{shown}.{problem.key}" if shown else problem.key
+    origin = _origin(problem.key, sources)
+    where = f" (from {origin})" if origin else ""
+    raise ConfigError(f"config key {key!r} = {show(problem.value)}{where} is not allowed: must be {problem.allowed}")
 
 
 def prior_arch_path(arch: str) -> Path:
@@ -141,13 +352,26 @@ def _prior_arch_layers(merged: DictConfig) -> list[tuple[str, DictConfig]]:
         arch = section.get("arch")
         if arch:
             path = prior_arch_path(arch)
-            layers.append((str(path), OmegaConf.create({"prior": {level: OmegaConf.load(path)}})))
+            layers.append((str(path), OmegaConf.create({"prior": {level: read_config_file(path)}})))
     return layers
 
 
+def _escape_literals(tree: Any) -> Any:
+    """A resolved tree whose strings may contain a literal `${` (written `\\${` in the config): escaped again, so
+    that loading the saved text gives the same string instead of an interpolation (which could resolve `oc.env`
+    on a resumed run). Backslashes right before `${` are doubled, as OmegaConf's grammar reads them."""
+    if isinstance(tree, dict):
+        return {k: _escape_literals(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_escape_literals(v) for v in tree]
+    if isinstance(tree, str) and "${" in tree:
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", tree)
+    return tree
+
+
 def to_yaml(cfg: DictConfig) -> str:
-    """The fully resolved config as YAML text (what runs print and save)."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
+    """The fully resolved config as YAML text (what runs print and save); it loads back to the same values."""
+    return OmegaConf.to_yaml(OmegaConf.create(_escape_literals(OmegaConf.to_container(cfg, resolve=True))))
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> Path:

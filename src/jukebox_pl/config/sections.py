@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from jukebox_pl.config.loader import _explain, prior_arch_path
+from jukebox_pl.config.loader import _explain, check_values, prior_arch_path, read_config_file, refuse_resolvers
 from jukebox_pl.config.schema import PriorConfig, VQVAEConfig
 
 
@@ -22,16 +22,24 @@ def _as_node(cfg: Any) -> DictConfig | dict:
     return cfg
 
 
+# The pattern of each section's keys in the rules of jukebox_pl.config.checks (a prior's level is not known here).
+SECTION_PATTERNS = {"vqvae": "vqvae", "prior": "prior.*"}
+
+
 def build_section(schema: type, section: str, *layers: Any) -> DictConfig:
-    """schema defaults <- each layer in turn; a ConfigError names `<section>.<key>` for a bad key or value."""
+    """schema defaults <- each layer in turn; a ConfigError names `<section>.<key>` for a bad key or value
+    (unknown, mistyped, out of its range, or a resolver call such as `${oc.env:...}` in a checkpoint's hparams)."""
     base = OmegaConf.structured(schema)
     merged = base
     for layer in layers:
+        node = _as_node(layer)
+        refuse_resolvers(node, "arguments", prefix=section)
         try:
-            merged = OmegaConf.merge(merged, _as_node(layer))
+            merged = OmegaConf.merge(merged, node)
         except OmegaConfBaseException as err:
             raised = _explain(err, base, "arguments")
             raise type(raised)(str(raised).replace("'", f"'{section}.", 1)) from None
+    check_values(merged, at=SECTION_PATTERNS.get(section, section), shown=section)
     return merged
 
 
@@ -56,5 +64,5 @@ def prior_config(cfg: PriorConfig | DictConfig | dict | None = None, **overrides
         if isinstance(layer, dict | DictConfig) and layer.get("arch"):
             arch = layer.get("arch")
     if arch:
-        layers.insert(0, OmegaConf.load(prior_arch_path(str(arch))))
+        layers.insert(0, read_config_file(prior_arch_path(str(arch))))
     return build_section(PriorConfig, "prior", *layers)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import webdataset as wds
 from omegaconf import DictConfig, OmegaConf
 
-from jukebox_pl.config.loader import ConfigError
+from jukebox_pl.config.loader import ConfigError, check_values, refuse_resolvers
 from jukebox_pl.config.schema import DataConfig
 from jukebox_pl.data.audio_crops import AudioCrops
 from jukebox_pl.data.epochs import EpochLoader, ResumePoint
@@ -33,13 +33,14 @@ def data_config(cfg: DataConfig | DictConfig | dict | None = None, **overrides: 
 
     merged = OmegaConf.structured(DataConfig)
     try:
-        if cfg is not None:
-            merged = OmegaConf.merge(merged, cfg)
-        if overrides:
-            merged = OmegaConf.merge(merged, overrides)
+        for layer in (cfg, overrides or None):
+            if layer is not None:
+                refuse_resolvers(layer, "arguments", prefix="data")
+                merged = OmegaConf.merge(merged, layer)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or getattr(err, "key", "?")
         raise ConfigError(f"data.{key}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from None
+    check_values(merged, at="data", shown="data")
     return merged
 
 

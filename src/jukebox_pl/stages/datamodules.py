@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from jukebox_pl.config.loader import ConfigError
+from jukebox_pl.config.loader import ConfigError, check_values
 from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.datamodule import AudioDataModule
 from jukebox_pl.data.pipeline import TrackField
@@ -16,15 +16,13 @@ from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
 def vqvae_datamodule(cfg: DictConfig, skip_log: str | Path | None = None) -> AudioDataModule:
-    """Crops of `vqvae.sample_length` samples (a multiple of the top hop) in `vqvae.channels` channels; unusable
-    samples are listed in `skip_log` (the stage's `skipped.tsv` in training)."""
-    top_hop = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)[-1]
-    length = cfg.vqvae.sample_length
-    if length % top_hop:
-        raise ConfigError(f"vqvae.sample_length={length} must be a multiple of the top hop {top_hop}")
+    """Crops of `vqvae.sample_length` samples (a multiple of the top hop, see jukebox_pl.config.checks) in
+    `vqvae.channels` channels; unusable samples are listed in `skip_log` (the stage's `skipped.tsv`)."""
     v = cfg.vqvae
+    check_values(v, at="vqvae", shown="vqvae")
     return AudioDataModule(
-        cfg.data, sample_length=length, batch_size=v.batch_size, channels=v.channels, seed=cfg.seed, skip_log=skip_log
+        cfg.data, sample_length=v.sample_length, batch_size=v.batch_size, channels=v.channels, seed=cfg.seed,
+        skip_log=skip_log,
     )
 
 

@@ -99,7 +99,7 @@ def train_prior(
 ) -> PriorModule:
     """Train (or resume) the prior of one level on top of the run's trained VQ-VAE levels."""
     overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
-    levels = load_config(preset, [o for o in overrides if o.startswith("vqvae.levels=")]).vqvae.levels
+    levels = load_config(preset, overrides).vqvae.levels
     name = level_name(level_index(level, levels), levels)
     ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
     # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.

@@ -27,7 +27,7 @@ def train_vqvae(
 ) -> VQVAELevel:
     """Train (or resume) one level; returns the trained module."""
     overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
-    levels = load_config(preset, [o for o in overrides if o.startswith("vqvae.levels=")]).vqvae.levels
+    levels = load_config(preset, overrides).vqvae.levels
     name = level_name(level_index(level, levels), levels)
     run = prepare_stage(run_dir, f"vqvae_{name}", preset, overrides, resume)
     cfg = run.cfg

@@ -59,12 +59,7 @@ class VQVAELevelModel(nn.Module):
 
     def __init__(self, cfg: VQVAEConfig | DictConfig | dict | None = None, level: int = 0, **overrides: Any):
         super().__init__()
-        cfg = vqvae_config(cfg, **overrides)
-        if len(cfg.downs_t) != cfg.levels or len(cfg.strides_t) != cfg.levels:
-            raise UserValueError(
-                f"vqvae.downs_t {list(cfg.downs_t)} and vqvae.strides_t {list(cfg.strides_t)} need one entry per "
-                f"level (vqvae.levels={cfg.levels})"
-            )
+        cfg = vqvae_config(cfg, **overrides)  # checked: one downs_t / strides_t / multipliers entry per level
         self.cfg, self.level = cfg, level
         mult = (cfg.multipliers or [1] * cfg.levels)[level]
         spec = BlockSpec(
