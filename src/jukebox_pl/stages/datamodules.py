@@ -21,7 +21,11 @@ def vqvae_datamodule(cfg: DictConfig, skip_log: str | Path | None = None) -> Aud
     v = cfg.vqvae
     check_values(v, at="vqvae", shown="vqvae")
     return AudioDataModule(
-        cfg.data, sample_length=v.sample_length, batch_size=v.batch_size, channels=v.channels, seed=cfg.seed,
+        cfg.data,
+        sample_length=v.sample_length,
+        batch_size=v.batch_size,
+        channels=v.channels,
+        seed=cfg.seed,
         skip_log=skip_log,
     )
 
