@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from jukebox_pl import cli
@@ -438,7 +439,7 @@ def test_a_saved_run_config_is_checked_when_loaded_again(tmp_path):
     saved = run.dir / "config.yaml"
     saved.write_text(saved.read_text().replace("batch_size: 6", "batch_size: 0", 1))
     (run.dir / "checkpoints").mkdir(parents=True)
-    (run.dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    torch.save({"state_dict": {}}, run.dir / "checkpoints" / "last.ckpt")
     with pytest.raises(ConfigError, match=r"'vqvae\.batch_size' = 0 \(from .*config\.yaml\)"):
         prepare_stage(tmp_path, "vqvae_top", "tiny", [], resume=True)
 

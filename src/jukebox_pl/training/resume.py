@@ -20,7 +20,12 @@ def is_intact(path: Path) -> str | None:
     """None when the file opens as a checkpoint, else why not. The archive and its index are read, the tensor
     data only mapped (cheap even for a multi-GB prior); a crafted pickle is refused, not passed over."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "_use_new_zipfile_serialization" not in str(err):
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
     except pickle.UnpicklingError as err:
         if "Unsupported global" in str(err):
             safe_load(path, "checkpoint")  # raises UnsafeFileError naming the file and what it held
