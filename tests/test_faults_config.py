@@ -335,6 +335,13 @@ REFUSED = [
     ("prior.top.alignment_layer=-1", "prior.top.alignment_layer", "null or an integer >= 0"),
     ("prior.top.alignment_head=-1", "prior.top.alignment_head", "null or an integer >= 0"),
     ("prior.top.ema_decay=1.0", "prior.top.ema_decay", "null or a number in [0, 1)"),
+    ("vqvae.optim.decay=cosin", "vqvae.optim.decay", "'none' or 'linear' or 'cosine'"),
+    ("prior.top.lyrics=merge", "prior.top.lyrics", "'none' or 'encoder' or 'merged'"),
+    ("prior.top.lyrics_vocab=v4", "prior.top.lyrics_vocab", "'v2' or 'v3'"),
+    ("vqvae.spectral_mode=mel", "vqvae.spectral_mode", "'auraloss' or 'reference' or 'jukebox'"),
+    ("data.max_skips_in_a_row=0", "data.max_skips_in_a_row", "an integer >= 1"),
+    ("data.starve_seconds=0", "data.starve_seconds", "a finite number > 0"),
+    ("run.max_nonfinite_steps_in_a_row=0", "run.max_nonfinite_steps_in_a_row", "an integer >= 1"),
     ("prior.top.max_steps=-3", "prior.top.max_steps", "null or -1 or an integer >= 1"),
     ("prior.bottom.optim.eps=-1", "prior.bottom.optim.eps", "a finite number > 0"),
 ]

@@ -146,6 +146,7 @@ def _optim(stage: str) -> dict[str, Rule]:
         "warmup_steps": COUNT,
         "decay_steps": COUNT,  # 0 = trainer.max_steps
         "min_lr_factor": FRACTION,
+        "decay": exactly("none", "linear", "cosine"),
     }
     return {f"{stage}.optim.{key}": rule for key, rule in rules.items()}
 
@@ -187,6 +188,7 @@ RULES: dict[str, Rule] = {
     "vqvae.emb_width": POSITIVE,
     "vqvae.l_bins": POSITIVE,
     "vqvae.mu": FRACTION,
+    "vqvae.spectral_mode": exactly("auraloss", "reference", "jukebox"),  # jukebox: the old name of reference
     "vqvae.revival_threshold": WEIGHT,
     "vqvae.revival_relative": optional(WEIGHT),
     "vqvae.commit": WEIGHT,
@@ -227,6 +229,8 @@ RULES: dict[str, Rule] = {
     "prior.*.y_bins": optional(list_of(POSITIVE, length=2)),  # [genres, artists]
     "prior.*.t_bins": POSITIVE,
     "prior.*.min_duration": WEIGHT,
+    "prior.*.lyrics": exactly("none", "encoder", "merged"),
+    "prior.*.lyrics_vocab": exactly("v2", "v3"),
     "prior.*.max_duration": SCALE,
     "prior.*.n_tokens": COUNT,
     "prior.*.prime_loss_fraction": FRACTION,
