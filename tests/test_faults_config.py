@@ -555,3 +555,26 @@ def test_help_still_shows_the_multi_value_flags(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "--vqvae VQVAE [VQVAE ...]" in out and "[overrides ...]" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "allowed"),
+    [
+        (["sample", "--run", "r", "--out", "o", "--max-batch", "0"], "--max-batch", "an integer >= 1"),
+        (["sample", "--run", "r", "--out", "o", "--n-samples", "-2"], "--n-samples", "an integer >= 1"),
+        (["sample", "--run", "r", "--out", "o", "--seconds", "-1"], "--seconds", "a number > 0"),
+        (["sample", "--run", "r", "--out", "o", "--seconds", "inf"], "--seconds", "a number > 0"),
+        (["sample", "--run", "r", "--out", "o", "--top-p", "2"], "--top-p", "a number in [0, 1]"),
+        (["sample", "--run", "r", "--out", "o", "--temperature", "0"], "--temperature", "a number > 0"),
+        (["prep", "--src", "a", "--out", "b", "--val-fraction", "1"], "--val-fraction", "a number in [0, 1)"),
+        (["prep", "--src", "a", "--out", "b", "--workers", "-1"], "--workers", "an integer >= 0"),
+        (["prep", "--src", "a", "--out", "b", "--shard-mb", "0"], "--shard-mb", "a number > 0"),
+        (["prep", "--src", "a", "--out", "b", "--sr", "x"], "--sr", "'x' is not an integer >= 1"),
+    ],
+)
+def test_numeric_flags_are_range_checked_in_one_line(args, flag, allowed, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(args)
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"jukebox-pl {args[0]}: error: argument {flag}: ") and allowed in last, last

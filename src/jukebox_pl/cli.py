@@ -38,22 +38,50 @@ class ValuesThenOverrides(argparse.Action):
 PATHS = {"nargs": "+", "action": ValuesThenOverrides}  # a flag taking one or more file paths
 
 
+def _number(kind: type, low: float, high: float | None = None, above: bool = False, below: bool = False):
+    """An argparse type: a finite `kind` in the range, else argparse's one-line error naming flag and value
+    (a batch of 0 or a negative length would otherwise fail deep inside a run)."""
+    left, right = ("(" if above else "["), (")" if below else "]")
+    allowed = f"{'an integer' if kind is int else 'a number'} " + (
+        f"in {left}{low:g}, {high:g}{right}" if high is not None else f"{'>' if above else '>='} {low:g}"
+    )
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
+        ok = value == value and abs(value) != float("inf") and (value > low if above else value >= low)
+        if high is not None:
+            ok = ok and (value < high if below else value <= high)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: must be {allowed}")
+        return value
+
+    return parse
+
+
+COUNT, POSITIVE = _number(int, 0), _number(int, 1)
+SECONDS, LENGTH = _number(float, 0), _number(float, 0, above=True)
+
+
 def _add_prep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prep", help="turn a folder of music into WebDataset shards + vocab + manifest")
     p.add_argument("--src", required=True, help="folder of audio (searched recursively)")
     p.add_argument("--out", required=True, help="folder for the shards (created; resumable)")
     p.add_argument("--metadata", help="CSV or JSONL keyed by path relative to --src: artist, genre(s), lyrics")
-    p.add_argument("--sr", type=int, default=44100, help="target sample rate (default 44100)")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="share of tracks for validation")
-    p.add_argument("--min-seconds", type=float, default=1.0, help="skip tracks shorter than this")
-    p.add_argument("--max-seconds", type=float, default=None, help="skip tracks longer than this")
+    p.add_argument("--sr", type=POSITIVE, default=44100, help="target sample rate (default 44100)")
+    share = _number(float, 0, 1, below=True)
+    p.add_argument("--val-fraction", type=share, default=0.05, help="share of tracks for validation")
+    p.add_argument("--min-seconds", type=SECONDS, default=1.0, help="skip tracks shorter than this")
+    p.add_argument("--max-seconds", type=LENGTH, default=None, help="skip tracks longer than this")
     p.add_argument("--silence-db", type=float, default=-60.0, help="skip tracks whose RMS is below this dBFS")
     p.add_argument("--bits", type=int, default=16, choices=(16, 24), help="FLAC bit depth in the shards")
-    p.add_argument("--shard-mb", type=float, default=512.0, help="target shard size in MB")
-    p.add_argument("--shard-tracks", type=int, default=500, help="at most this many tracks per shard")
+    p.add_argument("--shard-mb", type=LENGTH, default=512.0, help="target shard size in MB")
+    p.add_argument("--shard-tracks", type=POSITIVE, default=500, help="at most this many tracks per shard")
     p.add_argument("--base-vocab", help="extend this vocab.json (keeps a pretrained model's label ids)")
-    p.add_argument("--seed", type=int, default=0, help="salt of the train/val split")
-    p.add_argument("--workers", type=int, default=2, help="decoding processes")
+    p.add_argument("--seed", type=COUNT, default=0, help="salt of the train/val split")
+    p.add_argument("--workers", type=COUNT, default=2, help="decoding processes (0 or 1: in this process)")
     p.add_argument("--overwrite", action="store_true", help="delete shards already in --out and start again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
@@ -118,10 +146,10 @@ def _run_config(args: argparse.Namespace) -> int:
 def _add_toy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("toy-data", help="write the synthetic toy music set (audio + metadata.csv)")
     p.add_argument("--out", required=True)
-    p.add_argument("--songs-per-pair", type=int, default=2)
-    p.add_argument("--seconds", type=float, nargs=2, default=(8.0, 14.0), metavar=("MIN", "MAX"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sr", type=int, default=22050)
+    p.add_argument("--songs-per-pair", type=POSITIVE, default=2)
+    p.add_argument("--seconds", type=LENGTH, nargs=2, default=(8.0, 14.0), metavar=("MIN", "MAX"))
+    p.add_argument("--seed", type=COUNT, default=0)
+    p.add_argument("--sr", type=POSITIVE, default=22050)
 
 
 def _run_toy(args: argparse.Namespace) -> int:
@@ -141,7 +169,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="shards folder written by `jukebox-pl prep` or `encode-shards`")
     p.add_argument("--stage", choices=("vqvae", "prior"), default="vqvae", help="whose batches to show")
     p.add_argument("--level", default="top", help="bottom | middle | top")
-    p.add_argument("--batches", type=int, default=2)
+    p.add_argument("--batches", type=POSITIVE, default=2)
     p.add_argument("overrides", nargs="*")
 
 
@@ -254,19 +282,19 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         "--label", action="append", default=[], metavar="KEY=VALUE",
         help="value of an extra conditioner's key, e.g. --label tempo=120 (repeat; comma-separate one per sample)",
     )  # fmt: skip
-    p.add_argument("--seconds", type=float, default=10.0, help="song length")
-    p.add_argument("--n-samples", type=int, default=1)
+    p.add_argument("--seconds", type=LENGTH, default=10.0, help="song length")
+    p.add_argument("--n-samples", type=POSITIVE, default=1)
     p.add_argument("--mode", choices=("ancestral", "continue", "primed", "upsample"), default="ancestral")
     p.add_argument("--prompt", help="primed: audio file to continue")
-    p.add_argument("--prompt-seconds", type=float, default=0.0, help="primed: seconds of the prompt to keep")
+    p.add_argument("--prompt-seconds", type=SECONDS, default=0.0, help="primed: seconds of the prompt to keep")
     p.add_argument("--codes", help="continue / upsample: a codes.pt written by an earlier `sample`")
-    p.add_argument("--temperature", type=float, default=0.99)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=0.0)
+    p.add_argument("--temperature", type=LENGTH, default=0.99)
+    p.add_argument("--top-k", type=COUNT, default=0)
+    p.add_argument("--top-p", type=_number(float, 0, 1), default=0.0)
     p.add_argument("--hop-fraction", help="window hop per sampled level, top first, e.g. 0.125,0.5,0.5")
     p.add_argument("--levels", type=int, choices=(1, 2, 3), help="how many levels to sample, from the top")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-batch", type=int, default=16, help="samples per forward pass (memory cap)")
+    p.add_argument("--seed", type=COUNT, default=0)
+    p.add_argument("--max-batch", type=POSITIVE, default=16, help="samples per forward pass (memory cap)")
     p.add_argument("--weights", choices=("fp32", "int8"), default="fp32", help="int8: faster CPU sampling")
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true", help="continue an interrupted output folder")
@@ -340,8 +368,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="data/toy_shards", help="toy-set shards")
     p.add_argument("--toy", default="data/toy", help="toy-set folder (audio + metadata.csv) for the artist check")
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--seconds", type=float, default=6.0, help="length of each sampled song")
-    p.add_argument("--per-artist", type=int, default=2, help="songs sampled per toy artist")
+    p.add_argument("--seconds", type=LENGTH, default=6.0, help="length of each sampled song")
+    p.add_argument("--per-artist", type=POSITIVE, default=2, help="songs sampled per toy artist")
     p.add_argument("overrides", nargs="*")
 
 
