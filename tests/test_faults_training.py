@@ -139,13 +139,15 @@ def test_sigterm_is_honoured_while_waiting_for_data_that_never_comes(tmp_path):
     assert "stopped by SIGTERM" in err
 
 
-def test_starving_data_stops_naming_the_shards_and_reasons(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_starving_data_stops_naming_the_shards_and_reasons(tmp_path, workers):
+    """Also from a DataLoader worker, whose errors torch re-raises wrapped in the worker's traceback."""
     bad = tmp_path / "bad"
     bad.mkdir()
     for i in range(2):
         (bad / f"s{i}.tar").write_bytes(b"\0" * 3000)
     args = TINY + [f"data.train_urls={bad}/s{{0..1}}.tar", "data.max_skips_in_a_row=50", "trainer.max_steps=2"]
-    args += ["trainer.limit_val_batches=0"]
+    args += ["trainer.limit_val_batches=0", f"data.num_workers={workers}"]
     with pytest.raises(DataStarvedError) as err:
         train_vqvae(tmp_path / "run", "bottom", "tiny", None, args)
     text = str(err.value)

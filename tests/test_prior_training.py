@@ -211,3 +211,38 @@ def test_a_moved_run_folder_still_loads_its_vqvae(vqvae_run, shards, tmp_path, m
         "vqvae_top/checkpoints/last.ckpt",
     ]
     assert sorted(module.vqvae.available()) == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_stopped_and_resumed_top_prior_equals_the_uninterrupted_one(vqvae_run, shards, tmp_path):
+    """The lyric windows, the frozen VQ-VAE's encoding and the EMA weights too: SIGTERM inside step 3, resume,
+    same losses and the same weights (EMA included) bit for bit as a run that was never stopped."""
+    import os
+    import signal
+
+    from jukebox_pl.errors import StopRequested
+
+    class Losses(pl.Callback):
+        def __init__(self):
+            self.by_step = {}
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.by_step[trainer.global_step] = float(outputs["loss"])
+
+    class Term(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    args = PRIOR + COMMON + ["trainer.max_steps=5", "data.epoch_length=4"]
+    whole, first, second = Losses(), Losses(), Losses()
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a, b = fresh_run(vqvae_run, tmp_path / "a"), fresh_run(vqvae_run, tmp_path / "b")
+    train_prior(a, "top", "tiny", str(shards), args, callbacks=[whole])
+    with pytest.raises(StopRequested, match="at step 3"):
+        train_prior(b, "top", "tiny", str(shards), args, callbacks=[first, Term()])
+    train_prior(b, "top", "tiny", str(shards), [], resume=True, callbacks=[second])
+    assert {**first.by_step, **second.by_step} == whole.by_step and sorted(second.by_step) == [4, 5]
+    ema = [torch.load(r / "prior_top" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (a, b)]
+    differ = [k for k in ema[0] if not torch.equal(ema[0][k], ema[1][k])]
+    assert not differ, f"differ after the resume: {differ[:5]}"

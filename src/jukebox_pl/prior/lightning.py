@@ -205,8 +205,15 @@ class PriorTraining:
         self._log_parts("val", out, self._batch_size(batch))
         return out.loss
 
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimiser step, then the EMA weights follow it: inside the step, so a checkpoint written at the
+        step's end (callbacks run before the module's `on_train_batch_end`) holds an EMA that matches the weights,
+        and accumulated micro-batches do not each move the EMA."""
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
     @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def update_ema(self) -> None:
         if self.ema_model is None:
             return
         decay = self.cfg.ema_decay
