@@ -338,7 +338,7 @@ REFUSED = [
     ("vqvae.optim.decay=cosin", "vqvae.optim.decay", "'none' or 'linear' or 'cosine'"),
     ("prior.top.lyrics=merge", "prior.top.lyrics", "'none' or 'encoder' or 'merged'"),
     ("prior.top.lyrics_vocab=v4", "prior.top.lyrics_vocab", "'v2' or 'v3'"),
-    ("vqvae.spectral_mode=mel", "vqvae.spectral_mode", "'auraloss' or 'reference' or 'jukebox'"),
+    ("vqvae.spectral_mode=mel", "vqvae.spectral_mode", "'auraloss' or 'reference'"),
     ("data.max_skips_in_a_row=0", "data.max_skips_in_a_row", "an integer >= 1"),
     ("data.starve_seconds=0", "data.starve_seconds", "a finite number > 0"),
     ("run.max_nonfinite_steps_in_a_row=0", "run.max_nonfinite_steps_in_a_row", "an integer >= 1"),

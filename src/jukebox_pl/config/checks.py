@@ -188,7 +188,8 @@ RULES: dict[str, Rule] = {
     "vqvae.emb_width": POSITIVE,
     "vqvae.l_bins": POSITIVE,
     "vqvae.mu": FRACTION,
-    "vqvae.spectral_mode": exactly("auraloss", "reference", "jukebox"),  # jukebox: the old name of reference
+    # `jukebox` (the old name of `reference`) is still read from older checkpoints, not advertised
+    "vqvae.spectral_mode": Rule("'auraloss' or 'reference'", lambda v: v in ("auraloss", "reference", "jukebox")),
     "vqvae.revival_threshold": WEIGHT,
     "vqvae.revival_relative": optional(WEIGHT),
     "vqvae.commit": WEIGHT,
