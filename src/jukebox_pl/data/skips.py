@@ -96,7 +96,8 @@ class SkipLedger:
             )
             raise DataStarvedError(
                 f"training data starved: {why}; skipped so far: {self.describe(self.by_reason) or 'nothing'}"
-                f"{self._file_hint()}. Check the shards (`jukebox-pl check-shards`) or the data.* settings"
+                f"{self._file_hint()}. Check the shards and the data.* settings (`jukebox-pl inspect-data` reads a few "
+                "batches the same way)"
             )
         self._maybe_report()
 
