@@ -390,6 +390,11 @@ def test_skips_are_summarised_not_logged_one_line_each(tmp_path, caplog):
     assert "/d/b.tar: 5000 x missing or malformed track" in summary and str(listed) in summary
     lines = listed.read_text().splitlines()
     assert len(lines) == 10000 and lines[0] == "/d/a.tar\ttrack0\twrong sample rate\ttrack is 44100 Hz"
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        for i in range(500):  # a new broken shard every time: only the first few are logged at once
+            ledger.skip(f"/d/broken{i}.tar", "unreadable shard or member", "ReadError: bad header")
+    assert len(caplog.records) == 18  # 20 kinds in all, two of them seen above
 
 
 def test_the_stream_starves_on_time_as_well_as_on_count():

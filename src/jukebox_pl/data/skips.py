@@ -19,6 +19,7 @@ from jukebox_pl.errors import DataStarvedError
 log = logging.getLogger(__name__)
 
 REASONS_SHOWN = 8  # (shard, reason) pairs named in a summary or an error before "and N more"
+FIRST_SHOWN = 20  # (shard, reason) pairs whose first skip is logged at once
 
 
 def shard_of(where: str) -> str:
@@ -62,7 +63,9 @@ class SkipLedger:
         self.by_reason[(shard, reason)] += 1
         self._unreported[(shard, reason)] += 1
         self._append(where, reason, detail)
-        if self.by_reason[(shard, reason)] == 1:  # the first of its kind at once, the rest in summaries
+        if self.by_reason[(shard, reason)] == 1 and len(self.by_reason) <= FIRST_SHOWN:
+            # the first of its kind at once (for the first few kinds: 10,000 broken shards are not 10,000 lines),
+            # the rest in the summaries
             log.warning("skipping %s: %s (%s)%s", where, reason, detail, self._file_hint())
         self.check()
 
