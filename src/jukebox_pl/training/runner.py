@@ -111,17 +111,17 @@ class SaveLast(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every_n_steps == 0:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_end(self, trainer, pl_module):
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_exception(self, trainer, pl_module, exception):
         if isinstance(exception, StopRequested) or trainer.global_step == 0:
             return
         if trainer.world_size == 1 or isinstance(exception, DivergedError):
             try:
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(self.path, weights_only=False)
             except DivergedError as err:  # non-finite weights are never written: the previous last.ckpt stays
                 rank_zero_info(f"{self.path} not updated: {err}")
 

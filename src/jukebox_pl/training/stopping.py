@@ -85,7 +85,7 @@ class GracefulStop(Checkpoint):
             if self.signum is None:
                 self.signum = signal.SIGTERM  # another rank was signalled
             self._cancel_timer()
-            trainer.save_checkpoint(self.last)
+            trainer.save_checkpoint(self.last, weights_only=False)
             err = self._stop(at_boundary=True)
             self.saved = True
             raise err
@@ -96,7 +96,7 @@ class GracefulStop(Checkpoint):
         if not isinstance(exception, StopRequested) or self.saved:
             return
         if trainer.world_size == 1 and trainer.global_step > 0 and getattr(exception, "at_boundary", False):
-            trainer.save_checkpoint(self.last)
+            trainer.save_checkpoint(self.last, weights_only=False)
             self.saved = True
 
     def teardown(self, trainer, pl_module, stage) -> None:
