@@ -565,7 +565,7 @@ def test_help_still_shows_the_multi_value_flags(capsys):
         (["sample", "--run", "r", "--out", "o", "--seconds", "-1"], "--seconds", "a number > 0"),
         (["sample", "--run", "r", "--out", "o", "--seconds", "inf"], "--seconds", "a number > 0"),
         (["sample", "--run", "r", "--out", "o", "--top-p", "2"], "--top-p", "a number in [0, 1]"),
-        (["sample", "--run", "r", "--out", "o", "--temperature", "0"], "--temperature", "a number > 0"),
+        (["sample", "--run", "r", "--out", "o", "--temperature", "-1"], "--temperature", "a number >= 0"),
         (["prep", "--src", "a", "--out", "b", "--val-fraction", "1"], "--val-fraction", "a number in [0, 1)"),
         (["prep", "--src", "a", "--out", "b", "--workers", "-1"], "--workers", "an integer >= 0"),
         (["prep", "--src", "a", "--out", "b", "--shard-mb", "0"], "--shard-mb", "a number > 0"),

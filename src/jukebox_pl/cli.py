@@ -288,7 +288,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", help="primed: audio file to continue")
     p.add_argument("--prompt-seconds", type=SECONDS, default=0.0, help="primed: seconds of the prompt to keep")
     p.add_argument("--codes", help="continue / upsample: a codes.pt written by an earlier `sample`")
-    p.add_argument("--temperature", type=LENGTH, default=0.99)
+    p.add_argument("--temperature", type=SECONDS, default=0.99)
     p.add_argument("--top-k", type=COUNT, default=0)
     p.add_argument("--top-p", type=_number(float, 0, 1), default=0.0)
     p.add_argument("--hop-fraction", help="window hop per sampled level, top first, e.g. 0.125,0.5,0.5")
@@ -380,12 +380,64 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class ImportFile(argparse.Action):
+    """--vqvae FILE / --prior FILE add a file to import; --hps and --level apply to the file named before them
+    (a --hps before any file applies to every file without its own), so one command imports a whole set."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        from jukebox_pl.interop.openai_import import ImportItem
+
+        items = getattr(namespace, "items", None) or []
+        if option_string in ("--vqvae", "--prior"):
+            items.append(ImportItem(option_string[2:], value))
+        elif option_string == "--level":
+            if not items or items[-1].kind != "prior":
+                parser.error("--level applies to the --prior FILE before it")
+            items[-1].level = value
+        elif items and items[-1].hps is None:
+            items[-1].hps = value
+        elif items:
+            parser.error(f"{items[-1].path} already has --hps {items[-1].hps}")
+        else:
+            namespace.default_hps = value
+        namespace.items = items
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-openai",
+        help="the reference's (OpenAI's) checkpoint files -> a run folder that sample / train prior --init read",
+        description="Each --hps (a released set: vqvae, 5b, 5b_lyrics, 1b_lyrics, upsampler_level_0, "
+        "upsampler_level_1; or a JSON file of the reference's hparams) and --level applies to the file before it.",
+    )
+    p.add_argument("--out", required=True, help="run folder to write (RUN/vqvae_<level>, RUN/prior_<level>, ...)")
+    p.add_argument("--vqvae", action=ImportFile, metavar="FILE", help="the reference's vqvae.pth.tar")
+    p.add_argument("--prior", action=ImportFile, metavar="FILE", help="a prior file (repeat, one per level)")
+    p.add_argument("--level", action=ImportFile, choices=("top", "middle", "bottom"), help="the prior's level")
+    p.add_argument("--hps", action=ImportFile, metavar="NAME|FILE.json", help="hparams of the file before it")
+    p.add_argument("--ids", help="the reference's jukebox/data/ids folder (artist and genre names -> ids)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow files that need pickle (the reference's)")
+    p.set_defaults(items=[], default_hps=None)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from jukebox_pl.interop.openai_import import import_openai
+
+    for item in args.items:
+        item.hps = item.hps if item.hps is not None else args.default_hps
+    report = import_openai(args.out, args.items, ids=args.ids, trust_pickle=args.trust_pickle)
+    for line in report.lines:
+        print(line)
+    print(f"wrote {len(report.written)} model files to {report.run}; sample with: jukebox-pl sample --run {report.run}")
+    return 0
+
+
 COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config),
             "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect),
             "train": (_add_train, _run_train), "export": (_add_export, _run_export),
             "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode),
             "encode-shards": (_add_encode_shards, _run_encode_shards), "sample": (_add_sample, _run_sample),
-            "demo": (_add_demo, _run_demo)}  # fmt: skip
+            "demo": (_add_demo, _run_demo), "import-openai": (_add_import, _run_import)}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

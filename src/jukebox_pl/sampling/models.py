@@ -25,16 +25,44 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
     levels, idx = vcfg["levels"], hp["level"]
     hops = hop_lengths(vcfg["downs_t"], vcfg["strides_t"])
     upper = None if idx == levels - 1 else (vcfg["downs_t"][idx + 1], vcfg["strides_t"][idx + 1])
-    model = JukeboxPrior(hp["prior"], idx, levels, vcfg["l_bins"], hops[idx], hp["sample_rate"], upper, hp["y_bins"])
+    with torch.device("meta"):  # no memory: the file's tensors become the parameters (see load_assigned)
+        model = JukeboxPrior(
+            hp["prior"], idx, levels, vcfg["l_bins"], hops[idx], hp["sample_rate"], upper, hp["y_bins"]
+        )
     state = info["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
-    model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    load_assigned(model, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, path)
+    if weights == "fp32" or any(p.dtype != torch.float32 for p in model.parameters()):
+        model.float()  # stored fp16 (the released 5B weights): computed in fp32 unless quantised below
     model.eval().requires_grad_(False)
     if weights != "fp32":
         from jukebox_pl.prior.quantize import quantize_weights
 
         quantize_weights(model, weights)
     return model, hp
+
+
+def load_assigned(model: torch.nn.Module, state: dict[str, torch.Tensor], path) -> None:
+    """Load `state` into a model built on the meta device by adopting its tensors (memory-mapped from the file)
+    instead of copying them: a 5B prior is held once in RAM, not twice. Weights the model shares (a head tied
+    to its embedding) are shared again afterwards."""
+    shared = {}
+    seen: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            shared[name] = seen[id(param)]
+        else:
+            seen[id(param)] = name
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as err:
+        raise UserValueError(f"{path} does not fit its prior: {str(err).splitlines()[0]} ...") from None
+    for name, source in shared.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner), attr, model.get_parameter(source))
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise UserValueError(f"{path} lacks weights for {left[:5]}")
 
 
 def vocab_of(hp: dict) -> LabelVocab | None:

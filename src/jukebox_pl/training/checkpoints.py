@@ -80,7 +80,12 @@ def safe_load(path: str | Path, what: str = "file") -> Any:
     if not path.is_file():
         raise MissingInputError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: a big prior's weights are read from the page cache, not copied into RAM first
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "_use_new_zipfile_serialization" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
     except pickle.UnpicklingError as err:
         detail = unsafe_global(err)
         if detail is None:  # not a pickle at all (an audio file, a truncated download): a plain bad file
