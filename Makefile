@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample bench bench-prior bench-sampling bench-quality clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample import-openai bench bench-prior bench-sampling bench-quality clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -100,6 +100,16 @@ sample: install ## sample songs: make sample RUN=dir OUT=dir [SECONDS=10 ARTIST=
 	@test -n "$(OUT)" || (echo "usage: make sample RUN=runs/tiny OUT=samples/x [SECONDS=10 ARTIST=name LYRICS=file]"; exit 2)
 	$(CLI) sample --run $(RUN) --out $(OUT) --seconds $(or $(SECONDS),10) --mode $(or $(MODE),ancestral) \
 		$(if $(ARTIST),--artist "$(ARTIST)") $(if $(LYRICS),--lyrics "$(LYRICS)") $(ARGS)
+
+# The released models: make import-openai OUT=runs/openai FILES=~/jukebox (vqvae.pth.tar, prior_level_*.pth.tar
+# of the 5b_lyrics set there; TOP=5b or 1b_lyrics for another top prior) IDS=~/jukebox-repo/jukebox/data/ids
+TOP ?= 5b_lyrics
+import-openai: install ## import OpenAI's released files: make import-openai OUT=dir FILES=dir [TOP=5b_lyrics IDS=dir ARGS="--trust-pickle"]
+	@test -n "$(OUT)" -a -n "$(FILES)" || (echo "usage: make import-openai OUT=runs/openai FILES=<folder of vqvae.pth.tar, prior_level_{0,1,2}.pth.tar> [TOP=5b_lyrics|5b|1b_lyrics] [IDS=<reference>/jukebox/data/ids]"; exit 2)
+	$(CLI) import-openai --out "$(OUT)" --vqvae "$(FILES)/vqvae.pth.tar" --hps vqvae \
+		--prior "$(FILES)/prior_level_2.pth.tar" --hps $(TOP) \
+		--prior "$(FILES)/prior_level_1.pth.tar" --hps upsampler_level_1 \
+		--prior "$(FILES)/prior_level_0.pth.tar" --hps upsampler_level_0 $(if $(IDS),--ids "$(IDS)") $(ARGS)
 
 bench: install ## print measured figures: data-loader throughput, VQ-VAE speed (REFERENCE=checkout to compare)
 	$(PY) bench/data_throughput.py
