@@ -32,8 +32,8 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
     state = info["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
     load_assigned(model, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, path)
-    if weights == "fp32" or any(p.dtype != torch.float32 for p in model.parameters()):
-        model.float()  # stored fp16 (the released 5B weights): computed in fp32 unless quantised below
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        model.float()  # stored fp16 (the released 5B weights): computed in fp32 (then int8 if asked, below)
     model.eval().requires_grad_(False)
     if weights != "fp32":
         from jukebox_pl.prior.quantize import quantize_weights
