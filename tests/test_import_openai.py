@@ -168,3 +168,20 @@ def test_a_file_that_needs_pickle_requires_trust(tmp_path, capsys):
     assert "needs pickle to load (Unsupported global: GLOBAL jukebox.hparams.Hyperparams" in capsys.readouterr().err
     assert main([*args, "--trust-pickle"]) == 0
     assert (tmp_path / "run" / "vqvae_top" / "export.pt").is_file()
+
+
+@pytest.mark.slow
+def test_an_imported_prior_fine_tunes_with_train_prior_init(imported, shards, tmp_path, capsys):
+    """The imported run's config, VQ-VAE levels and prior are what `train prior --init` takes."""
+    code = main(["train", "prior", "--level", "top", "--preset", str(imported / "prior_top" / "config.yaml"),
+                 "--run", str(tmp_path / "ft"), "--data", str(shards), "--vqvae",
+                 str(imported / "vqvae_bottom" / "export.pt"), str(imported / "vqvae_top" / "export.pt"),
+                 "--init", str(imported / "prior_top" / "export.pt"), "trainer.max_steps=1",
+                 "prior.top.batch_size=1", "trainer.limit_val_batches=0",
+                 "trainer.enable_progress_bar=false"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err[-2000:]
+    saved = torch.load(tmp_path / "ft" / "prior_top" / "checkpoints" / "last.ckpt", weights_only=True)
+    start = torch.load(imported / "prior_top" / "export.pt", weights_only=True)["state_dict"]
+    assert saved["global_step"] == 1
+    moved = saved["state_dict"]["model.prior.x_emb.weight"] - start["model.prior.x_emb.weight"]
+    assert 0 < moved.abs().max() < 0.1, "one step from the imported weights, not from scratch"
