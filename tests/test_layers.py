@@ -25,7 +25,7 @@ ALLOWED = {
     "vqvae": CORE | {"vqvae"},
     "prior": CORE | MODELS,
     "data": CORE | {"data"},  # knows nothing of models
-    "interop": CORE | MODELS | {"interop"},
+    "interop": CORE | MODELS | {"data", "interop"},  # the reference's id tables become a LabelVocab
     "sampling": CORE | MODELS | {"data", "sampling"},
     "unified": CORE | MODELS | {"data"},
     "stages": CORE | MODELS | {"data", "sampling", "interop", "stages"},
