@@ -83,7 +83,9 @@ class LabelVocab:
 
     def _blank_is_unknown(self, key: str) -> str:
         """jukebox-pl files a nameless label under `unknown`; the reference's tables may hold '' themselves."""
-        return key or UNKNOWN if self.style == "jukebox-pl" else key
+        if self.style == "jukebox-pl" and not key:
+            return UNKNOWN
+        return key
 
     def add_artist(self, name: str) -> int:
         return self._add_key(self.artists, self._blank_is_unknown(self.artist_key(name)))
@@ -122,8 +124,9 @@ class LabelVocab:
 
     def genre_ids(self, name: str, strict: bool = True) -> list[int]:
         """A genre string's ids: one for jukebox-pl and openai-v3, one per word for openai-v2. Strict: unknown
-        names or words raise, and so does a bag of more words than the style's `max_genres` (the reference
-        asserts both away); not strict: unknown ones give 0, as the reference does, and callers cut the list."""
+        names or words raise (the reference maps them to 0 with a printed warning) and so does a bag of more
+        words than the style's `max_genres` (the reference asserts); not strict: unknown ones give 0, as the
+        reference's, and callers cut the list to their slots."""
         keys = self.genre_keys(name)
         if strict and self.max_genres is not None and len(keys) > self.max_genres:
             raise UserValueError(
