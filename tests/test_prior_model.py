@@ -88,8 +88,10 @@ def test_merged_lyrics_sequence():
     "level,changes",
     [(2, {}), (2, {"lyrics": "merged", "attn_order": 12, "depth": 16, "blocks": 10}), (1, {}), (0, {})],
 )
-def test_greedy_cached_sampling_agrees_with_the_full_pass(level, changes):
+def test_greedy_cached_sampling_agrees_with_the_full_pass(level, changes, monkeypatch):
     """Each sampled token is the argmax of the full forward pass over the sampled sequence (cache == full)."""
+    import jukebox_pl.prior.model as prior_model
+
     model = tiny(level, **changes).eval()
     randomise_cross_attention(model)
     lab = labels()
@@ -97,10 +99,20 @@ def test_greedy_cached_sampling_agrees_with_the_full_pass(level, changes):
         lab = {k: lab[k] for k in ("artist", "genres")} | {"upper_codes": torch.randint(0, 32, (2, 16))}
     cond = model.condition(2, **lab)
     prompt = torch.randint(0, 32, (2, 10))
+    drawn = []  # merged: the joint-vocabulary ids as drawn (a drawn character is returned as code 0)
+    real_sample_token = prior_model.sample_token
+    monkeypatch.setattr(
+        prior_model, "sample_token", lambda *a, **k: drawn.append(real_sample_token(*a, **k)) or drawn[-1]
+    )
     codes = model.sample(cond, 2, prompt=prompt, temperature=0.0, chunk_size=4)
     assert codes.shape == (2, 64) and torch.equal(codes[:, :10], prompt)
     with torch.no_grad():
-        logits = model(codes, return_logits=True, **lab).logits
+        if model.lyrics_mode == "merged":
+            fed = torch.cat([cond.prefix, prompt + model.n_vocab, torch.stack(drawn, 1)], dim=1)
+            assert torch.equal(codes[:, 10:], (fed[:, model.n_tokens + 10 :] - model.n_vocab).clamp(min=0))
+            logits, codes = model.prior(fed, cond.x_cond, cond.y_cond)[:, model.n_tokens :], fed[:, model.n_tokens :]
+        else:
+            logits = model(codes, return_logits=True, **lab).logits
     # the sampled token is the full pass's argmax (up to float ties between near-equal logits)
     chosen = logits.gather(-1, codes[..., None])[..., 0]
     torch.testing.assert_close(chosen[:, 10:], logits.max(-1).values[:, 10:], atol=1e-4, rtol=0)

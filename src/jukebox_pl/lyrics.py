@@ -1,5 +1,7 @@
 """Lyrics as characters: cleaning, the reference's fixed character vocabularies, and per-crop windows.
 
+Everything here reproduces the reference (`jukebox/data/text_processor.py` `TextProcessor`,
+`jukebox/data/labels.py` `get_relevant_lyric_tokens`) exactly, so the released models read the same token ids.
 The reference assumes lyrics are spread evenly over a song, so the characters relevant to a crop are those
 around the same relative position in the text; this module implements that linear alignment.
 """
@@ -12,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from jukebox_pl.errors import UserValueError
-from jukebox_pl.text import fold_to_ascii
+from jukebox_pl.text import transliterate
 
 _BASE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:;!?-"
 # v2: the 5B models' 80 ids; v3: the 1B model's 79 ids (no '+'). Id 0 is unknown / padding.
 CHARSETS = {"v2": _BASE + "+'\"()[] \t\n", "v3": _BASE + "'\"()[] \t\n"}
+_NOT_IN = {version: re.compile(f"[^{re.escape(chars)}]+") for version, chars in CHARSETS.items()}
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,11 @@ class LyricsTokenizer:
         return len(self.charset) + 1
 
     def clean(self, text: str) -> str:
-        """ASCII-fold, turn backslashes into line breaks, drop characters outside the vocabulary."""
-        text = fold_to_ascii(text).replace("\\", "\n")
-        allowed = re.escape(self.charset)
-        return re.sub(f"[^{allowed}]+", "", text)
+        """The reference's order: transliterate with unidecode ('—' -> '--', 'Привет' -> 'Privet'), then turn
+        backslashes into line breaks (including those unidecode wrote, e.g. for '＼'), then drop every character
+        outside this vocabulary."""
+        text = transliterate(text).replace("\\", "\n")
+        return _NOT_IN[self.version].sub("", text)
 
     def encode(self, text: str) -> np.ndarray:
         table = {c: i + 1 for i, c in enumerate(self.charset)}
@@ -51,12 +55,17 @@ class LyricsTokenizer:
 
 
 def lyric_window(
-    tokens: np.ndarray, n_tokens: int, total_length: int, offset: int, duration: int
+    tokens: np.ndarray, n_tokens: int, total_length: int, offset: int, duration: int, float32: bool = False
 ) -> tuple[np.ndarray, int]:
-    """The `n_tokens` characters centred on the crop's relative position in the song.
+    """The `n_tokens` characters centred on the crop's relative position in the song (the reference's
+    `get_relevant_lyric_tokens`).
 
     Returns (window, start) where start is the index of window[0] in `tokens` (negative when the lyrics are
-    shorter than the window and the window is left-padded with 0).
+    shorter than the window and the window is left-padded with 0). The centre is
+    int(len * (offset + duration / 2) / total_length), kept n_tokens // 2 away from both ends. The reference
+    computes it in float64 when it builds training labels and in float32 when it samples (its labels are int64
+    tensors there); `float32=True` reproduces the latter, which picks another character near exact ties.
+    An odd `n_tokens` (which the reference refuses) gets the window starting n_tokens // 2 before the centre.
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     if n_tokens <= 0:
@@ -67,6 +76,19 @@ def lyric_window(
         return np.concatenate([np.zeros(pad, dtype=np.int64), tokens]), -pad
     if total_length <= 0:
         raise UserValueError(f"total_length must be positive, got {total_length}")
-    centre = int(n * (offset + duration / 2.0) / total_length)
+    centre = (_centre_float32 if float32 else _centre_float64)(n, total_length, offset, duration)
     start = min(max(centre - n_tokens // 2, 0), n - n_tokens)
     return tokens[start : start + n_tokens].copy(), start
+
+
+def _centre_float64(n: int, total_length: int, offset: int, duration: int) -> int:
+    """The reference's training-time centre: Python/NumPy numbers, double precision, truncated."""
+    return int(n * (float(offset) + float(duration) / 2.0) / float(total_length))
+
+
+def _centre_float32(n: int, total_length: int, offset: int, duration: int) -> int:
+    """The reference's sampling-time centre: every operand rounded to float32 and every step rounded, as torch
+    does for 0-dim int64 tensors mixed with Python numbers; truncated."""
+    f = np.float32
+    position = f(offset) + f(duration) / f(2.0)
+    return int(f(n) * position / f(total_length))

@@ -160,7 +160,7 @@ class AudioData:
         artists = {t["artist"] for t in self.manifest["tracks"]}
         genres = {g for t in self.manifest["tracks"] for g in t["genres"]}
         missing = [a for a in sorted(artists) if self.vocab.artist_id(a, strict=False) == 0 and a != "unknown"]
-        missing_g = [g for g in sorted(genres) if self.vocab.genre_id(g, strict=False) == 0 and g != "unknown"]
+        missing_g = [g for g in sorted(genres) if 0 in self.vocab.genre_ids(g, strict=False) and g != "unknown"]
         if missing or missing_g:
             raise UnknownLabelError(
                 f"the shards in {self.cfg.shards} name labels missing from data.vocab={self.cfg.vocab}: "

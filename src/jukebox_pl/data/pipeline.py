@@ -134,8 +134,9 @@ def shuffle_crops(bufsize: int, seed: int, start_epoch: int = 0):
 
 
 def label_ids(info: dict, vocab: LabelVocab, max_genres: int) -> dict:
-    """A track's artist id and genre ids padded with -1 (unknown names map to 0, as in training data)."""
-    genres = [vocab.genre_id(g, strict=False) for g in info.get("genres", [])][:max_genres]
+    """A track's artist id and genre ids padded with -1 (unknown names map to 0, as in training data). A genre
+    may give several ids (a word bag of the reference's v2 vocabulary); the first `max_genres` are kept."""
+    genres = [i for g in info.get("genres", []) for i in vocab.genre_ids(g, strict=False)][:max_genres]
     return {
         "artist": vocab.artist_id(info.get("artist", "unknown"), strict=False),
         "genres": genres + [-1] * (max_genres - len(genres)),

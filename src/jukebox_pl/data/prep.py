@@ -425,7 +425,7 @@ def _make_sample(
         "artist": meta.artist,
         "artist_id": vocab.artist_id(meta.artist, strict=False),
         "genres": meta.genres,
-        "genre_ids": [vocab.genre_id(g, strict=False) for g in meta.genres],
+        "genre_ids": [i for g in meta.genres for i in vocab.genre_ids(g, strict=False)],
         "lyrics": meta.lyrics,
         "sample_rate": sr,
         "samples": result.frames,

@@ -2,6 +2,14 @@
 
 Stable ids matter for fine-tuning: a pretrained prior's label embeddings are indexed by these ids, so a new
 artist must get a new id appended at the end rather than shifting everyone else's.
+
+A vocabulary has a `style`, which decides how a name becomes a table key and how a genre becomes ids:
+- "jukebox-pl" (ours): ASCII-folded, lower case, single spaces; one id per genre; one name per id.
+- "openai-v2" (the reference's 5B models, `jukebox/data/artist_genre_processor.py` with v3=False): keys by the
+  reference's `norm` (lower case, non-alphanumerics -> '_'); a genre is a bag of words, one id per word, at
+  most 5 words; several names may share an id.
+- "openai-v3" (the reference's 1B model): keys are the names lower-cased, nothing else; one id per whole genre
+  string, at most one genre; several names may share an id.
 """
 
 from __future__ import annotations
@@ -13,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jukebox_pl.errors import MissingInputError, UserKeyError, UserValueError
-from jukebox_pl.text import normalize_label
+from jukebox_pl.text import normalize_label, reference_norm
 
 UNKNOWN = "unknown"
+STYLES = ("jukebox-pl", "openai-v2", "openai-v3")
+# The reference's max_bow_genre_size: genre ids one label may hold (its Labeller asserts the count).
+MAX_GENRES = {"jukebox-pl": None, "openai-v2": 5, "openai-v3": 1}
 
 
 class UnknownLabelError(UserKeyError):
@@ -25,35 +36,76 @@ class UnknownLabelError(UserKeyError):
         return str(self.args[0])
 
 
+def _check_style(style: str) -> str:
+    if style not in STYLES:
+        raise UserValueError(f"unknown label vocabulary style {style!r}; choose one of {', '.join(STYLES)}")
+    return style
+
+
 @dataclass
 class LabelVocab:
     artists: dict[str, int] = field(default_factory=lambda: {UNKNOWN: 0})
     genres: dict[str, int] = field(default_factory=lambda: {UNKNOWN: 0})
+    style: str = "jukebox-pl"
 
+    def __post_init__(self) -> None:
+        _check_style(self.style)
+
+    # -- how names become keys -------------------------------------------------------------------------
+    def artist_key(self, name: str) -> str:
+        """The table key of an artist name under this vocabulary's style."""
+        if self.style == "openai-v2":
+            return reference_norm(name)
+        if self.style == "openai-v3":
+            return name.lower()
+        return normalize_label(name)
+
+    def genre_keys(self, name: str) -> list[str]:
+        """The table keys of one genre string: v2 splits it into words (its bag of words), the others keep it
+        whole."""
+        if self.style == "openai-v2":
+            return reference_norm(name).split("_")
+        if self.style == "openai-v3":
+            return [name.lower()]
+        return [normalize_label(name)]
+
+    @property
+    def max_genres(self) -> int | None:
+        """Most genre ids one label may hold (the reference's max_bow_genre_size); None = no fixed limit."""
+        return MAX_GENRES[self.style]
+
+    # -- growing --------------------------------------------------------------------------------------
     @staticmethod
-    def _add(table: dict[str, int], name: str) -> int:
-        key = normalize_label(name) or UNKNOWN
+    def _add_key(table: dict[str, int], key: str) -> int:
         if key not in table:
             table[key] = max(table.values(), default=-1) + 1
         return table[key]
 
-    def add_artist(self, name: str) -> int:
-        return self._add(self.artists, name)
+    def _blank_is_unknown(self, key: str) -> str:
+        """jukebox-pl files a nameless label under `unknown`; the reference's tables may hold '' themselves."""
+        if self.style == "jukebox-pl" and not key:
+            return UNKNOWN
+        return key
 
-    def add_genre(self, name: str) -> int:
-        return self._add(self.genres, name)
+    def add_artist(self, name: str) -> int:
+        return self._add_key(self.artists, self._blank_is_unknown(self.artist_key(name)))
+
+    def add_genre(self, name: str) -> list[int]:
+        """Add a genre's keys (one, or each word of a v2 bag) and return their ids."""
+        return [self._add_key(self.genres, self._blank_is_unknown(k)) for k in self.genre_keys(name)]
 
     def extend(self, artists: Iterable[str] = (), genres: Iterable[str] = ()) -> LabelVocab:
-        """Add names in sorted order (deterministic ids); existing ids never change."""
-        for name in sorted({normalize_label(a) for a in artists} - {""}):
-            self.add_artist(name)
-        for name in sorted({normalize_label(g) for g in genres} - {""}):
-            self.add_genre(name)
+        """Add names in sorted key order (deterministic ids); existing ids never change."""
+        for key in sorted({self.artist_key(a) for a in artists} - {""}):
+            self._add_key(self.artists, key)
+        for key in sorted({k for g in genres for k in self.genre_keys(g)} - {""}):
+            self._add_key(self.genres, key)
         return self
 
+    # -- lookups ---------------------------------------------------------------------------------------
     @staticmethod
-    def _lookup(table: dict[str, int], name: str, kind: str, strict: bool) -> int:
-        key = normalize_label(name)
+    def _lookup(table: dict[str, int], key: str, name: str, kind: str, strict: bool, of: str | None = None) -> int:
+        """`key`'s id; unknown: 0, or (strict) an error naming `name` (and the whole genre `of` a v2 word)."""
         if key in table:
             return table[key]
         if not strict:
@@ -62,13 +114,36 @@ class LabelVocab:
         known = sorted(table)
         listing = ", ".join(known[:50]) + (f", ... ({len(known)} in all)" if len(known) > 50 else "")
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownLabelError(f"unknown {kind} {name!r}.{hint} Known {kind}s: {listing}")
+        said = repr(name) if key in (name, normalize_label(name)) else f"{name!r} (looked up as {key!r})"
+        said += f" (a word of {of!r})" if of is not None else ""
+        raise UnknownLabelError(f"unknown {kind} {said}.{hint} Known {kind}s: {listing}")
 
     def artist_id(self, name: str, strict: bool = True) -> int:
-        return self._lookup(self.artists, name, "artist", strict)
+        """An artist's id; unknown names raise UnknownLabelError (strict) or give 0, the unknown id."""
+        return self._lookup(self.artists, self.artist_key(name), name, "artist", strict)
+
+    def genre_ids(self, name: str, strict: bool = True) -> list[int]:
+        """A genre string's ids: one for jukebox-pl and openai-v3, one per word for openai-v2. Strict: unknown
+        names or words raise (the reference maps them to 0 with a printed warning) and so does a bag of more
+        words than the style's `max_genres` (the reference asserts); not strict: unknown ones give 0, as the
+        reference's, and callers cut the list to their slots."""
+        keys = self.genre_keys(name)
+        if strict and self.max_genres is not None and len(keys) > self.max_genres:
+            raise UserValueError(
+                f"genre {name!r} is {len(keys)} words {keys}; {self.style} labels hold at most {self.max_genres}"
+            )
+        if len(keys) == 1:
+            return [self._lookup(self.genres, keys[0], name, "genre", strict)]
+        return [self._lookup(self.genres, k, k, "genre word", strict, of=name) for k in keys]
 
     def genre_id(self, name: str, strict: bool = True) -> int:
-        return self._lookup(self.genres, name, "genre", strict)
+        """The id of a genre that is one table key; a v2 genre of several words needs `genre_ids`."""
+        ids = self.genre_ids(name, strict)
+        if len(ids) != 1:
+            raise UserValueError(
+                f"genre {name!r} is a bag of {len(ids)} words {self.genre_keys(name)}; use genre_ids for it"
+            )
+        return ids[0]
 
     @property
     def n_artists(self) -> int:
@@ -78,14 +153,43 @@ class LabelVocab:
     def n_genres(self) -> int:
         return max(self.genres.values()) + 1
 
+    @staticmethod
+    def _first_name(table: dict[str, int], idx: int) -> str:
+        return next((name for name, i in table.items() if i == int(idx)), UNKNOWN)
+
     def artist_name(self, idx: int) -> str:
-        return {v: k for k, v in self.artists.items()}.get(int(idx), UNKNOWN)
+        """The first name (in table order) with this id; `unknown` for an id no name has."""
+        return self._first_name(self.artists, idx)
 
     def genre_name(self, idx: int) -> str:
-        return {v: k for k, v in self.genres.items()}.get(int(idx), UNKNOWN)
+        """The first genre key (in table order) with this id; `unknown` for an id no key has."""
+        return self._first_name(self.genres, idx)
 
+    # -- files ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"artists": self.artists, "genres": self.genres}
+        return {"style": self.style, "artists": dict(self.artists), "genres": dict(self.genres)}
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "vocabulary") -> LabelVocab:
+        """A vocabulary from `to_dict`'s form (a vocab.json, a checkpoint's hyperparameters); without a
+        "style" key it is jukebox-pl's. Checks what lookups rely on."""
+        try:
+            style = _check_style(raw.get("style", "jukebox-pl"))
+            vocab = cls(artists=dict(raw["artists"]), genres=dict(raw["genres"]), style=style)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise UserValueError(
+                f"{where} is not a jukebox-pl vocab.json (needs 'artists' and 'genres'): {err}"
+            ) from None
+        for kind, table in (("artists", vocab.artists), ("genres", vocab.genres)):
+            if not table or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in table.values()):
+                raise UserValueError(f"{where}: {kind} must map names to ids >= 0 (and hold at least one)")
+            if style != "jukebox-pl":
+                continue  # the reference's tables: id 0 may have several names, or none named 'unknown'
+            if table.get(UNKNOWN) != 0:
+                raise UserValueError(f"{where}: {kind} must map {UNKNOWN!r} to id 0")
+            if len(set(table.values())) != len(table):
+                raise UserValueError(f"{where}: {kind} has two names with the same id")
+        return vocab
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -97,16 +201,10 @@ class LabelVocab:
         path = Path(path)
         try:
             raw = json.loads(path.read_text())
-            vocab = cls(artists=dict(raw["artists"]), genres=dict(raw["genres"]))
         except FileNotFoundError:
             raise MissingInputError(f"vocabulary file {path} does not exist") from None
-        except (KeyError, TypeError, json.JSONDecodeError) as err:
-            raise UserValueError(
-                f"{path} is not a jukebox-pl vocab.json (needs 'artists' and 'genres'): {err}"
-            ) from None
-        for kind, table in (("artists", vocab.artists), ("genres", vocab.genres)):
-            if table.get(UNKNOWN) != 0:
-                raise UserValueError(f"{path}: {kind} must map {UNKNOWN!r} to id 0")
-            if len(set(table.values())) != len(table):
-                raise UserValueError(f"{path}: {kind} has two names with the same id")
-        return vocab
+        except json.JSONDecodeError as err:
+            raise UserValueError(f"{path} is not a jukebox-pl vocab.json: {err}") from None
+        if not isinstance(raw, dict):
+            raise UserValueError(f"{path} is not a jukebox-pl vocab.json (needs 'artists' and 'genres')")
+        return cls.from_dict(raw, str(path))

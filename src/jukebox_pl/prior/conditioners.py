@@ -69,8 +69,14 @@ class RangeEmbedding(nn.Module):
             position = start + (end - start) * frac
         else:
             position = start
-        idx = (self.bins * (position - self.low) / (self.high - self.low)).floor().long().clamp(0, self.bins - 1)
-        return self.emb(idx)
+        return self.emb(self.bin_of(position))
+
+    def bin_of(self, position: torch.Tensor) -> torch.Tensor:
+        """The reference's binning, in its order: normalise to [0, 1) first, then scale by bins and floor (in
+        float32, bins * (pos - low) / (high - low) floors differently for some positions). The clamp only
+        keeps a value that rounding pushed onto `high` in the last bin."""
+        normalised = (position - self.low) / (self.high - self.low)
+        return (self.bins * normalised).floor().long().clamp(0, self.bins - 1)
 
 
 class LabelConditioner(Conditioner):
@@ -132,7 +138,7 @@ class LabelConditioner(Conditioner):
         # still measured against their true length
         total = total_length.float().clamp(self.min_samples, self.max_samples - 1)
         true_total = total_length.float().clamp(min=1.0)
-        begin, end = offset.float(), offset.float() + length
+        begin, end = offset.float(), (offset + length).float()  # end in int64 first, as the reference
         timing = (
             self.total_length_emb(total)
             + self.absolute_pos_emb(begin.clamp(max=self.max_samples - 1), end.clamp(max=self.max_samples))

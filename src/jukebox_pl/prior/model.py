@@ -281,7 +281,11 @@ class JukeboxPrior(nn.Module):
         on_token: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
         """Codes (n, length) of one window: `prompt` codes (n, p) kept as they are, the rest sampled with the
-        KV cache (the prompt is pushed through in chunks of `chunk_size`)."""
+        KV cache (the prompt is pushed through in chunks of `chunk_size`).
+
+        Merged lyrics, as the reference's `primed_sample` + `prior_postprocess`: each music position is drawn
+        from the whole joint vocabulary (characters and codes, temperature and top-k/top-p over all of it) and
+        fed back as drawn; a drawn character becomes code 0 only in the returned codes."""
         length = self.n_ctx if length is None else length
         p = 0 if prompt is None else prompt.shape[1]
         if not p <= length <= self.n_ctx:
@@ -296,7 +300,7 @@ class JukeboxPrior(nn.Module):
         n_known = 0 if known is None else known.shape[1]
         total = n_known + length - p
         if n_known >= total:
-            return known[:, known.shape[1] - length :] - shift
+            return self._to_codes(known[:, known.shape[1] - length :], shift)
         out = [] if known is None else [known]
         step = self.prior.step
         with self.prior.streaming():
@@ -305,13 +309,17 @@ class JukeboxPrior(nn.Module):
                 chunk = known[:, i : i + chunk_size]
                 logits = step(chunk, i + 1, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
             for pos in range(n_known, total):
-                if shift:
-                    logits = logits[:, shift:]
-                token = sample_token(logits, temperature, top_k, top_p, generator) + shift
+                token = sample_token(logits, temperature, top_k, top_p, generator)
                 out.append(token[:, None])
                 if on_token is not None:
                     on_token(pos - n_known + 1)
                 if pos + 1 < total:
                     logits = step(token[:, None], pos + 1, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
         tokens = torch.cat(out, dim=1)
-        return tokens[:, tokens.shape[1] - length :] - shift
+        return self._to_codes(tokens[:, tokens.shape[1] - length :], shift)
+
+    @staticmethod
+    def _to_codes(tokens: torch.Tensor, shift: int) -> torch.Tensor:
+        """Joint-vocabulary ids -> codes: unshifted, and a character id (below the shift) -> code 0, as the
+        reference's `prior_postprocess` clamps them."""
+        return (tokens - shift).clamp(min=0)

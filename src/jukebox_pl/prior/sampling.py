@@ -6,15 +6,19 @@ import torch
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
-    """Keep the `top_k` most likely tokens and/or the smallest set whose probability reaches `top_p`."""
+    """Keep the `top_k` most likely tokens and/or the smallest set whose probability exceeds `top_p`.
+
+    The reference's rules (`jukebox/transformer/ops.py` `filter_logits`): top-k keeps every token tied with the
+    k-th; top-p drops a token when the probability of the more likely tokens before it already exceeds top_p
+    (strictly), and always keeps the most likely one. Unlike the reference, both may be set (top-k first)."""
     logits = logits.float()
     if top_k > 0:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if 0.0 < top_p < 1.0:
+    if top_p > 0.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p  # tokens after the nucleus is complete
+        beyond = sorted_logits.softmax(-1).cumsum(-1) > top_p
+        drop = torch.cat([torch.zeros_like(beyond[..., :1]), beyond[..., :-1]], dim=-1)  # the one crossing stays
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
 

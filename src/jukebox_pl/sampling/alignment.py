@@ -53,7 +53,9 @@ def lyric_alignment(sampler, level: int, n_lyrics: list[int]) -> list[dict]:
             offset = start * prior.hop_length
             for i in range(n):
                 tokens = np.asarray(sampler.spec.lyrics[i], dtype=np.int64)
-                first = lyric_window(tokens, prior.n_tokens, sampler.spec.total_samples, offset, prior.sample_length)[1]
+                first = lyric_window(
+                    tokens, prior.n_tokens, sampler.spec.total_samples, offset, prior.sample_length, float32=True
+                )[1]  # the window the sampler gave the prior
                 best[i, start : start + length] = first + picked[i]
     finally:
         attn.record_attn, attn.last_weights = False, None

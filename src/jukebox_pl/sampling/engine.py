@@ -21,6 +21,17 @@ from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.sampling.windows import next_window
 
 
+def genre_slots(genres: list[list[int]], max_genres: int) -> torch.Tensor:
+    """Per-sample genre ids -> (n, slots) padded with -1 (empty slots, masked by the label conditioner), as the
+    reference's labels hold them: `max_genres` slots, and more ids than that are refused as the reference
+    refuses them (0 = no limit known: as many slots as the longest list)."""
+    longest = max((len(g) for g in genres), default=0)
+    if max_genres and longest > max_genres:
+        raise UserValueError(f"a sample has {longest} genre ids; this prior reads at most {max_genres}")
+    width = max(max_genres or longest, 1)
+    return torch.tensor([list(g) + [-1] * (width - len(g)) for g in genres], dtype=torch.long)
+
+
 @dataclass
 class SongSpec:
     """What to sample: one entry per sample in `artists`, `genres` and `lyrics` (lyric character ids)."""
@@ -151,16 +162,15 @@ class SongSampler:
             if key == "artist":
                 out[key] = torch.tensor(spec.artists[rows], dtype=torch.long)
             elif key == "genres":
-                width = max(1, max(len(g) for g in spec.genres))
-                out[key] = torch.tensor([list(g) + [-1] * (width - len(g)) for g in spec.genres[rows]])
+                out[key] = genre_slots(spec.genres[rows], getattr(getattr(prior, "y_emb", None), "max_genres", 0))
             elif key == "total_length":
                 out[key] = torch.full((n,), spec.total_samples, dtype=torch.long)
             elif key == "offset":
                 out[key] = torch.full((n,), offset, dtype=torch.long)
-            elif key == "lyrics":
+            elif key == "lyrics":  # float32: the reference's sampling-time arithmetic (see lyric_window)
                 windows = [
                     lyric_window(np.asarray(t, dtype=np.int64), prior.n_tokens, spec.total_samples, offset,
-                                 prior.sample_length)[0]
+                                 prior.sample_length, float32=True)[0]
                     for t in spec.lyrics[rows]
                 ]  # fmt: skip
                 out[key] = torch.from_numpy(np.stack(windows))

@@ -68,7 +68,7 @@ def load_assigned(model: torch.nn.Module, state: dict[str, torch.Tensor], path) 
 def vocab_of(hp: dict) -> LabelVocab | None:
     """The label vocabulary a prior was trained with: saved in its checkpoint, else its shards' vocab.json."""
     if hp.get("vocab"):
-        return LabelVocab(artists=dict(hp["vocab"]["artists"]), genres=dict(hp["vocab"]["genres"]))
+        return LabelVocab.from_dict(hp["vocab"], "the prior checkpoint's vocab")
     data = (hp.get("config") or {}).get("data", {})
     for candidate in (data.get("vocab"), data.get("shards") and str(Path(data["shards"]) / "vocab.json")):
         if candidate and Path(candidate).is_file():

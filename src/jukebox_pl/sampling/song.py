@@ -51,11 +51,18 @@ class SampleRequest:
 
 
 def resolve_labels(models: SamplingModels, req: SampleRequest) -> tuple[list[int], list[list[int]], list[str]]:
-    """Artist and genre names -> ids through the run's vocabulary (unknown names: an error with close matches)."""
+    """Artist and genre names -> ids through the run's vocabulary (unknown names: an error with close matches).
+    Every --genre may give several ids (a bag of words in the reference's v2 vocabulary); together they form
+    each sample's genre list, no longer than the vocabulary allows."""
     names = req.artists or ["unknown"]
     n = max(req.n_samples, len(req.artists))
     artists = [models.vocab.artist_id(names[i % len(names)]) for i in range(n)]
-    genre_ids = [models.vocab.genre_id(g) for g in req.genres]
+    genre_ids = [i for g in req.genres for i in models.vocab.genre_ids(g)]
+    limit = models.vocab.max_genres
+    if limit is not None and len(genre_ids) > limit:
+        raise UserValueError(
+            f"--genre {req.genres} gives {len(genre_ids)} genre ids; {models.vocab.style} labels hold at most {limit}"
+        )
     return artists, [list(genre_ids) for _ in range(n)], [names[i % len(names)] for i in range(n)]
 
 
