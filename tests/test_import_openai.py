@@ -185,3 +185,54 @@ def test_an_imported_prior_fine_tunes_with_train_prior_init(imported, shards, tm
     assert saved["global_step"] == 1
     moved = saved["state_dict"]["model.prior.x_emb.weight"] - start["model.prior.x_emb.weight"]
     assert 0 < moved.abs().max() < 0.1, "one step from the imported weights, not from scratch"
+
+
+def write_ids(folder: Path) -> Path:
+    """Small id tables in the reference's `name;id` format (its own tables are not part of the project)."""
+    tables = {
+        "v2_artist_ids.txt": "unknown;0\nalan_jackson;2\nthe_beatles;3\n",
+        "v2_genre_ids.txt": "unknown;0\nrock;1\ncountry;5\n",
+        "v3_artist_ids.txt": "unknown;0\nalan jackson;7\nthe beatles;8\n",
+        "v3_genre_ids.txt": "unknown;0\ncountry rock;2\ncountry;4\n",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in tables.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_ids_give_each_prior_the_reference_label_table_of_its_version(tmp_path, capsys):
+    from jukebox_pl.sampling.models import vocab_of
+
+    ids = write_ids(tmp_path / "ids")
+    top, middle = released_file("prior_1b_lyrics", tmp_path), released_file("upsampler_level_1", tmp_path)
+    args = ["import-openai", "--out", str(tmp_path / "run"), "--prior", str(top), "--hps", "1b_lyrics",
+            "--prior", str(middle), "--hps", "upsampler_level_1", "--ids", str(ids)]  # fmt: skip
+    assert main(args) == 0
+    assert "3 artist and 3 genre names" in capsys.readouterr().out
+    vocabs = {}
+    for level in ("top", "middle"):
+        hp = torch.load(tmp_path / "run" / f"prior_{level}" / "export.pt", weights_only=True, mmap=True)["hparams"]
+        vocabs[level] = vocab_of(hp)
+    assert vocabs["top"].style == "openai-v3" and vocabs["middle"].style == "openai-v2"
+    assert vocabs["top"].artist_id("Alan Jackson") == 7 and vocabs["middle"].artist_id("Alan Jackson") == 2
+    assert vocabs["top"].genre_ids("Country Rock") == [2] and vocabs["middle"].genre_ids("Country Rock") == [5, 1]
+    assert json.loads((tmp_path / "run" / "vocab.json").read_text())["style"] == "openai-v3"
+
+
+def test_each_level_is_sampled_with_its_own_label_ids(tmp_path):
+    """The 1B top prior reads v3 ids and its upsamplers v2 ids: one --artist gives each level its own."""
+    from sampling_models import tiny_models
+
+    from jukebox_pl.interop.ids import read_reference_ids
+    from jukebox_pl.sampling.song import SampleRequest, level_labels, resolve_labels
+
+    ids = write_ids(tmp_path / "ids")
+    models = tiny_models()
+    v3, v2 = read_reference_ids(ids, "v3"), read_reference_ids(ids, "v2")
+    models.vocabs, models.vocab = {2: v3, 1: v2, 0: v2}, v3
+    req = SampleRequest(out=str(tmp_path / "o"), artists=["Alan Jackson"], genres=["country"])
+    artists, genres, _ = resolve_labels(models, req)
+    assert artists == [7] and genres == [[4]]
+    per_level = level_labels(models, req, 1)
+    assert per_level == {1: {"artists": [2], "genres": [[5]]}, 0: {"artists": [2], "genres": [[5]]}}

@@ -50,6 +50,8 @@ class SongSpec:
     chunk_size: int = 128
     # values of extra conditioners' batch keys (e.g. {"tempo": [120.0, 90.0]}): one per sample, or one for all
     labels: dict[str, list[float]] = field(default_factory=dict)
+    # level index -> {"artists": [...], "genres": [[...]]} for a level whose prior has its own label ids
+    level_labels: dict[int, dict] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -158,11 +160,13 @@ class SongSampler:
         n = len(spec.artists[rows])
         offset = start * self.hop(level)
         out: dict = {}
+        own = spec.level_labels.get(level, {})
+        artists, genres = own.get("artists", spec.artists), own.get("genres", spec.genres)
         for key in prior.batch_keys:
             if key == "artist":
-                out[key] = torch.tensor(spec.artists[rows], dtype=torch.long)
+                out[key] = torch.tensor(artists[rows], dtype=torch.long)
             elif key == "genres":
-                out[key] = genre_slots(spec.genres[rows], getattr(getattr(prior, "y_emb", None), "max_genres", 0))
+                out[key] = genre_slots(genres[rows], getattr(getattr(prior, "y_emb", None), "max_genres", 0))
             elif key == "total_length":
                 out[key] = torch.full((n,), spec.total_samples, dtype=torch.long)
             elif key == "offset":

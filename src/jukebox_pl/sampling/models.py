@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -91,8 +91,15 @@ def prior_checkpoint(run_dir: str | Path, name: str) -> Path:
 class SamplingModels:
     vqvae: VQVAE
     priors: dict[int, JukeboxPrior]  # level index -> prior
-    vocab: LabelVocab
+    vocab: LabelVocab  # the names --artist / --genre are checked against: the top prior's
     sample_rate: int
+    # level index -> that prior's own vocabulary, where it has one (the released 1B top prior reads the
+    # reference's v3 ids, its upsamplers v2 ids: the same names give each level its own ids)
+    vocabs: dict[int, LabelVocab] = field(default_factory=dict)
+
+    @staticmethod
+    def main_vocab(vocabs: dict[int, LabelVocab]) -> LabelVocab:
+        return vocabs[max(vocabs)] if vocabs else LabelVocab()
 
     @property
     def n_levels(self) -> int:
@@ -112,18 +119,19 @@ class SamplingModels:
         missing = [level_name(i, n) for i in wanted if i not in vqvae.available()]
         if missing:
             raise MissingInputError(f"the VQ-VAE levels {missing} are not trained in {run_dir}")
-        priors, vocab = {}, None
+        priors, vocabs = {}, {}
         for i in wanted:
             prior, hp = load_prior(prior_checkpoint(run_dir, level_name(i, n)), weights)
             priors[i] = prior
-            vocab = vocab or vocab_of(hp)
-        return cls(vqvae, priors, vocab or LabelVocab(), vqvae.sample_rate)
+            if (vocab := vocab_of(hp)) is not None:
+                vocabs[i] = vocab
+        return cls(vqvae, priors, cls.main_vocab(vocabs), vqvae.sample_rate, vocabs)
 
     @classmethod
     def from_checkpoints(cls, vqvae: list[str], priors: list[str], weights: str = "fp32") -> SamplingModels:
         """Explicit VQ-VAE level and prior checkpoints (or exports), e.g. a released set fine-tuned elsewhere."""
         container = VQVAE.from_checkpoints(vqvae)
-        loaded, vocab = {}, None
+        loaded, vocabs = {}, {}
         for path in priors:
             prior, hp = load_prior(path, weights)
             if prior.level in loaded:
@@ -133,14 +141,15 @@ class SamplingModels:
                     f"{path} is a prior for a {prior.levels}-level VQ-VAE, the VQ-VAE has {container.n_levels}"
                 )
             loaded[prior.level] = prior
-            vocab = vocab or vocab_of(hp)
+            if (vocab := vocab_of(hp)) is not None:
+                vocabs[prior.level] = vocab
         n = container.n_levels
         have = sorted(loaded, reverse=True)
         if have != list(range(n - 1, n - 1 - len(have), -1)):
             raise UserValueError(
                 f"priors must cover the top levels without gaps; got {[level_name(i, n) for i in have]}"
             )
-        return cls(container, loaded, vocab or LabelVocab(), container.sample_rate)
+        return cls(container, loaded, cls.main_vocab(vocabs), container.sample_rate, vocabs)
 
     def level(self, name: str | int) -> int:
         return level_index(name, self.n_levels)

@@ -50,20 +50,37 @@ class SampleRequest:
     labels: dict[str, list[float]] = field(default_factory=dict)
 
 
-def resolve_labels(models: SamplingModels, req: SampleRequest) -> tuple[list[int], list[list[int]], list[str]]:
-    """Artist and genre names -> ids through the run's vocabulary (unknown names: an error with close matches).
-    Every --genre may give several ids (a bag of words in the reference's v2 vocabulary); together they form
-    each sample's genre list, no longer than the vocabulary allows."""
-    names = req.artists or ["unknown"]
-    n = max(req.n_samples, len(req.artists))
-    artists = [models.vocab.artist_id(names[i % len(names)]) for i in range(n)]
-    genre_ids = [i for g in req.genres for i in models.vocab.genre_ids(g)]
-    limit = models.vocab.max_genres
+def labels_in(vocab, names: list[str], genres: list[str], n: int) -> tuple[list[int], list[list[int]]]:
+    """Artist and genre names -> one vocabulary's ids (unknown names: an error with close matches). Every
+    --genre may give several ids (a bag of words in the reference's v2 vocabulary); together they form each
+    sample's genre list, no longer than the vocabulary allows."""
+    artists = [vocab.artist_id(names[i % len(names)]) for i in range(n)]
+    genre_ids = [i for g in genres for i in vocab.genre_ids(g)]
+    limit = vocab.max_genres
     if limit is not None and len(genre_ids) > limit:
         raise UserValueError(
-            f"--genre {req.genres} gives {len(genre_ids)} genre ids; {models.vocab.style} labels hold at most {limit}"
+            f"--genre {genres} gives {len(genre_ids)} genre ids; {vocab.style} labels hold at most {limit}"
         )
-    return artists, [list(genre_ids) for _ in range(n)], [names[i % len(names)] for i in range(n)]
+    return artists, [list(genre_ids) for _ in range(n)]
+
+
+def resolve_labels(models: SamplingModels, req: SampleRequest) -> tuple[list[int], list[list[int]], list[str]]:
+    """The names' ids in the run's (top prior's) vocabulary, and the sample's artist names."""
+    names = req.artists or ["unknown"]
+    n = max(req.n_samples, len(req.artists))
+    artists, genres = labels_in(models.vocab, names, req.genres, n)
+    return artists, genres, [names[i % len(names)] for i in range(n)]
+
+
+def level_labels(models: SamplingModels, req: SampleRequest, n: int) -> dict[int, dict]:
+    """The same names in the vocabulary of each prior that has its own (another table, another style)."""
+    names = req.artists or ["unknown"]
+    out = {}
+    for level, vocab in models.vocabs.items():
+        if vocab.to_dict() != models.vocab.to_dict():
+            artists, genres = labels_in(vocab, names, req.genres, n)
+            out[level] = {"artists": artists, "genres": genres}
+    return out
 
 
 def known_codes(models: SamplingModels, req: SampleRequest, n: int) -> tuple[dict[int, torch.Tensor], int | None]:
@@ -137,7 +154,7 @@ def sample_song(models: SamplingModels, req: SampleRequest, progress=None, total
     spec = SongSpec(
         artists=artists, genres=genres, lyrics=[lyric_ids] * n, total_samples=total, temperature=req.temperature,
         top_k=req.top_k, top_p=req.top_p, hop_fractions=fractions, seed=req.seed, max_batch=req.max_batch,
-        labels={k: [float(x) for x in v] for k, v in req.labels.items()},
+        labels={k: [float(x) for x in v] for k, v in req.labels.items()}, level_labels=level_labels(models, req, n),
     )  # fmt: skip
     sampler = SongSampler(
         models, spec, levels, codes=codes, on_window=lambda s: atomic_torch_save(s.state(), state_path),
