@@ -236,3 +236,19 @@ def test_each_level_is_sampled_with_its_own_label_ids(tmp_path):
     assert artists == [7] and genres == [[4]]
     per_level = level_labels(models, req, 1)
     assert per_level == {1: {"artists": [2], "genres": [[5]]}, 0: {"artists": [2], "genres": [[5]]}}
+
+
+@pytest.mark.parametrize("weights", ["fp16", "bf16"])
+def test_an_imported_prior_samples_in_half_precision(imported, tmp_path, weights, capsys):
+    """--weights fp16/bf16 keep the prior in half precision (the released 5B weights are stored in fp16)."""
+    io = torch.load(FIXTURES / "small_prior_w128_d6" / "io.pt", weights_only=True)
+    prior, _ = load_prior(imported / "prior_top" / "export.pt", weights)
+    assert {p.dtype for p in prior.parameters()} == {torch.float16 if weights == "fp16" else torch.bfloat16}
+    with torch.no_grad():
+        bits = prior(io["z"][:, :8192]).music_bits.float().item()
+    assert bits == pytest.approx(io["eval_loss"].item(), abs=0.05)  # half precision: close, not equal
+    out = tmp_path / "half"
+    code = main(["sample", "--run", str(imported), "--out", str(out), "--levels", "1", "--seconds", "0.3",
+                 "--weights", weights, "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert (out / "top" / "sample_0.wav").is_file()

@@ -81,3 +81,18 @@ def test_primed_sampling_starts_from_the_prompt_audio_codes():
     for level in (2, 1, 0):
         assert torch.equal(codes[level][:, : prompt[level].shape[1]], prompt[level])
         assert codes[level].shape[1] == 40 * 128 // models.vqvae.hop_length(level)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_three_levels_sample_with_priors_in_half_precision(tmp_path, dtype):
+    """What `--weights bf16|fp16` loads: every prior held in half precision, the song still comes out whole."""
+    from jukebox_pl.sampling.song import SampleRequest, sample_song
+
+    models = tiny_models()
+    for prior in models.priors.values():
+        prior.to(dtype)
+    req = SampleRequest(out=str(tmp_path / "half"), artists=["Organ Ondine"], seconds=0.3, temperature=0.9)
+    summary = sample_song(models, req)
+    assert summary["levels"] == ["top", "middle", "bottom"]
+    for level in ("top", "middle", "bottom"):
+        assert (tmp_path / "half" / level / "sample_0.wav").is_file()

@@ -295,7 +295,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", type=int, choices=(1, 2, 3), help="how many levels to sample, from the top")
     p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--max-batch", type=POSITIVE, default=16, help="samples per forward pass (memory cap)")
-    p.add_argument("--weights", choices=("fp32", "int8"), default="fp32", help="int8: faster CPU sampling")
+    p.add_argument("--weights", choices=("fp32", "int8", "fp16", "bf16"), default="fp32",
+                   help="prior weights: int8 = faster CPU sampling; fp16 / bf16 = half the memory on a GPU "
+                   "(the released 5B priors are stored in fp16)")  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true", help="continue an interrupted output folder")
     p.add_argument("--no-progress", action="store_true")

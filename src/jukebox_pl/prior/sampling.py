@@ -30,7 +30,9 @@ def sample_token(
     top_p: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(B, bins) logits -> (B,) sampled ids; temperature 0 = greedy."""
+    """(B, bins) logits -> (B,) sampled ids; temperature 0 = greedy. Half-precision logits (a prior held in
+    bf16/fp16) are filtered and normalised in fp32."""
+    logits = logits.float()
     if temperature <= 0:
         return logits.argmax(-1)
     probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)

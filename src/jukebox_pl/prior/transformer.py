@@ -232,7 +232,7 @@ class AutoregressiveTransformer(nn.Module):
             raise UserValueError(f"{length} tokens exceed the context n_ctx={self.n_ctx}")
         x = torch.cat([self._start(n, y_cond), self.x_emb(tokens[:, :-1])], dim=1)
         cond = 0.0 if x_cond is None else x_cond[:, :length] if x_cond.shape[1] > 1 else x_cond
-        x = x + self.pos_emb.pos_emb[:length] + cond
+        x = (x + self.pos_emb.pos_emb[:length] + cond).to(self.pos_emb.pos_emb.dtype)  # weights in bf16/fp16
         out = self.transformer(x, encoder_kv, return_layers=all_layers)
         x, layers = out if all_layers else (out, None)
         if self.add_cond_after_transformer:
@@ -292,7 +292,7 @@ class AutoregressiveTransformer(nn.Module):
             cond = x_cond[:, start : start + t]
         else:
             cond = x_cond
-        x = x + self.pos_emb.pos_emb[start : start + t] + cond
+        x = (x + self.pos_emb.pos_emb[start : start + t] + cond).to(self.pos_emb.pos_emb.dtype)
         x = self.transformer.forward_cached(x, encoder_kv)
         if self.add_cond_after_transformer:
             x = x + cond

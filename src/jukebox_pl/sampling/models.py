@@ -14,6 +14,8 @@ from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.vqvae.container import VQVAE
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --weights: priors stored and computed in half precision
+
 
 def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, dict]:
     """A prior (the EMA weights when the checkpoint has them) in eval mode, and its hyperparameters."""
@@ -32,10 +34,12 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
     state = info["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
     load_assigned(model, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, path)
-    if any(p.dtype != torch.float32 for p in model.parameters()):
-        model.float()  # stored fp16 (the released 5B weights): computed in fp32 (then int8 if asked, below)
+    if weights in HALF:  # GPU sampling: fp16 weights as stored (the released 5B priors') stay, uncopied
+        model.to(HALF[weights])
+    elif any(p.dtype != torch.float32 for p in model.parameters()):
+        model.float()  # stored fp16, computed in fp32 (then int8 if asked, below)
     model.eval().requires_grad_(False)
-    if weights != "fp32":
+    if weights not in ("fp32", *HALF):
         from jukebox_pl.prior.quantize import quantize_weights
 
         quantize_weights(model, weights)
