@@ -30,7 +30,7 @@ from jukebox_pl.errors import MissingInputError, RefusedError, UnsafeFileError, 
 from jukebox_pl.interop.openai_hps import ModelSpec, read_hps, spec_from_hps
 from jukebox_pl.interop.reference_prior import reference_key
 from jukebox_pl.interop.reference_vqvae import load_reference_level, reference_levels, strip_module_prefix
-from jukebox_pl.training.checkpoints import EXPORT_FORMAT, atomic_torch_save, unsafe_global
+from jukebox_pl.training.checkpoints import EXPORT_FORMAT, atomic_torch_save, load_mapped, unsafe_global
 from jukebox_pl.vqvae.model import VQVAELevelModel, hop_lengths, level_index, level_name
 
 SHOWN = 10  # keys listed in a refusal before "and N more"
@@ -63,14 +63,8 @@ REFERENCE_PICKLE = types.SimpleNamespace(Unpickler=_ReferenceUnpickler, load=pic
 
 
 def _torch_load(path: Path, weights_only: bool):
-    """Memory-mapped when the file's format allows it (the zip format of torch >= 1.6), read whole otherwise."""
-    extra = {} if weights_only else {"pickle_module": REFERENCE_PICKLE}
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True, **extra)
-    except RuntimeError as err:
-        if "_use_new_zipfile_serialization" not in str(err) and "mmap" not in str(err):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=weights_only, **extra)
+    """Memory-mapped where the format allows; the reference's own classes stand in as dicts when trusted."""
+    return load_mapped(path, weights_only, **({} if weights_only else {"pickle_module": REFERENCE_PICKLE}))
 
 
 def read_reference_file(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict | None]:

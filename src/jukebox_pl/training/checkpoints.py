@@ -73,6 +73,17 @@ def unsafe_global(err: pickle.UnpicklingError) -> str | None:
     return text[start:].split(" was not an allowed global")[0] if start >= 0 else None
 
 
+def load_mapped(path: str | Path, weights_only: bool = True, **kwargs) -> Any:
+    """`torch.load` memory-mapped (a big prior's weights come from the page cache instead of being copied into
+    RAM first), or read whole for the legacy (pre-zip) format, which cannot be mapped."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True, **kwargs)
+    except RuntimeError as err:
+        if "_use_new_zipfile_serialization" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=weights_only, **kwargs)
+
+
 def safe_load(path: str | Path, what: str = "file") -> Any:
     """The one loader for every file jukebox-pl reads (checkpoints, exports, codes files, sampling state):
     tensors and plain data only (`weights_only=True`), so a crafted pickle is refused before any of it runs."""
@@ -80,12 +91,7 @@ def safe_load(path: str | Path, what: str = "file") -> Any:
     if not path.is_file():
         raise MissingInputError(f"{what} {path} does not exist")
     try:
-        try:  # memory-mapped: a big prior's weights are read from the page cache, not copied into RAM first
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "_use_new_zipfile_serialization" not in str(err):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
+        return load_mapped(path)
     except pickle.UnpicklingError as err:
         detail = unsafe_global(err)
         if detail is None:  # not a pickle at all (an audio file, a truncated download): a plain bad file

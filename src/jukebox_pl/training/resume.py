@@ -7,11 +7,10 @@ import pickle
 import re
 from pathlib import Path
 
-import torch
 from lightning_utilities.core.rank_zero import rank_zero_warn
 
 from jukebox_pl.errors import MissingInputError
-from jukebox_pl.training.checkpoints import safe_load
+from jukebox_pl.training.checkpoints import load_mapped, safe_load
 
 STEP_FILE = re.compile(r"^step(\d+)\.ckpt$")
 
@@ -20,12 +19,7 @@ def is_intact(path: Path) -> str | None:
     """None when the file opens as a checkpoint, else why not. The archive and its index are read, the tensor
     data only mapped (cheap even for a multi-GB prior); a crafted pickle is refused, not passed over."""
     try:
-        try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "_use_new_zipfile_serialization" not in str(err):
-                raise
-            torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
+        load_mapped(path)
     except pickle.UnpicklingError as err:
         if "Unsupported global" in str(err):
             safe_load(path, "checkpoint")  # raises UnsafeFileError naming the file and what it held
