@@ -13,17 +13,12 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from prior_settings import VQVAE
 
 from jukebox_pl.errors import DataStarvedError, DivergedError, StopRequested
 from jukebox_pl.stages.train_vqvae import train_vqvae
 
-TINY = [
-    "vqvae.l_bins=32",
-    "vqvae.width=8",
-    "vqvae.depth=2",
-    "vqvae.sample_length=2048",
-    "vqvae.batch_size=2",
-    "vqvae.bandwidth_batches=1",
+TINY = VQVAE + [
     "data.epoch_length=6",  # 3 batches per epoch: the runs below cross epoch boundaries
     "trainer.limit_val_batches=1",
     "trainer.enable_progress_bar=false",
