@@ -1,5 +1,6 @@
 """Training priors through Lightning on a small trained VQ-VAE: top with lyrics, upsampler, resume, errors, DDP."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -246,3 +247,48 @@ def test_a_stopped_and_resumed_top_prior_equals_the_uninterrupted_one(vqvae_run,
     ema = [torch.load(r / "prior_top" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (a, b)]
     differ = [k for k in ema[0] if not torch.equal(ema[0][k], ema[1][k])]
     assert not differ, f"differ after the resume: {differ[:5]}"
+
+
+@pytest.mark.slow
+def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, music, tmp_path):
+    """New shards prepared on their own number their artists afresh ('Artist 1' is id 1 there, 2 in the base);
+    `--init` merges the vocabularies by name: base artists keep their ids and rows, a new artist gets a new row
+    started from the mean of the base rows, and the new songs are labelled with the merged ids."""
+    from jukebox_pl.data.prep import PrepOptions, prepare_shards
+    from jukebox_pl.data.vocab import LabelVocab
+    from jukebox_pl.stages.finetune_labels import write_fine_tuning_vocab
+
+    (tmp_path / "base").mkdir(), (tmp_path / "tuned").mkdir()
+    base_run = fresh_run(vqvae_run, tmp_path / "base")
+    base = train_prior(base_run, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
+    base_vocab = LabelVocab.from_dict(base.hparams["vocab"])
+    base_ckpt = base_run / "prior_top" / "checkpoints" / "last.ckpt"
+    meta = tmp_path / "new.csv"
+    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
+    new_shards = tmp_path / "new_shards"
+    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
+                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    own = LabelVocab.load(new_shards / "vocab.json")
+    assert own.artist_id("Artist 1") != base_vocab.artist_id("Artist 1"), "the test needs shifted ids"
+
+    path, added = write_fine_tuning_vocab(base_ckpt, new_shards, tmp_path / "stage")
+    merged = LabelVocab.load(path)
+    for name in ("Artist 0", "Artist 1", "Artist 2"):
+        assert merged.artist_id(name) == base_vocab.artist_id(name)
+    assert added["artists"] == {"Zed Newcomer": base_vocab.n_artists}
+    cfg = base.hparams
+    bigger = PriorModule(cfg["prior"], "top", cfg["vqvae_cfg"], cfg["sample_rate"],
+                         y_bins=(merged.n_genres, merged.n_artists))  # fmt: skip
+    grew = load_prior_weights(bigger, base_ckpt)
+    old_rows = base.ema_model.y_emb.artist_emb.emb.weight
+    new_rows = bigger.model.y_emb.artist_emb.emb.weight
+    assert grew["y_emb.artist_emb.emb.weight"] == (old_rows.shape[0], old_rows.shape[0] + 1)
+    assert torch.equal(new_rows[: old_rows.shape[0]], old_rows)
+    torch.testing.assert_close(new_rows[-1], old_rows.mean(0))
+
+    tuned_run = fresh_run(vqvae_run, tmp_path / "tuned")
+    tuned = train_prior(tuned_run, "top", "tiny", str(new_shards), PRIOR + COMMON + ["trainer.max_steps=1"],
+                        init=str(base_ckpt))  # fmt: skip
+    report = json.loads((tuned_run / "prior_top" / "finetune.json").read_text())
+    assert report["added"]["artists"] == {"Zed Newcomer": base_vocab.n_artists}
+    assert LabelVocab.from_dict(tuned.hparams["vocab"]).artist_id("Artist 1") == base_vocab.artist_id("Artist 1")

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytorch_lightning as pl
+from lightning_utilities.core.rank_zero import rank_zero_info
 from omegaconf import OmegaConf
 
 from jukebox_pl.config.loader import load_config
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.stages.datamodules import prior_datamodule
+from jukebox_pl.stages.finetune_labels import write_fine_tuning_vocab
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
@@ -49,17 +51,17 @@ def vqvae_checkpoints(run_dir: Path, name: str, levels: int, explicit: list[str]
     return [str(level_checkpoint(run_dir, level_name(i, levels))) for i in needed]
 
 
-def load_prior_weights(module: PriorModule, path: str | Path) -> None:
+def load_prior_weights(module: PriorModule, path: str | Path) -> dict:
     """Start from another run's prior weights (fine-tuning): same level; label tables may have grown.
 
-    Artist/genre rows the old vocabulary had are copied; new rows (new artists after `prep --base-vocab`) keep
-    their fresh initialisation."""
+    Artist/genre rows the old vocabulary had are copied (their ids are kept: see `finetune_labels`); new rows
+    (new artists, genres) start from the mean of the old rows. Returns {table: (old rows, new rows)}."""
     info = load_any(path)
     check_prior_level({**info["meta"], "kind": info["kind"]}, module.level, module.vcfg.levels, str(path))
     state = info["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
     own = module.model.state_dict()
-    loaded, skipped = {}, []
+    loaded, skipped, grew = {}, [], {}
     for key, value in state.items():
         if not key.startswith(prefix):
             continue
@@ -73,7 +75,9 @@ def load_prior_weights(module: PriorModule, path: str | Path) -> None:
         ):
             grown = own[name].clone()
             grown[: value.shape[0]] = value
+            grown[value.shape[0] :] = value.float().mean(0).to(value.dtype)
             loaded[name] = grown
+            grew[name] = (value.shape[0], own[name].shape[0])
         else:
             raise UserValueError(
                 f"{path}: {name} has shape {tuple(value.shape)}, this prior needs {tuple(own[name].shape)}"
@@ -84,6 +88,7 @@ def load_prior_weights(module: PriorModule, path: str | Path) -> None:
     module.model.load_state_dict(loaded)
     if module.ema_model is not None:
         module.ema_model.load_state_dict(loaded)
+    return grew
 
 
 def train_prior(
@@ -102,6 +107,13 @@ def train_prior(
     levels = load_config(preset, overrides).vqvae.levels
     name = level_name(level_index(level, levels), levels)
     ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
+    added = None
+    shards = load_config(preset, overrides).data.shards
+    if init and not resume and shards and not any(o.startswith("data.vocab=") for o in overrides):
+        merged = write_fine_tuning_vocab(init, shards, Path(run_dir) / f"prior_{name}")
+        if merged is not None:  # label ids by name: the base's names keep theirs, new ones come after
+            overrides = [*overrides, f"data.vocab={merged[0].resolve()}"]
+            added = merged[1]
     # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.
     first = load_any(ckpts[0])
     # (JSON values are YAML, so lists, nulls and booleans survive the override syntax; optim is per stage)
@@ -124,7 +136,12 @@ def train_prior(
         vocab=dm.vocab.to_dict() if dm.vocab is not None else None,
     )  # fmt: skip
     if init and not resume:
-        load_prior_weights(module, init)
+        grew = load_prior_weights(module, init)
+        report = {"init": str(init), "added": added, "tables": {k: list(v) for k, v in grew.items()},
+                  "new_rows": "mean of the base rows"}  # fmt: skip
+        (run.dir / "finetune.json").write_text(json.dumps(report, indent=2) + "\n")
+        rank_zero_info(f"fine-tuning from {init}: " + (", ".join(f"{k} {a} -> {b} rows" for k, (a, b) in grew.items())
+                       or "label tables unchanged") + (f"; new names {added}" if added else ""))  # fmt: skip
     trainer = build_trainer(
         run, [Throughput("tokens"), *(callbacks or [])], strategy=training_strategy(cfg.trainer.strategy)
     )

@@ -1,0 +1,52 @@
+"""The label vocabulary of a prior fine-tuned from another (`train prior --init`): the base model's names keep
+their ids, so their embedding rows carry over unchanged, and the new data's names are appended after them.
+
+Matching is by name, never by index: shards prepared on their own number their artists from 1 in sorted order,
+so copying rows by id would hand one artist another's embedding. The merged vocabulary is written beside the
+stage and used as `data.vocab`, so the DataModule labels the new songs with the merged ids.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jukebox_pl.data.prep import MANIFEST_FILE
+from jukebox_pl.data.vocab import UNKNOWN, LabelVocab
+from jukebox_pl.sampling.models import vocab_of
+from jukebox_pl.training.checkpoints import load_any
+
+VOCAB_FILE = "vocab.json"
+
+
+def shard_label_names(shards: str | Path) -> tuple[list[str], list[str]]:
+    """Artist and genre names the tracks of a `prep` (or `encode-shards`) folder carry."""
+    path = Path(shards) / MANIFEST_FILE
+    if not path.is_file():
+        return [], []
+    tracks = json.loads(path.read_text()).get("tracks", [])
+    artists = sorted({t.get("artist", UNKNOWN) for t in tracks} - {UNKNOWN})
+    genres = sorted({g for t in tracks for g in t.get("genres", [])} - {UNKNOWN})
+    return artists, genres
+
+
+def merged_vocab(base: LabelVocab, artists: list[str], genres: list[str]) -> tuple[LabelVocab, dict]:
+    """The base vocabulary with the new names appended (ids of the base names unchanged), and what was added."""
+    merged = LabelVocab.from_dict(base.to_dict())
+    new_artists = [a for a in artists if base.artist_id(a, strict=False) == 0]
+    new_genres = [g for g in genres if 0 in base.genre_ids(g, strict=False)]
+    merged.extend(new_artists, new_genres)
+    added = {"artists": {a: merged.artist_id(a) for a in new_artists},
+             "genres": {g: merged.genre_ids(g) for g in new_genres}}  # fmt: skip
+    return merged, added
+
+
+def write_fine_tuning_vocab(init: str | Path, shards: str | Path, stage_dir: Path) -> tuple[Path, dict] | None:
+    """Merge the base checkpoint's vocabulary with the shards' names into `stage_dir/vocab.json`; None when the
+    base carries no vocabulary (then the shards must have been prepared with `prep --base-vocab`)."""
+    base = vocab_of(load_any(init)["hparams"])
+    if base is None:
+        return None
+    merged, added = merged_vocab(base, *shard_label_names(shards))
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    return merged.save(stage_dir / VOCAB_FILE), added
