@@ -13,6 +13,7 @@ Keys are dotted patterns: `*` stands for one segment (a prior level), so `prior.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +137,10 @@ DEVICES = Rule(
 )
 
 
+def _trainable(v: Any) -> bool:
+    return isinstance(v, str) and re.fullmatch(r"all|embeddings|top-layers:[1-9]\d*|lora:[1-9]\d*", v) is not None
+
+
 def _optim(stage: str) -> dict[str, Rule]:
     """The optimiser keys of one stage (`vqvae`, `prior.*`)."""
     rules = {
@@ -231,6 +236,7 @@ RULES: dict[str, Rule] = {
     "prior.*.t_bins": POSITIVE,
     "prior.*.min_duration": WEIGHT,
     "prior.*.lyrics": exactly("none", "encoder", "merged"),
+    "prior.*.trainable": Rule("all, embeddings, top-layers:N or lora:RANK (N, RANK >= 1)", _trainable),
     "prior.*.lyrics_vocab": exactly("v2", "v3"),
     "prior.*.max_duration": SCALE,
     "prior.*.n_tokens": COUNT,

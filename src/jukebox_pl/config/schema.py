@@ -220,6 +220,9 @@ class PriorConfig:
     ema_decay: float | None = None
     # Training steps of this stage, used while trainer.max_steps is -1 (set anywhere, that one wins).
     max_steps: int | None = None
+    # What learns when fine-tuning: all, embeddings, top-layers:N or lora:RANK (see jukebox_pl.prior.trainable);
+    # in every mode but all, the label rows of the base model's artists and genres stay exactly as they were.
+    trainable: str = "all"
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 

@@ -75,6 +75,36 @@ class PriorTraining:
             self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
         self.__dict__["_vqvae"] = vqvae  # not a submodule: frozen, not trained, not in the checkpoint
         self.__dict__["_vqvae_device"] = None
+        self._kept_rows: dict[str, int] = {}  # label table -> leading rows that never change (fine-tuning)
+        self._kept_values: dict[str, torch.Tensor] = {}
+
+    # -- fine-tuning ----------------------------------------------------------------------------------------
+    def set_trainable(self, mode: str | None = None, kept_rows: dict[str, int] | None = None) -> int:
+        """Freeze all but what `mode` (default `prior.<level>.trainable`) trains; LoRA adapters are added to the
+        weights and to their EMA copy alike. `kept_rows` (table -> rows the base model had) stay exactly as they
+        are in every mode but `all`. Call after loading the base weights. Returns the trainable count."""
+        from jukebox_pl.prior.lora import add_lora
+        from jukebox_pl.prior.trainable import Trainable, select
+
+        parsed = Trainable.parse(mode or self.cfg.trainable)
+        learn = select(self.model, parsed)
+        if parsed.kind == "lora" and self.ema_model is not None:
+            add_lora(self.ema_model, parsed.count)
+            self.ema_model.load_state_dict(self.model.state_dict())
+            self.ema_model.requires_grad_(False)
+        self._kept_rows = dict(kept_rows or {}) if parsed.kind != "all" else {}
+        self._kept_values = {}
+        return sum(p.numel() for p in learn)
+
+    @torch.no_grad()
+    def _keep_rows(self) -> None:
+        """Put the base model's label rows back after an optimiser step (weight decay and Adam's momentum
+        would otherwise move them even without a gradient)."""
+        params = dict(self.model.named_parameters())
+        for name, n in self._kept_rows.items():
+            if name not in self._kept_values:
+                self._kept_values[name] = params[name][:n].detach().clone()
+            params[name][:n] = self._kept_values[name]
 
     # -- helpers ------------------------------------------------------------------------------------------
     @property
@@ -208,8 +238,12 @@ class PriorTraining:
     def optimizer_step(self, *args, **kwargs) -> None:
         """The optimiser step, then the EMA weights follow it: inside the step, so a checkpoint written at the
         step's end (callbacks run before the module's `on_train_batch_end`) holds an EMA that matches the weights,
-        and accumulated micro-batches do not each move the EMA."""
+        and accumulated micro-batches do not each move the EMA. Kept label rows are restored first."""
+        if self._kept_rows and not self._kept_values:
+            self._keep_rows()  # the rows as they are before the first step
         super().optimizer_step(*args, **kwargs)
+        if self._kept_rows:
+            self._keep_rows()
         self.update_ema()
 
     @torch.no_grad()
@@ -224,7 +258,7 @@ class PriorTraining:
     def configure_optimizers(self):
         optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)
         max_steps = self.trainer.max_steps if self._trainer is not None else -1
-        return build_optimizer(self.model.parameters(), optim, max_steps)
+        return build_optimizer([p for p in self.model.parameters() if p.requires_grad], optim, max_steps)
 
     # -- checkpoints --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

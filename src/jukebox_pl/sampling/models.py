@@ -33,7 +33,18 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
         )
     state = info["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
-    load_assigned(model, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, path)
+    weights_of = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    ranks = {v.shape[0] for k, v in weights_of.items() if k.endswith(".lora_a")}
+    adapted = bool(ranks)
+    if adapted:  # a LoRA fine-tuning run: its adapters are merged into plain weights for sampling
+        from jukebox_pl.prior.lora import add_lora
+
+        add_lora(model, ranks.pop())
+    load_assigned(model, weights_of, path)
+    if adapted:
+        from jukebox_pl.prior.lora import merge_lora
+
+        merge_lora(model)
     if weights in HALF:  # GPU sampling: fp16 weights as stored (the released 5B priors') stay, uncopied
         model.to(HALF[weights])
     elif any(p.dtype != torch.float32 for p in model.parameters()):

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from jukebox_pl.config.loader import load_config
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
+from jukebox_pl.prior.trainable import LABEL_TABLES
 from jukebox_pl.stages.datamodules import prior_datamodule
 from jukebox_pl.stages.finetune_labels import write_fine_tuning_vocab
 from jukebox_pl.training.callbacks import Throughput
@@ -55,7 +56,7 @@ def load_prior_weights(module: PriorModule, path: str | Path) -> dict:
     """Start from another run's prior weights (fine-tuning): same level; label tables may have grown.
 
     Artist/genre rows the old vocabulary had are copied (their ids are kept: see `finetune_labels`); new rows
-    (new artists, genres) start from the mean of the old rows. Returns {table: (old rows, new rows)}."""
+    (new artists, genres) start from the mean of the old rows. Returns {label table: (old rows, rows now)}."""
     info = load_any(path)
     check_prior_level({**info["meta"], "kind": info["kind"]}, module.level, module.vcfg.levels, str(path))
     state = info["state_dict"]
@@ -70,6 +71,8 @@ def load_prior_weights(module: PriorModule, path: str | Path) -> dict:
             skipped.append(name)
         elif own[name].shape == value.shape:
             loaded[name] = value
+            if name in LABEL_TABLES:
+                grew[name] = (value.shape[0], value.shape[0])
         elif (
             name.startswith("y_emb.") and value.shape[1:] == own[name].shape[1:] and value.shape[0] < own[name].shape[0]
         ):
@@ -135,13 +138,20 @@ def train_prior(
         vqvae=VQVAE.from_checkpoints(ckpts), config=OmegaConf.to_container(cfg, resolve=True),
         vocab=dm.vocab.to_dict() if dm.vocab is not None else None,
     )  # fmt: skip
+    kept = {}
+    if resume and (run.dir / "finetune.json").is_file():
+        kept = {k: v[0] for k, v in json.loads((run.dir / "finetune.json").read_text())["tables"].items()}
     if init and not resume:
         grew = load_prior_weights(module, init)
+        kept = {k: old for k, (old, _) in grew.items()}
         report = {"init": str(init), "added": added, "tables": {k: list(v) for k, v in grew.items()},
                   "new_rows": "mean of the base rows"}  # fmt: skip
         (run.dir / "finetune.json").write_text(json.dumps(report, indent=2) + "\n")
         rank_zero_info(f"fine-tuning from {init}: " + (", ".join(f"{k} {a} -> {b} rows" for k, (a, b) in grew.items())
                        or "label tables unchanged") + (f"; new names {added}" if added else ""))  # fmt: skip
+    learning = module.set_trainable(pcfg.trainable, kept)
+    if pcfg.trainable != "all":
+        rank_zero_info(f"prior.{name}.trainable={pcfg.trainable}: {learning:,} parameters learn, the rest is frozen")
     trainer = build_trainer(
         run, [Throughput("tokens"), *(callbacks or [])], strategy=training_strategy(cfg.trainer.strategy)
     )
