@@ -292,3 +292,35 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     report = json.loads((tuned_run / "prior_top" / "finetune.json").read_text())
     assert report["added"]["artists"] == {"Zed Newcomer": base_vocab.n_artists}
     assert LabelVocab.from_dict(tuned.hparams["vocab"]).artist_id("Artist 1") == base_vocab.artist_id("Artist 1")
+
+
+@pytest.mark.slow
+def test_finetune_makes_a_run_that_samples_the_new_artist_by_name(vqvae_run, shards, music, tmp_path, capsys):
+    """`jukebox-pl finetune` on a base run with a top and a middle prior: LoRA on the top prior, the base's other
+    stages linked, the best checkpoint kept; `sample --run NEW --artist NEW_NAME` works, old names too."""
+    from jukebox_pl.cli import main
+    from jukebox_pl.data.prep import PrepOptions, prepare_shards
+
+    (tmp_path / "base").mkdir()
+    base = fresh_run(vqvae_run, tmp_path / "base")
+    for level in ("top", "middle"):
+        train_prior(base, level, "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
+    meta = tmp_path / "new.csv"
+    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
+    new_shards = tmp_path / "new_shards"
+    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
+                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    new = tmp_path / "new_run"
+    code = main(["finetune", "--from", str(base), "--data", str(new_shards), "--run", str(new), "--train", "lora:2",
+                 "--init-artist", "Artist 1", *COMMON, "trainer.max_steps=2",
+                 "trainer.val_check_interval=1"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err[-3000:]
+    assert (new / "vqvae_top").is_symlink() and (new / "prior_middle").is_symlink()
+    assert not (new / "prior_top").is_symlink() and (new / "prior_top" / "checkpoints" / "best.ckpt").is_file()
+    report = json.loads((new / "prior_top" / "finetune.json").read_text())
+    assert "Zed Newcomer" in report["added"]["artists"] and "'Artist 1'" in report["new_rows"]
+    for artist in ("Zed Newcomer", "Artist 2"):
+        out = tmp_path / artist.replace(" ", "_")
+        assert main(["sample", "--run", str(new), "--out", str(out), "--artist", artist, "--seconds", "0.3",
+                     "--levels", "2", "--no-progress"]) == 0, capsys.readouterr().err[-3000:]  # fmt: skip
+        assert (out / "middle" / "sample_0.wav").is_file()

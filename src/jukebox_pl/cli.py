@@ -382,6 +382,30 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a run's prior on a new artist's shards, into a new run")
+    p.add_argument("--from", dest="source", required=True, help="base run folder (or its prior checkpoint)")
+    p.add_argument("--data", required=True, help="shards of the new songs (`jukebox-pl prep`; val = held out)")
+    p.add_argument("--run", required=True, help="the new run folder (links the base's other stages)")
+    p.add_argument("--level", default="top", choices=("top", "middle", "bottom"), help="which prior (default top)")
+    p.add_argument("--train", default="all", help="all | embeddings | top-layers:N | lora:RANK (default all)")
+    p.add_argument("--init-artist", help="start the new artists' rows from this known artist's row")
+    p.add_argument("--patience", type=POSITIVE, default=5, help="validations without improvement before stopping")
+    p.add_argument("--resume", action="store_true", help="continue RUN/prior_<level>/checkpoints/last.ckpt")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value overrides (trainer.max_steps=..., trainer.val_check_interval=...)"
+    )
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from jukebox_pl.stages.finetune import finetune
+
+    finetune(args.source, args.data, args.run, args.level, args.train, args.init_artist, args.overrides,
+             args.resume, args.patience)  # fmt: skip
+    print(f"fine-tuned prior in {args.run}/prior_{args.level}; sample with: jukebox-pl sample --run {args.run}")
+    return 0
+
+
 class ImportFile(argparse.Action):
     """--vqvae FILE / --prior FILE add a file to import; --hps and --level apply to the file named before them
     (a --hps before any file applies to every file without its own), so one command imports a whole set."""
@@ -439,7 +463,8 @@ COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config)
             "train": (_add_train, _run_train), "export": (_add_export, _run_export),
             "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode),
             "encode-shards": (_add_encode_shards, _run_encode_shards), "sample": (_add_sample, _run_sample),
-            "demo": (_add_demo, _run_demo), "import-openai": (_add_import, _run_import)}  # fmt: skip
+            "demo": (_add_demo, _run_demo), "import-openai": (_add_import, _run_import),
+            "finetune": (_add_finetune, _run_finetune)}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,12 +50,14 @@ class SampleRequest:
     labels: dict[str, list[float]] = field(default_factory=dict)
 
 
-def labels_in(vocab, names: list[str], genres: list[str], n: int) -> tuple[list[int], list[list[int]]]:
+def labels_in(
+    vocab, names: list[str], genres: list[str], n: int, strict: bool = True
+) -> tuple[list[int], list[list[int]]]:
     """Artist and genre names -> one vocabulary's ids (unknown names: an error with close matches). Every
     --genre may give several ids (a bag of words in the reference's v2 vocabulary); together they form each
     sample's genre list, no longer than the vocabulary allows."""
-    artists = [vocab.artist_id(names[i % len(names)]) for i in range(n)]
-    genre_ids = [i for g in genres for i in vocab.genre_ids(g)]
+    artists = [vocab.artist_id(names[i % len(names)], strict=strict) for i in range(n)]
+    genre_ids = [i for g in genres for i in vocab.genre_ids(g, strict=strict)]
     limit = vocab.max_genres
     if limit is not None and len(genre_ids) > limit:
         raise UserValueError(
@@ -73,12 +75,13 @@ def resolve_labels(models: SamplingModels, req: SampleRequest) -> tuple[list[int
 
 
 def level_labels(models: SamplingModels, req: SampleRequest, n: int) -> dict[int, dict]:
-    """The same names in the vocabulary of each prior that has its own (another table, another style)."""
+    """The same names in the vocabulary of each prior that has its own (another table, another style). A name
+    that level does not know (an artist only the fine-tuned top prior learned) is its unknown label, 0."""
     names = req.artists or ["unknown"]
     out = {}
     for level, vocab in models.vocabs.items():
         if vocab.to_dict() != models.vocab.to_dict():
-            artists, genres = labels_in(vocab, names, req.genres, n)
+            artists, genres = labels_in(vocab, names, req.genres, n, strict=False)
             out[level] = {"artists": artists, "genres": genres}
     return out
 

@@ -52,11 +52,12 @@ def vqvae_checkpoints(run_dir: Path, name: str, levels: int, explicit: list[str]
     return [str(level_checkpoint(run_dir, level_name(i, levels))) for i in needed]
 
 
-def load_prior_weights(module: PriorModule, path: str | Path) -> dict:
+def load_prior_weights(module: PriorModule, path: str | Path, new_rows_from: dict[str, int] | None = None) -> dict:
     """Start from another run's prior weights (fine-tuning): same level; label tables may have grown.
 
     Artist/genre rows the old vocabulary had are copied (their ids are kept: see `finetune_labels`); new rows
-    (new artists, genres) start from the mean of the old rows. Returns {label table: (old rows, rows now)}."""
+    (new artists, genres) start from the mean of the old rows, or from the row `new_rows_from[table]` (e.g. a
+    similar artist's). Returns {label table: (old rows, rows now)}."""
     info = load_any(path)
     check_prior_level({**info["meta"], "kind": info["kind"]}, module.level, module.vcfg.levels, str(path))
     state = info["state_dict"]
@@ -78,7 +79,8 @@ def load_prior_weights(module: PriorModule, path: str | Path) -> dict:
         ):
             grown = own[name].clone()
             grown[: value.shape[0]] = value
-            grown[value.shape[0] :] = value.float().mean(0).to(value.dtype)
+            source = (new_rows_from or {}).get(name)
+            grown[value.shape[0] :] = value[source] if source is not None else value.float().mean(0).to(value.dtype)
             loaded[name] = grown
             grew[name] = (value.shape[0], own[name].shape[0])
         else:
@@ -104,6 +106,7 @@ def train_prior(
     callbacks: list | None = None,
     vqvae: list[str] | None = None,
     init: str | None = None,
+    init_artist: str | None = None,
 ) -> PriorModule:
     """Train (or resume) the prior of one level on top of the run's trained VQ-VAE levels."""
     overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
@@ -142,10 +145,19 @@ def train_prior(
     if resume and (run.dir / "finetune.json").is_file():
         kept = {k: v[0] for k, v in json.loads((run.dir / "finetune.json").read_text())["tables"].items()}
     if init and not resume:
-        grew = load_prior_weights(module, init)
+        rows_from = None
+        if init_artist is not None:  # a new artist starts as a similar, known one
+            from jukebox_pl.sampling.models import vocab_of
+
+            base_vocab = vocab_of(load_any(init)["hparams"])
+            if base_vocab is None:
+                raise UserValueError(f"--init-artist needs the names of {init}'s artists; it holds no vocabulary")
+            rows_from = {"y_emb.artist_emb.emb.weight": base_vocab.artist_id(init_artist)}
+        grew = load_prior_weights(module, init, rows_from)
         kept = {k: old for k, (old, _) in grew.items()}
         report = {"init": str(init), "added": added, "tables": {k: list(v) for k, v in grew.items()},
-                  "new_rows": "mean of the base rows"}  # fmt: skip
+                  "new_rows": f"artists from {init_artist!r}'s row, genres from the mean of the base rows"
+                  if init_artist else "mean of the base rows"}  # fmt: skip
         (run.dir / "finetune.json").write_text(json.dumps(report, indent=2) + "\n")
         rank_zero_info(f"fine-tuning from {init}: " + (", ".join(f"{k} {a} -> {b} rows" for k, (a, b) in grew.items())
                        or "label tables unchanged") + (f"; new names {added}" if added else ""))  # fmt: skip

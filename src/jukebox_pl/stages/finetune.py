@@ -1,0 +1,87 @@
+"""`jukebox-pl finetune`: a prior of a trained (or imported) run, fine-tuned on a new artist's songs, as a new
+run that samples by the new name with nothing else.
+
+The new run links the base run's VQ-VAE levels and its other priors (relative symbolic links, so the two folders
+move together) and trains only the chosen level's prior: from the base's weights, with the label vocabularies
+merged by name (`finetune_labels`), only what `--train` names learning (`prior.trainable`), validation on the
+held-out songs of the new shards, early stopping on their bits/token, and the best checkpoint kept as
+`checkpoints/best.ckpt`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
+from jukebox_pl.sampling.models import prior_checkpoint
+from jukebox_pl.stages.train_prior import train_prior
+from jukebox_pl.training.runner import CONFIG_FILE
+
+MONITOR = "val/music_bits_per_token"
+
+
+def base_of(source: str | Path, level: str) -> tuple[Path, Path]:
+    """(the base prior's checkpoint, the base run folder) from a run folder or a prior checkpoint/export inside
+    one (`RUN/prior_<level>/checkpoints/last.ckpt`, `RUN/prior_<level>/export.pt`)."""
+    source = Path(source)
+    if source.is_dir():
+        return prior_checkpoint(source, level), source
+    if not source.is_file():
+        raise MissingInputError(f"--from {source}: no such run folder or checkpoint")
+    stage = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    if not stage.name.startswith("prior_"):
+        raise UserValueError(f"--from {source}: expected a run folder or a file inside RUN/prior_<level>/")
+    return source, stage.parent
+
+
+def link_base_stages(base_run: Path, run: Path, level: str) -> list[str]:
+    """Link every stage of the base run except the prior being fine-tuned into the new run (relative links)."""
+    run.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for stage in sorted(base_run.iterdir()):
+        if not stage.is_dir() or not stage.name.startswith(("vqvae_", "prior_")) or stage.name == f"prior_{level}":
+            continue
+        target = run / stage.name
+        relative = os.path.relpath(stage.resolve(), run.resolve())
+        if target.is_symlink() and os.readlink(target) == relative:
+            continue
+        if target.exists() or target.is_symlink():
+            raise RefusedError(f"{target} already exists and is not a link to {stage}; choose another --run")
+        target.symlink_to(relative, target_is_directory=True)
+        linked.append(stage.name)
+    return linked
+
+
+def finetune(
+    source: str | Path,
+    data: str,
+    run_dir: str | Path,
+    level: str = "top",
+    train: str = "all",
+    init_artist: str | None = None,
+    overrides: list[str] = (),
+    resume: bool = False,
+    patience: int = 5,
+    callbacks: list | None = None,
+):
+    """Fine-tune the `level` prior of `source` on the shards `data` into the new run `run_dir`."""
+    ckpt, base_run = base_of(source, level)
+    stage = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    preset = stage / CONFIG_FILE
+    if not preset.is_file():
+        raise MissingInputError(f"the base prior's config {preset} does not exist (a run folder keeps one per stage)")
+    run = Path(run_dir)
+    link_base_stages(base_run, run, level)
+    stop = EarlyStopping(monitor=MONITOR, patience=max(1, patience), mode="min", strict=False, check_finite=True)
+    best = ModelCheckpoint(
+        dirpath=run / f"prior_{level}" / "checkpoints", filename="best", monitor=MONITOR, mode="min", save_top_k=1,
+        auto_insert_metric_name=False, enable_version_counter=False,
+    )  # fmt: skip
+    settings = [f"prior.{level}.trainable={train}", *overrides]
+    return train_prior(
+        run, level, str(preset), data, settings, resume, callbacks=[stop, best, *(callbacks or [])],
+        init=None if resume else str(ckpt), init_artist=init_artist,
+    )  # fmt: skip
