@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample import-openai bench bench-prior bench-sampling bench-quality clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -100,6 +100,11 @@ sample: install ## sample songs: make sample RUN=dir OUT=dir [SECONDS=10 ARTIST=
 	@test -n "$(OUT)" || (echo "usage: make sample RUN=runs/tiny OUT=samples/x [SECONDS=10 ARTIST=name LYRICS=file]"; exit 2)
 	$(CLI) sample --run $(RUN) --out $(OUT) --seconds $(or $(SECONDS),10) --mode $(or $(MODE),ancestral) \
 		$(if $(ARTIST),--artist "$(ARTIST)") $(if $(LYRICS),--lyrics "$(LYRICS)") $(ARGS)
+
+TRAIN ?= all
+finetune: install ## fine-tune a run's prior on a new artist: make finetune FROM=run SHARDS=dir RUN=new_run [TRAIN=all|embeddings|top-layers:N|lora:R LEVEL=top ARGS="k=v ..."]
+	@test -n "$(FROM)" -a -n "$(RUN)" || (echo "usage: make finetune FROM=runs/base SHARDS=shards/new_artist RUN=runs/new [TRAIN=lora:8] [ARGS=\"trainer.max_steps=500\"]"; exit 2)
+	$(CLI) finetune --from "$(FROM)" --data "$(SHARDS)" --run "$(RUN)" --level $(LEVEL) --train $(TRAIN) $(ARGS)
 
 # The released models: make import-openai OUT=runs/openai FILES=~/jukebox (vqvae.pth.tar, prior_level_*.pth.tar
 # of the 5b_lyrics set there; TOP=5b or 1b_lyrics for another top prior) IDS=~/jukebox-repo/jukebox/data/ids
