@@ -84,3 +84,23 @@ def test_a_mode_is_named_or_refused():
             Trainable.parse(bad)
     with pytest.raises(UserValueError, match="the prior has 2 blocks"):
         module().set_trainable("top-layers:3")
+
+
+def test_export_merge_writes_plain_weights_that_compute_the_same(tmp_path, capsys):
+    from jukebox_pl.cli import main
+
+    m = module()
+    m.set_trainable("lora:2", KEPT)
+    fit(m, tmp_path, steps=2).save_checkpoint(tmp_path / "lora.ckpt")
+    assert main(["export", "--ckpt", str(tmp_path / "lora.ckpt"), "--out", str(tmp_path / "merged.pt"), "--merge"]) == 0
+    state = torch.load(tmp_path / "merged.pt", weights_only=True)["state_dict"]
+    assert not [k for k in state if "lora_" in k or ".base." in k]
+    plain, _ = load_prior(tmp_path / "merged.pt")
+    adapted, _ = load_prior(tmp_path / "lora.ckpt")
+    codes = torch.randint(0, 16, (2, 32))
+    labels = {"artist": torch.tensor([1, 4]), "genres": torch.tensor([[1], [2]]),
+              "total_length": torch.tensor([22050 * 30] * 2), "offset": torch.tensor([0, 22050])}  # fmt: skip
+    with torch.no_grad():
+        want = adapted(codes, return_logits=True, **labels).logits
+        got = plain(codes, return_logits=True, **labels).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

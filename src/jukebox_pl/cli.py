@@ -218,12 +218,18 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output .pt file")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even if an EMA copy exists")
+    p.add_argument("--merge", action="store_true", help="fold a LoRA fine-tuning run's adapters into plain weights")
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from jukebox_pl.training.checkpoints import export_weights
 
-    print(f"wrote {export_weights(args.ckpt, args.out, use_ema=not args.no_ema)}")
+    transform = None
+    if args.merge:
+        from jukebox_pl.prior.lora import merge_lora_state
+
+        transform = merge_lora_state
+    print(f"wrote {export_weights(args.ckpt, args.out, use_ema=not args.no_ema, transform=transform)}")
     return 0
 
 

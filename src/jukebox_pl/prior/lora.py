@@ -26,7 +26,9 @@ class LoRALinear(nn.Module):
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
         self.base = base.requires_grad_(False)
-        self.rank, self.scale = rank, (alpha if alpha is not None else rank) / rank
+        self.rank = rank
+        # saved with the adapters, so a checkpoint's adapters merge without knowing how they were made
+        self.register_buffer("lora_scale", torch.tensor((alpha if alpha is not None else rank) / rank))
         weight = base.weight
         self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, dtype=weight.dtype, device=weight.device))
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, dtype=weight.dtype, device=weight.device))
@@ -41,14 +43,14 @@ class LoRALinear(nn.Module):
         return self.base.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.lora_a.t() @ self.lora_b.t()) * self.scale
+        return self.base(x) + (x @ self.lora_a.t() @ self.lora_b.t()) * self.lora_scale.to(x.dtype)
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
         """One Linear computing the same function (what `export --merge` writes)."""
         out = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None)
         out = out.to(device=self.base.weight.device, dtype=self.base.weight.dtype)
-        out.weight.copy_(self.base.weight + self.scale * (self.lora_b @ self.lora_a))
+        out.weight.copy_(self.base.weight + self.lora_scale * (self.lora_b @ self.lora_a))
         if self.base.bias is not None:
             out.bias.copy_(self.base.bias)
         return out.requires_grad_(False)
@@ -90,3 +92,22 @@ def merge_lora(model: nn.Module) -> nn.Module:
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The adapters' parameters (what a LoRA run trains besides the label tables)."""
     return [p for m in model.modules() if isinstance(m, LoRALinear) for p in (m.lora_a, m.lora_b)]
+
+
+def merge_lora_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with adapters (`P.base.weight`, `P.lora_a`, `P.lora_b`, `P.lora_scale`) -> the plain state
+    dict with `P.weight = base + scale * B @ A` (what `jukebox-pl export --merge` writes); others unchanged."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(".lora_a") or key.endswith(".lora_b") or key.endswith(".lora_scale"):
+            continue
+        if ".base." in key:
+            prefix, _, leaf = key.rpartition(".base.")
+            if f"{prefix}.lora_a" in state:
+                if leaf == "weight":
+                    a, b = state[f"{prefix}.lora_a"].float(), state[f"{prefix}.lora_b"].float()
+                    value = (value.float() + state[f"{prefix}.lora_scale"].float() * (b @ a)).to(value.dtype)
+                out[f"{prefix}.{leaf}"] = value
+                continue
+        out[key] = value
+    return out

@@ -143,11 +143,11 @@ def load_any(path: str | Path) -> dict[str, Any]:
     return info
 
 
-def export_weights(ckpt_path: str | Path, out_path: str | Path, use_ema: bool = True) -> Path:
+def export_weights(ckpt_path: str | Path, out_path: str | Path, use_ema: bool = True, transform=None) -> Path:
     """Write a weights-only file (no optimizer state) from a training checkpoint.
 
     When the checkpoint holds an EMA of the weights (priors), the EMA weights are exported by default, as the
-    reference did.
+    reference did. `transform` maps the exported state dict (e.g. merging a LoRA run's adapters).
     """
     info = load_any(ckpt_path)
     state = dict(info["state_dict"])
@@ -157,6 +157,8 @@ def export_weights(ckpt_path: str | Path, out_path: str | Path, use_ema: bool = 
         state = {f"model.{k}" if not k.startswith("model.") else k: v for k, v in state.items()}
     else:
         state = {k: v for k, v in state.items() if not k.startswith(ema_prefix)}
+    if transform is not None:
+        state = transform(state)
     out = {
         "format": EXPORT_FORMAT,
         "kind": info["kind"],
