@@ -256,9 +256,10 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     started from the mean of the base rows, and the new songs are labelled with the merged ids."""
     from jukebox_pl.data.prep import PrepOptions, prepare_shards
     from jukebox_pl.data.vocab import LabelVocab
+    from jukebox_pl.errors import UserValueError
     from jukebox_pl.stages.finetune_labels import write_fine_tuning_vocab
 
-    (tmp_path / "base").mkdir(), (tmp_path / "tuned").mkdir()
+    (tmp_path / "base").mkdir(), (tmp_path / "tuned").mkdir(), (tmp_path / "clash").mkdir()
     base_run = fresh_run(vqvae_run, tmp_path / "base")
     base = train_prior(base_run, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
     base_vocab = LabelVocab.from_dict(base.hparams["vocab"])
@@ -286,6 +287,9 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     assert torch.equal(new_rows[: old_rows.shape[0]], old_rows)
     torch.testing.assert_close(new_rows[-1], old_rows.mean(0))
 
+    with pytest.raises(UserValueError, match=r"contradicts the base prior's labels: artist 'artist 1' is 1 there, 2"):
+        train_prior(fresh_run(vqvae_run, tmp_path / "clash"), "top", "tiny", str(new_shards),
+                    PRIOR + COMMON + [f"data.vocab={new_shards / 'vocab.json'}"], init=str(base_ckpt))  # fmt: skip
     tuned_run = fresh_run(vqvae_run, tmp_path / "tuned")
     tuned = train_prior(tuned_run, "top", "tiny", str(new_shards), PRIOR + COMMON + ["trainer.max_steps=1"],
                         init=str(base_ckpt))  # fmt: skip

@@ -80,7 +80,9 @@ def finetune(
         dirpath=run / f"prior_{level}" / "checkpoints", filename="best", monitor=MONITOR, mode="min", save_top_k=1,
         auto_insert_metric_name=False, enable_version_counter=False,
     )  # fmt: skip
-    settings = [f"prior.{level}.trainable={train}", *overrides]
+    # labels are merged by name unless a vocabulary is given here (the base's own data.vocab does not carry over)
+    keep_vocab = any(o.startswith("data.vocab=") for o in overrides)
+    settings = [f"prior.{level}.trainable={train}", *([] if keep_vocab else ["data.vocab=null"]), *overrides]
     return train_prior(
         run, level, str(preset), data, settings, resume, callbacks=[stop, best, *(callbacks or [])],
         init=None if resume else str(ckpt), init_artist=init_artist,

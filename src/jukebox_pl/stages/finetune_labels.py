@@ -50,3 +50,21 @@ def write_fine_tuning_vocab(init: str | Path, shards: str | Path, stage_dir: Pat
     merged, added = merged_vocab(base, *shard_label_names(shards))
     stage_dir.mkdir(parents=True, exist_ok=True)
     return merged.save(stage_dir / VOCAB_FILE), added
+
+
+def check_agrees(base: LabelVocab, given: LabelVocab, where: str) -> None:
+    """A vocabulary given for fine-tuning (`data.vocab`) must give every name the base knows the base's id:
+    otherwise those artists would silently train and sample another artist's row."""
+    clashes = []
+    for kind, ours, theirs in (("artist", base.artists, given.artists), ("genre", base.genres, given.genres)):
+        for name, idx in theirs.items():
+            if name in ours and ours[name] != idx:
+                clashes.append(f"{kind} {name!r} is {idx} there, {ours[name]} in the base")
+    if clashes:
+        from jukebox_pl.errors import UserValueError
+
+        shown = "; ".join(clashes[:5]) + (f"; and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+        raise UserValueError(
+            f"{where} contradicts the base prior's labels: {shown}. Leave data.vocab unset (labels are then "
+            "merged by name) or prepare the shards with `prep --base-vocab` of the base run's vocabulary"
+        )

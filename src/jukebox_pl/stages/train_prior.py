@@ -14,7 +14,7 @@ from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.prior.trainable import LABEL_TABLES
 from jukebox_pl.stages.datamodules import prior_datamodule
-from jukebox_pl.stages.finetune_labels import write_fine_tuning_vocab
+from jukebox_pl.stages.finetune_labels import check_agrees, write_fine_tuning_vocab
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
@@ -115,7 +115,15 @@ def train_prior(
     ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
     added = None
     shards = load_config(preset, overrides).data.shards
-    if init and not resume and shards and not any(o.startswith("data.vocab=") for o in overrides):
+    given_vocab = load_config(preset, overrides).data.vocab
+    if init and not resume and given_vocab:
+        from jukebox_pl.data.vocab import LabelVocab
+        from jukebox_pl.sampling.models import vocab_of
+
+        base_vocab = vocab_of(load_any(init)["hparams"])
+        if base_vocab is not None:
+            check_agrees(base_vocab, LabelVocab.load(given_vocab), f"data.vocab={given_vocab}")
+    elif init and not resume and shards:
         merged = write_fine_tuning_vocab(init, shards, Path(run_dir) / f"prior_{name}")
         if merged is not None:  # label ids by name: the base's names keep theirs, new ones come after
             overrides = [*overrides, f"data.vocab={merged[0].resolve()}"]
