@@ -272,11 +272,12 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     own = LabelVocab.load(new_shards / "vocab.json")
     assert own.artist_id("Artist 1") != base_vocab.artist_id("Artist 1"), "the test needs shifted ids"
 
-    path, added = write_fine_tuning_vocab(base_ckpt, new_shards, tmp_path / "stage")
+    path, added, bins = write_fine_tuning_vocab(base_ckpt, new_shards, tmp_path / "stage")
     merged = LabelVocab.load(path)
     for name in ("Artist 0", "Artist 1", "Artist 2"):
         assert merged.artist_id(name) == base_vocab.artist_id(name)
     assert added["artists"] == {"Zed Newcomer": base_vocab.n_artists}
+    assert bins == (merged.n_genres, merged.n_artists)
     cfg = base.hparams
     bigger = PriorModule(cfg["prior"], "top", cfg["vqvae_cfg"], cfg["sample_rate"],
                          y_bins=(merged.n_genres, merged.n_artists))  # fmt: skip
@@ -328,3 +329,18 @@ def test_finetune_makes_a_run_that_samples_the_new_artist_by_name(vqvae_run, sha
         assert main(["sample", "--run", str(new), "--out", str(out), "--artist", artist, "--seconds", "0.3",
                      "--levels", "2", "--no-progress"]) == 0, capsys.readouterr().err[-3000:]  # fmt: skip
         assert (out / "middle" / "sample_0.wav").is_file()
+
+
+def test_new_names_take_rows_after_a_table_longer_than_its_vocabulary():
+    """The released models' tables have rows no name uses (v2: 4111 artist rows, highest id 4108): a new artist
+    must get a new row after them, not one of them."""
+    from jukebox_pl.data.vocab import LabelVocab
+    from jukebox_pl.stages.finetune_labels import merged_vocab
+
+    base = LabelVocab().extend(["Ada", "Bo"], ["jazz"])  # artist ids 0..2, genre ids 0..1
+    merged, added = merged_vocab(base, ["Bo", "Cy"], ["jazz", "folk"], rows=(4, 7))
+    assert merged.artist_id("Bo") == base.artist_id("Bo") and added["artists"] == {"Cy": 7}
+    assert added["genres"] == {"folk": [4]} and merged.n_artists == 8 and merged.n_genres == 5
+    assert "\x00reserved" not in merged.artists
+    same, nothing = merged_vocab(base, ["Ada"], [], rows=(4, 7))
+    assert same.to_dict() == base.to_dict() and nothing == {"artists": {}, "genres": {}}

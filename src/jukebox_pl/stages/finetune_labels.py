@@ -30,26 +30,61 @@ def shard_label_names(shards: str | Path) -> tuple[list[str], list[str]]:
     return artists, genres
 
 
-def merged_vocab(base: LabelVocab, artists: list[str], genres: list[str]) -> tuple[LabelVocab, dict]:
-    """The base vocabulary with the new names appended (ids of the base names unchanged), and what was added."""
+def merged_vocab(
+    base: LabelVocab, artists: list[str], genres: list[str], rows: tuple[int, int] = (0, 0)
+) -> tuple[LabelVocab, dict]:
+    """The base vocabulary with the new names appended (ids of the base names unchanged), and what was added.
+    New ids start after the base model's table `rows` (genres, artists) when those are longer than its
+    vocabulary: the released models' tables have rows no name uses (4111 artist rows, highest id 4108)."""
     merged = LabelVocab.from_dict(base.to_dict())
     new_artists = [a for a in artists if base.artist_id(a, strict=False) == 0]
     new_genres = [g for g in genres if 0 in base.genre_ids(g, strict=False)]
+    for table, count in ((merged.genres, rows[0]), (merged.artists, rows[1])):
+        if new_artists or new_genres:
+            _reserve(table, count)
     merged.extend(new_artists, new_genres)
+    for table in (merged.genres, merged.artists):
+        table.pop(RESERVED, None)
     added = {"artists": {a: merged.artist_id(a) for a in new_artists},
              "genres": {g: merged.genre_ids(g) for g in new_genres}}  # fmt: skip
     return merged, added
 
 
-def write_fine_tuning_vocab(init: str | Path, shards: str | Path, stage_dir: Path) -> tuple[Path, dict] | None:
-    """Merge the base checkpoint's vocabulary with the shards' names into `stage_dir/vocab.json`; None when the
-    base carries no vocabulary (then the shards must have been prepared with `prep --base-vocab`)."""
-    base = vocab_of(load_any(init)["hparams"])
+RESERVED = "\x00reserved"  # a placeholder key holding the last unused row's id while new names are added
+
+
+def _reserve(table: dict[str, int], rows: int) -> None:
+    """Make the next id `rows` (or later) in a name -> id table."""
+    if rows - 1 > max(table.values(), default=-1):
+        table[RESERVED] = rows - 1
+
+
+def table_rows(state: dict) -> tuple[int, int]:
+    """(genre rows, artist rows) of a prior checkpoint's label tables (0 when it has none)."""
+    rows = [0, 0]
+    for key, value in state.items():
+        if key.endswith("y_emb.bow_genre_emb.emb.weight"):
+            rows[0] = max(rows[0], value.shape[0])
+        elif key.endswith("y_emb.artist_emb.emb.weight"):
+            rows[1] = max(rows[1], value.shape[0])
+    return rows[0], rows[1]
+
+
+def write_fine_tuning_vocab(
+    init: str | Path, shards: str | Path, stage_dir: Path
+) -> tuple[Path, dict, tuple[int, int]] | None:
+    """Merge the base checkpoint's vocabulary with the shards' names into `stage_dir/vocab.json`, and the label
+    table sizes (genres, artists) the fine-tuned prior needs (the base's rows, grown by the new names); None
+    when the base carries no vocabulary (then the shards must have been prepared with `prep --base-vocab`)."""
+    info = load_any(init)
+    base = vocab_of(info["hparams"])
     if base is None:
         return None
-    merged, added = merged_vocab(base, *shard_label_names(shards))
+    rows = table_rows(info["state_dict"])
+    merged, added = merged_vocab(base, *shard_label_names(shards), rows=rows)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    return merged.save(stage_dir / VOCAB_FILE), added
+    bins = (max(rows[0], merged.n_genres), max(rows[1], merged.n_artists))
+    return merged.save(stage_dir / VOCAB_FILE), added, bins
 
 
 def check_agrees(base: LabelVocab, given: LabelVocab, where: str) -> None:

@@ -126,7 +126,8 @@ def train_prior(
     elif init and not resume and shards:
         merged = write_fine_tuning_vocab(init, shards, Path(run_dir) / f"prior_{name}")
         if merged is not None:  # label ids by name: the base's names keep theirs, new ones come after
-            overrides = [*overrides, f"data.vocab={merged[0].resolve()}"]
+            genres, artists = merged[2]  # the base's tables, grown (a released model's too)
+            overrides = [*overrides, f"data.vocab={merged[0].resolve()}", f"prior.{name}.y_bins=[{genres},{artists}]"]
             added = merged[1]
     # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.
     first = load_any(ckpts[0])
