@@ -258,6 +258,7 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     from jukebox_pl.data.vocab import LabelVocab
     from jukebox_pl.errors import UserValueError
     from jukebox_pl.stages.finetune_labels import write_fine_tuning_vocab
+    from jukebox_pl.training.checkpoints import load_any
 
     (tmp_path / "base").mkdir(), (tmp_path / "tuned").mkdir(), (tmp_path / "clash").mkdir()
     base_run = fresh_run(vqvae_run, tmp_path / "base")
@@ -272,7 +273,7 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     own = LabelVocab.load(new_shards / "vocab.json")
     assert own.artist_id("Artist 1") != base_vocab.artist_id("Artist 1"), "the test needs shifted ids"
 
-    path, added, bins = write_fine_tuning_vocab(base_ckpt, new_shards, tmp_path / "stage")
+    path, added, bins = write_fine_tuning_vocab(load_any(base_ckpt), new_shards, tmp_path / "stage")
     merged = LabelVocab.load(path)
     for name in ("Artist 0", "Artist 1", "Artist 2"):
         assert merged.artist_id(name) == base_vocab.artist_id(name)

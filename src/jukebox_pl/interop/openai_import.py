@@ -271,6 +271,8 @@ def import_openai(
         raise RefusedError(f"{run} already holds imported or trained models ({taken[0]}); choose another --out")
     report = ImportReport(run)
     levels_seen: dict[str, str] = {}
+    tables: dict[str, Any] = {}  # label version -> the reference's id tables, read once
+    top_vocab = (-1, None)  # (level index, vocabulary) of the highest prior: the run's vocab.json
     for item in items:
         state, file_hps = read_reference_file(item.path, trust_pickle)
         spec = resolve_spec(item, file_hps)
@@ -286,7 +288,12 @@ def import_openai(
         if ids is not None and spec.prior.get("labels"):
             from jukebox_pl.interop.ids import read_reference_ids
 
-            vocab = read_reference_ids(ids, "v3" if spec.prior.get("lyrics_vocab") == "v3" else "v2")
+            version = "v3" if spec.prior.get("lyrics_vocab") == "v3" else "v2"  # the 1B model's labels are v3
+            if version not in tables:
+                tables[version] = read_reference_ids(ids, version)
+            vocab = tables[version]
+            idx = level_index(spec.level, spec.vqvae["levels"])
+            top_vocab = max(top_vocab, (idx, vocab), key=lambda pair: pair[0])
         mapped = convert_prior(state, spec, item.path)
         report.written.append(write_prior(run, mapped, spec, str(item.path), vocab))
         dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in mapped.values()})
@@ -294,11 +301,8 @@ def import_openai(
             f"{item.path}: {spec.level} prior ({spec.source}), {len(state)} keys placed, weights {'/'.join(dtypes)}"
             + (f", {len(vocab.artists)} artist and {len(vocab.genres)} genre names" if vocab is not None else "")
         )
-    if ids is not None:
-        from jukebox_pl.interop.ids import read_reference_ids
-
-        version = "v3" if any(s == "1b_lyrics" for s in (i.hps for i in items)) else "v2"
-        read_reference_ids(ids, version).save(run / "vocab.json")
+    if top_vocab[1] is not None:  # the names `sample --artist` is checked against: the top prior's
+        top_vocab[1].save(run / "vocab.json")
     record = {"items": [vars(i) for i in items], "ids": str(ids) if ids else None,
               "written": [str(p.relative_to(run)) for p in report.written]}  # fmt: skip
     (run / "import.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from jukebox_pl.data.prep import MANIFEST_FILE
 from jukebox_pl.data.vocab import UNKNOWN, LabelVocab
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.sampling.models import vocab_of
-from jukebox_pl.training.checkpoints import load_any
 
 VOCAB_FILE = "vocab.json"
 
@@ -71,20 +71,47 @@ def table_rows(state: dict) -> tuple[int, int]:
 
 
 def write_fine_tuning_vocab(
-    init: str | Path, shards: str | Path, stage_dir: Path
+    base: dict, shards: str | Path, stage_dir: Path
 ) -> tuple[Path, dict, tuple[int, int]] | None:
-    """Merge the base checkpoint's vocabulary with the shards' names into `stage_dir/vocab.json`, and the label
-    table sizes (genres, artists) the fine-tuned prior needs (the base's rows, grown by the new names); None
-    when the base carries no vocabulary (then the shards must have been prepared with `prep --base-vocab`)."""
-    info = load_any(init)
-    base = vocab_of(info["hparams"])
-    if base is None:
+    """Merge the base checkpoint's vocabulary (`base`: `load_any` of it) with the shards' names into
+    `stage_dir/vocab.json`, and the label table sizes (genres, artists) the fine-tuned prior needs (the base's
+    rows, grown by the new names); None when the base carries no vocabulary (then the shards must have been
+    prepared with `prep --base-vocab`)."""
+    vocab = vocab_of(base["hparams"])
+    if vocab is None:
         return None
-    rows = table_rows(info["state_dict"])
-    merged, added = merged_vocab(base, *shard_label_names(shards), rows=rows)
+    rows = table_rows(base["state_dict"])
+    merged, added = merged_vocab(vocab, *shard_label_names(shards), rows=rows)
     stage_dir.mkdir(parents=True, exist_ok=True)
     bins = (max(rows[0], merged.n_genres), max(rows[1], merged.n_artists))
     return merged.save(stage_dir / VOCAB_FILE), added, bins
+
+
+def fine_tuning_labels(
+    base: dict, shards: str | None, given_vocab: str | None, stage_dir: Path, level: str
+) -> tuple[list[str], dict | None]:
+    """The config overrides a fine-tuning run needs for its labels, and the names it adds: a vocabulary given
+    as `data.vocab` is checked against the base's; otherwise the merged one is written and used."""
+    if given_vocab:
+        vocab = vocab_of(base["hparams"])
+        if vocab is not None:
+            check_agrees(vocab, LabelVocab.load(given_vocab), f"data.vocab={given_vocab}")
+        return [], None
+    merged = write_fine_tuning_vocab(base, shards, stage_dir) if shards else None
+    if merged is None:
+        return [], None
+    path, added, (genres, artists) = merged  # the base's tables, grown (a released model's too)
+    return [f"data.vocab={path.resolve()}", f"prior.{level}.y_bins=[{genres},{artists}]"], added
+
+
+def rows_from_artist(base: dict, init: str | Path, artist: str | None) -> dict[str, int] | None:
+    """`--init-artist`: the artist table row new artists start from (a similar, known artist's)."""
+    if artist is None:
+        return None
+    vocab = vocab_of(base["hparams"])
+    if vocab is None:
+        raise UserValueError(f"--init-artist needs the names of {init}'s artists; it holds no vocabulary")
+    return {"y_emb.artist_emb.emb.weight": vocab.artist_id(artist)}
 
 
 def check_agrees(base: LabelVocab, given: LabelVocab, where: str) -> None:
@@ -96,8 +123,6 @@ def check_agrees(base: LabelVocab, given: LabelVocab, where: str) -> None:
             if name in ours and ours[name] != idx:
                 clashes.append(f"{kind} {name!r} is {idx} there, {ours[name]} in the base")
     if clashes:
-        from jukebox_pl.errors import UserValueError
-
         shown = "; ".join(clashes[:5]) + (f"; and {len(clashes) - 5} more" if len(clashes) > 5 else "")
         raise UserValueError(
             f"{where} contradicts the base prior's labels: {shown}. Leave data.vocab unset (labels are then "

@@ -14,7 +14,7 @@ from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.prior.trainable import LABEL_TABLES
 from jukebox_pl.stages.datamodules import prior_datamodule
-from jukebox_pl.stages.finetune_labels import check_agrees, write_fine_tuning_vocab
+from jukebox_pl.stages.finetune_labels import fine_tuning_labels, rows_from_artist
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
@@ -52,13 +52,15 @@ def vqvae_checkpoints(run_dir: Path, name: str, levels: int, explicit: list[str]
     return [str(level_checkpoint(run_dir, level_name(i, levels))) for i in needed]
 
 
-def load_prior_weights(module: PriorModule, path: str | Path, new_rows_from: dict[str, int] | None = None) -> dict:
+def load_prior_weights(
+    module: PriorModule, path: str | Path, new_rows_from: dict[str, int] | None = None, info: dict | None = None
+) -> dict:
     """Start from another run's prior weights (fine-tuning): same level; label tables may have grown.
 
     Artist/genre rows the old vocabulary had are copied (their ids are kept: see `finetune_labels`); new rows
     (new artists, genres) start from the mean of the old rows, or from the row `new_rows_from[table]` (e.g. a
-    similar artist's). Returns {label table: (old rows, rows now)}."""
-    info = load_any(path)
+    similar artist's). `info`: the file already read by `load_any`. Returns {label table: (old rows, rows now)}."""
+    info = info if info is not None else load_any(path)
     check_prior_level({**info["meta"], "kind": info["kind"]}, module.level, module.vcfg.levels, str(path))
     state = info["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
@@ -110,25 +112,17 @@ def train_prior(
 ) -> PriorModule:
     """Train (or resume) the prior of one level on top of the run's trained VQ-VAE levels."""
     overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
-    levels = load_config(preset, overrides).vqvae.levels
+    asked = load_config(preset, overrides)
+    levels = asked.vqvae.levels
     name = level_name(level_index(level, levels), levels)
     ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
+    base = load_any(init) if init and not resume else None  # read (and checked) once, however big
     added = None
-    shards = load_config(preset, overrides).data.shards
-    given_vocab = load_config(preset, overrides).data.vocab
-    if init and not resume and given_vocab:
-        from jukebox_pl.data.vocab import LabelVocab
-        from jukebox_pl.sampling.models import vocab_of
-
-        base_vocab = vocab_of(load_any(init)["hparams"])
-        if base_vocab is not None:
-            check_agrees(base_vocab, LabelVocab.load(given_vocab), f"data.vocab={given_vocab}")
-    elif init and not resume and shards:
-        merged = write_fine_tuning_vocab(init, shards, Path(run_dir) / f"prior_{name}")
-        if merged is not None:  # label ids by name: the base's names keep theirs, new ones come after
-            genres, artists = merged[2]  # the base's tables, grown (a released model's too)
-            overrides = [*overrides, f"data.vocab={merged[0].resolve()}", f"prior.{name}.y_bins=[{genres},{artists}]"]
-            added = merged[1]
+    if base is not None:  # label ids by name: the base's names keep theirs, new ones come after
+        extra, added = fine_tuning_labels(
+            base, asked.data.shards, asked.data.vocab, Path(run_dir) / f"prior_{name}", name
+        )
+        overrides = [*overrides, *extra]
     # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.
     first = load_any(ckpts[0])
     # (JSON values are YAML, so lists, nulls and booleans survive the override syntax; optim is per stage)
@@ -153,16 +147,8 @@ def train_prior(
     kept = {}
     if resume and (run.dir / "finetune.json").is_file():
         kept = {k: v[0] for k, v in json.loads((run.dir / "finetune.json").read_text())["tables"].items()}
-    if init and not resume:
-        rows_from = None
-        if init_artist is not None:  # a new artist starts as a similar, known one
-            from jukebox_pl.sampling.models import vocab_of
-
-            base_vocab = vocab_of(load_any(init)["hparams"])
-            if base_vocab is None:
-                raise UserValueError(f"--init-artist needs the names of {init}'s artists; it holds no vocabulary")
-            rows_from = {"y_emb.artist_emb.emb.weight": base_vocab.artist_id(init_artist)}
-        grew = load_prior_weights(module, init, rows_from)
+    if base is not None:
+        grew = load_prior_weights(module, init, rows_from_artist(base, init, init_artist), info=base)
         kept = {k: old for k, (old, _) in grew.items()}
         report = {"init": str(init), "added": added, "tables": {k: list(v) for k, v in grew.items()},
                   "new_rows": f"artists from {init_artist!r}'s row, genres from the mean of the base rows"
