@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 import torch.distributed as dist
 import webdataset as wds
 from omegaconf import DictConfig, OmegaConf
@@ -234,14 +233,12 @@ class AudioData:
         self._check_sample_rate()
         c = self.cfg
 
-        def loader(start_epoch: int) -> torch.utils.data.DataLoader:
-            pipe = build_pipeline(
+        def loader(start_epoch: int) -> wds.WebLoader:
+            return self._loader(build_pipeline(
                 self.train_urls, self.shard_format, self.label_spec, self.crops.batch_size, train=True,
                 seed=self.crops.seed + 7919 * self.rank, shuffle_buffer=c.shuffle_buffer, open_tracks=c.open_tracks,
                 start_epoch=start_epoch, skips=self.skip_policy,
-            )  # fmt: skip
-            n = c.num_workers
-            return torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=n, persistent_workers=n > 0)
+            ))  # fmt: skip
 
         resume, self.resume_point = self.resume_point, ResumePoint()  # used once: a later fit starts afresh
         return EpochLoader(loader, self.batches_per_epoch, resume)

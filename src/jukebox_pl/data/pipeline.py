@@ -208,30 +208,28 @@ def _tar_handler(ledger: SkipLedger):
     return handler
 
 
-def resampled_shards(urls: list[str], seed: int, ledger: SkipLedger, start_epoch: int = 0):
+class ResampledShards(torch.utils.data.IterableDataset):
     """Training's endless shard stream: pass e of a worker draws shards from Random((seed, worker, e)), so
     every pass is a fixed function of its number and a resumed run can start again at the pass it stopped in
     (webdataset's ResampledShards counts passes from zero in each new process). A shard that yields no
     track at all is counted as a skip, so a folder of empty shards starves loudly instead of looping."""
 
-    class Source(torch.utils.data.IterableDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self.epochs = itertools.count(start_epoch)
+    def __init__(self, urls: list[str], seed: int, ledger: SkipLedger, start_epoch: int = 0):
+        super().__init__()
+        self.urls, self.seed, self.ledger = list(urls), seed, ledger
+        self.epochs = itertools.count(start_epoch)
 
-        def __iter__(self):
-            worker, _ = worker_info()
-            rng = random.Random(wds.utils.make_seed(seed, worker, next(self.epochs), 3))
-            ledger.restart_clock()
-            while True:
-                url = rng.choice(urls)
-                before = ledger.events
-                yield {"url": url}
-                if ledger.events == before:
-                    ledger.skip(url, "no track in shard", "the shard is empty or holds no complete sample")
-                ledger.check()
-
-    return Source()
+    def __iter__(self):
+        worker, _ = worker_info()
+        rng = random.Random(wds.utils.make_seed(self.seed, worker, next(self.epochs), 3))
+        self.ledger.restart_clock()
+        while True:
+            url = rng.choice(self.urls)
+            before = self.ledger.events
+            yield {"url": url}
+            if self.ledger.events == before:
+                self.ledger.skip(url, "no track in shard", "the shard is empty or holds no complete sample")
+            self.ledger.check()
 
 
 class SkipTrack(UserValueError):
@@ -434,7 +432,7 @@ def build_pipeline(
     handler = _tar_handler(ledger)
     if train:
         return wds.DataPipeline(
-            resampled_shards(urls, seed, ledger, start_epoch),
+            ResampledShards(urls, seed, ledger, start_epoch),
             wds.tarfile_to_samples(handler=handler),
             parse_stage(fmt, ledger),
             plan_stage(fmt, labels, train=True, ledger=ledger, seed=seed, start_epoch=start_epoch),
