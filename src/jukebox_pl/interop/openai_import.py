@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from jukebox_pl.config.loader import save_config
 from jukebox_pl.config.schema import RunConfig
 from jukebox_pl.config.sections import prior_config, vqvae_config
 from jukebox_pl.errors import MissingInputError, RefusedError, UnsafeFileError, UserKeyError, UserValueError
@@ -177,8 +178,6 @@ def stage_config(spec: ModelSpec) -> Any:
 
 
 def write_vqvae(run: Path, levels: dict[int, dict], spec: ModelSpec, source: str) -> list[Path]:
-    from jukebox_pl.config.loader import save_config
-
     written = []
     n = spec.vqvae["levels"]
     hops = hop_lengths(spec.vqvae["downs_t"], spec.vqvae["strides_t"])
@@ -199,8 +198,6 @@ def write_vqvae(run: Path, levels: dict[int, dict], spec: ModelSpec, source: str
 
 
 def write_prior(run: Path, state: dict, spec: ModelSpec, source: str, vocab) -> Path:
-    from jukebox_pl.config.loader import save_config
-
     v = spec.vqvae
     idx = level_index(spec.level, v["levels"])
     hp = {

@@ -40,8 +40,7 @@ def merged_vocab(
     new_artists = [a for a in artists if base.artist_id(a, strict=False) == 0]
     new_genres = [g for g in genres if 0 in base.genre_ids(g, strict=False)]
     for table, count in ((merged.genres, rows[0]), (merged.artists, rows[1])):
-        if new_artists or new_genres:
-            _reserve(table, count)
+        _reserve(table, count)
     merged.extend(new_artists, new_genres)
     for table in (merged.genres, merged.artists):
         table.pop(RESERVED, None)
