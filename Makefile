@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -128,6 +128,9 @@ bench-sampling: install ## seconds of compute per second of sampled audio, per l
 
 bench-quality: install toy-shards ## tiny VQ-VAE trained on the toy set: spectral convergence and codebook use on held-out songs
 	$(PY) bench/vqvae.py quality
+
+bench-finetune: install ## fine-tune the top prior on a toy artist held out of the base run, per --train mode (~20 min)
+	$(PY) bench/finetune.py $(ARGS)
 
 clean: ## remove build outputs (keeps .venv and data/)
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache lightning_logs

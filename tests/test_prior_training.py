@@ -323,6 +323,9 @@ def test_finetune_makes_a_run_that_samples_the_new_artist_by_name(vqvae_run, sha
     assert code == 0, capsys.readouterr().err[-3000:]
     assert (new / "vqvae_top").is_symlink() and (new / "prior_middle").is_symlink()
     assert not (new / "prior_top").is_symlink() and (new / "prior_top" / "checkpoints" / "best.ckpt").is_file()
+    from jukebox_pl.sampling.models import prior_checkpoint
+
+    assert prior_checkpoint(new, "top").name == "best.ckpt", "sampling and evaluating the run use the best weights"
     report = json.loads((new / "prior_top" / "finetune.json").read_text())
     assert "Zed Newcomer" in report["added"]["artists"] and "'Artist 1'" in report["new_rows"]
     for artist in ("Zed Newcomer", "Artist 2"):
@@ -330,6 +333,36 @@ def test_finetune_makes_a_run_that_samples_the_new_artist_by_name(vqvae_run, sha
         assert main(["sample", "--run", str(new), "--out", str(out), "--artist", artist, "--seconds", "0.3",
                      "--levels", "2", "--no-progress"]) == 0, capsys.readouterr().err[-3000:]  # fmt: skip
         assert (out / "middle" / "sample_0.wav").is_file()
+    for shards_dir in (new_shards, shards):  # the new artist's songs, and the base's (forgetting)
+        assert main(["evaluate", "--from", str(new), "--data", str(shards_dir), "--batches", "1", "--json"]) == 0
+        figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert set(figures) == {"music_bits_per_token", "lyric_bits_per_token"}, figures
+
+
+@pytest.mark.slow
+def test_evaluate_gives_the_validation_figure_and_names_unknown_artists(vqvae_run, shards, music, tmp_path, capsys):
+    """`jukebox-pl evaluate` measures what validation measured for the same weights; shards naming an artist the
+    prior does not know are refused with the names it knows."""
+    from jukebox_pl.cli import main
+    from jukebox_pl.data.prep import PrepOptions, prepare_shards
+    from jukebox_pl.stages.evaluate import evaluate_prior
+
+    run = fresh_run(vqvae_run, tmp_path)
+    settings = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1.0"]
+    module = train_prior(run, "top", "tiny", str(shards), PRIOR + COMMON + settings)
+    logged = float(module.trainer.callback_metrics["val/music_bits_per_token"])
+    figures = evaluate_prior(run, shards)
+    assert figures["music_bits_per_token"] == pytest.approx(logged, rel=1e-5)
+    assert figures == evaluate_prior(run / "prior_top" / "checkpoints" / "last.ckpt", shards)
+
+    meta = tmp_path / "new.csv"
+    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
+    new_shards = tmp_path / "new_shards"
+    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
+                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    assert main(["evaluate", "--from", str(run), "--data", str(new_shards)]) == 2
+    err = capsys.readouterr().err
+    assert "Zed Newcomer" in err and "artist 1" in err.lower(), err
 
 
 def test_new_names_take_rows_after_a_table_longer_than_its_vocabulary():

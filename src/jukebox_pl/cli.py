@@ -412,6 +412,29 @@ def _run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="a prior's held-out bits/token on the validation split of any shards")
+    p.add_argument("--from", dest="source", required=True, help="run folder (or a prior checkpoint/export in one)")
+    p.add_argument("--data", required=True, help="shards to measure on (`jukebox-pl prep`; their val split)")
+    p.add_argument("--level", default="top", choices=("top", "middle", "bottom"), help="which prior (default top)")
+    p.add_argument("--batches", type=POSITIVE, help="only the first N validation batches (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a line per figure")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (data.val_crops_per_track=..., ...)")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from jukebox_pl.stages.evaluate import evaluate_prior
+
+    figures = evaluate_prior(args.source, args.data, args.level, args.overrides, args.batches)
+    if args.json:
+        print(json.dumps(figures))
+    for name, value in () if args.json else figures.items():
+        print(f"{name}: {value:.4f}")
+    return 0
+
+
 class ImportFile(argparse.Action):
     """--vqvae FILE / --prior FILE add a file to import; --hps and --level apply to the file named before them
     (a --hps before any file applies to every file without its own), so one command imports a whole set."""
@@ -470,7 +493,7 @@ COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config)
             "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode),
             "encode-shards": (_add_encode_shards, _run_encode_shards), "sample": (_add_sample, _run_sample),
             "demo": (_add_demo, _run_demo), "import-openai": (_add_import, _run_import),
-            "finetune": (_add_finetune, _run_finetune)}  # fmt: skip
+            "finetune": (_add_finetune, _run_finetune), "evaluate": (_add_evaluate, _run_evaluate)}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

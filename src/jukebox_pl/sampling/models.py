@@ -92,12 +92,14 @@ def vocab_of(hp: dict) -> LabelVocab | None:
 
 
 def prior_checkpoint(run_dir: str | Path, name: str) -> Path:
+    """A run's prior of one level: its export, else the best checkpoint early stopping kept (`finetune`), else the
+    last one."""
     stage = Path(run_dir) / f"prior_{name}"
-    for candidate in (stage / "export.pt", stage / "checkpoints" / "last.ckpt"):
+    for candidate in (stage / "export.pt", stage / "checkpoints" / "best.ckpt", stage / "checkpoints" / "last.ckpt"):
         if candidate.is_file():
             return candidate
     raise MissingInputError(
-        f"no trained {name} prior in {run_dir} (looked for {stage}/export.pt and {stage}/checkpoints/last.ckpt); "
+        f"no trained {name} prior in {run_dir} (looked for {stage}/export.pt, checkpoints/best.ckpt and last.ckpt); "
         f"train it with `make train-level LEVEL={name} STAGE=prior`"
     )
 

@@ -1,0 +1,63 @@
+"""`jukebox-pl evaluate`: a prior's held-out bits/token on any shards, e.g. a fine-tuned prior on the base run's
+validation songs (did it forget the old artists?) and on the new artist's (did it learn?).
+
+The weights are the ones sampling uses (`sampling.models.load_prior`: the EMA copy, LoRA adapters merged), the
+crops and labels the ones validation uses (the stage's DataModule over the shards' validation split, evenly
+spaced crops, identical every time), and the names in the shards are looked up in the prior's own vocabulary,
+so two priors with different tables are measured on the same songs with the same labels.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from jukebox_pl.errors import MissingInputError
+from jukebox_pl.stages.finetune import base_of
+from jukebox_pl.training.runner import CONFIG_FILE
+
+METRICS = ("val/music_bits_per_token", "val/lyric_bits_per_token")
+
+
+def evaluate_prior(
+    source: str | Path, data: str | Path, level: str = "top", overrides: list[str] = (), batches: int | None = None
+) -> dict[str, float]:
+    """Mean bits/token of the `level` prior of `source` (a run folder or a checkpoint/export inside one) over the
+    validation split of the shards `data` (the first `batches` batches only, when given)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from jukebox_pl.config import load_config
+    from jukebox_pl.prior.lightning import PriorModule
+    from jukebox_pl.sampling.models import load_prior
+    from jukebox_pl.stages.datamodules import prior_datamodule
+    from jukebox_pl.vqvae.container import VQVAE
+
+    ckpt, run = base_of(source, level)
+    stage = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    preset = stage / CONFIG_FILE
+    if not preset.is_file():
+        raise MissingInputError(f"the prior's config {preset} does not exist (a run folder keeps one per stage)")
+    model, hp = load_prior(ckpt)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = []
+        if hp.get("vocab") is not None:
+            vocab_file = Path(tmp) / "vocab.json"
+            vocab_file.write_text(json.dumps(hp["vocab"]))
+            vocab = [f"data.vocab={vocab_file}"]
+        where = [f"data.shards={data}", "data.train_urls=null", "data.val_urls=null", *vocab]
+        cfg = load_config(str(preset), [*overrides, *where])
+        dm = prior_datamodule(cfg, hp["level"])
+        dm.setup("validate")
+        vqvae = VQVAE.from_run(run)
+        with torch.device("meta"):  # no memory: the module only carries the loaded model
+            module = PriorModule(hp["prior"], hp["level"], hp["vqvae_cfg"], hp["sample_rate"], y_bins=hp["y_bins"],
+                                 vqvae=vqvae)  # fmt: skip
+        module.model, module.ema_model = model, None
+        trainer = pl.Trainer(
+            accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=batches if batches else 1.0,
+        )  # fmt: skip
+        result = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    return {k.removeprefix("val/"): float(v) for k, v in result.items() if k in METRICS}
