@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,27 @@ def test_two_rank_ddp_reads_disjoint_validation_data_without_hanging(shards, tmp
         assert keys0 and keys1 and not keys0 & keys1, "ranks must read disjoint validation data"
         assert {k.split("/")[0] for k in keys0 | keys1} == val_tracks, "together they read every track"
         assert len(ranks[0]["train"]) == len(ranks[1]["train"]) == 6  # 12 crops per epoch / 2 ranks
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_validation_split_with_fewer_tracks_than_ranks_is_validated_by_every_rank(shards, tmp_path):
+    """One validation track, two ranks: no refusal and no hang (a rank without a track would never send its
+    figures); both ranks read the one track, so the reduced figure is exactly one process's."""
+    manifest = json.loads((shards / "manifest.json").read_text())
+    folder = tmp_path / "shards"
+    shutil.copytree(shards, folder)
+    manifest["shards"]["val"] = manifest["shards"]["val"][:1]
+    manifest["counts"]["tracks"]["val"] = 1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "-", str(folder), str(out), "0"], env=env,
+                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "every rank validates all of them" in proc.stdout + proc.stderr
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("rank*_epoch0.json"))]
+    track = {t["key"] for t in manifest["tracks"] if t["shard"] == manifest["shards"]["val"][0]}
+    assert len(records) == 2 and len(track) == 1
+    for r in records:
+        assert {k.split("/")[0] for k in r["val"]} == track, r["val"]

@@ -55,9 +55,10 @@ class Probe(pl.LightningModule):
 def main(train_urls: str, val_urls: str, out: str, workers: int) -> None:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # "-" for the URLs: a `prep` folder (with its manifest) given as the val URLs argument
+    where = dict(shards=val_urls) if train_urls == "-" else dict(train_urls=train_urls, val_urls=val_urls)
     dm = AudioDataModule(
-        train_urls=train_urls,
-        val_urls=val_urls,
+        **where,
         sample_rate=22050,
         sample_length=4096,
         batch_size=2,

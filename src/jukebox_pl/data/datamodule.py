@@ -14,6 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch.distributed as dist
 import webdataset as wds
+from lightning_utilities.core.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from jukebox_pl.config.loader import ConfigError, check_values, refuse_resolvers
@@ -106,6 +107,7 @@ class AudioData:
         self.crops = Crops(**crops)
         self.save_hyperparameters({"data": OmegaConf.to_container(self.cfg, resolve=True), "crops": _plain(self.crops)})
         self.rank, self.world = 0, 1
+        self.val_everywhere = False
         self.vocab: LabelVocab | None = None
         self.manifest: dict | None = None
         self.train_urls: list[str] = []
@@ -173,11 +175,18 @@ class AudioData:
             self._resolve()
         if stage in (None, "fit", "validate") and self.manifest and self.val_urls:
             n_val = self.manifest["counts"]["tracks"]["val"]
-            if n_val < self.world:
-                raise UserValueError(
-                    f"the validation split has {n_val} track(s) but the run has {self.world} ranks; every rank "
-                    "needs at least one (prep with a larger --val-fraction, or disable validation)"
+            self.val_everywhere = 0 < n_val < self.world
+            if self.val_everywhere:
+                rank_zero_info(
+                    f"the validation split has {n_val} track(s) for {self.world} ranks: every rank validates all of "
+                    "them (a rank without a track would leave the others waiting for its figures)"
                 )
+
+    @property
+    def val_split(self) -> tuple[int, int]:
+        """(rank, world) for splitting the validation tracks: each rank its share, or, when there are fewer
+        tracks than ranks, every rank all of them (so the reduced figures are exactly one process's)."""
+        return (0, 1) if self.val_everywhere else (self.rank, self.world)
 
     # -- what is read (CodeData reads other shards through the same loaders) ------------------------------
     @property
@@ -266,8 +275,8 @@ class AudioData:
         self._check_sample_rate()
         pipe = build_pipeline(
             self.val_urls, self.shard_format, self.label_spec, self.crops.val_batch_size or self.crops.batch_size,
-            train=False, val_crops_per_track=self.cfg.val_crops_per_track, rank=self.rank, world=self.world,
-            skips=self.skip_policy,
+            train=False, val_crops_per_track=self.cfg.val_crops_per_track, rank=self.val_split[0],
+            world=self.val_split[1], skips=self.skip_policy,
         )  # fmt: skip
         return self._loader(pipe)
 
