@@ -35,6 +35,7 @@ from jukebox_pl.training.checkpoints import unsafe_global
 from jukebox_pl.training.determinism import StepSeeds
 from jukebox_pl.training.finite import FiniteGuard
 from jukebox_pl.training.resume import resume_checkpoint
+from jukebox_pl.training.slurm import restart_count, slurm_environment
 from jukebox_pl.training.stopping import GracefulStop
 
 CONFIG_FILE = "config.yaml"
@@ -71,6 +72,9 @@ def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[
     """Resolve the config of one stage and decide whether it starts or resumes; never overwrite silently."""
     stage_dir = Path(run_dir) / stage
     last = stage_dir / "checkpoints" / "last.ckpt"
+    if not resume and restart_count() and last.is_file():
+        rank_zero_info(f"requeued SLURM job (restart {restart_count()}): resuming {stage} from {last}")
+        resume = True
     if resume:
         ckpt = str(resume_checkpoint(stage_dir / "checkpoints"))
         saved = stage_dir / CONFIG_FILE
@@ -143,6 +147,7 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
 def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strategy=None, **extra) -> pl.Trainer:
     cfg = run.cfg
     kw = trainer_kwargs(cfg)
+    slurm = slurm_environment()
     keep = cfg.run.keep_checkpoints
     ckpt = ModelCheckpoint(
         dirpath=run.checkpoints,
@@ -159,7 +164,7 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
         FiniteGuard(cfg.run.max_nonfinite_steps_in_a_row),
         ckpt,
         SaveLast(run.last, cfg.run.checkpoint_every_n_steps),
-        GracefulStop(run.last),
+        GracefulStop(run.last, requeue=slurm is not None),
         *(callbacks or []),
     ]
     if kw.get("enable_progress_bar", True) and sys.stderr.isatty():
@@ -169,7 +174,7 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
     if strategy is not None:
         kw["strategy"] = strategy
     logger = TensorBoardLogger(save_dir=str(run.dir), name="logs", version="")
-    plugins = [SafeCheckpointIO(), *extra.pop("plugins", [])]
+    plugins = [SafeCheckpointIO(), *([slurm] if slurm is not None else []), *extra.pop("plugins", [])]
     return pl.Trainer(**kw, callbacks=cbs, logger=logger, default_root_dir=str(run.dir), plugins=plugins, **extra)
 
 

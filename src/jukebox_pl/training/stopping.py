@@ -6,7 +6,8 @@ codebook and data position then agree); one that arrives between steps (waiting 
 once, since that is a boundary already. With several processes the ranks first agree, at the end of every
 step, whether any of them was signalled, so they all save the same step together; a rank that waits between
 steps (e.g. for data that never comes) stops on its own after `grace_seconds`, without saving, leaving the last
-periodic `last.ckpt`. A second signal stops at once.
+periodic `last.ckpt`. A second signal stops at once. Under SLURM, SIGUSR1 (`--signal=USR1@90`) stops the same
+way and then requeues the job (`jukebox_pl.training.slurm`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class GracefulStop(Checkpoint):
     """Installs SIGTERM/SIGINT handlers for the duration of training (a `Checkpoint` subclass, so Lightning
     runs its step-end hook after ModelCheckpoint's: a step counts as ended once its checkpoints are written)."""
 
-    def __init__(self, last: str | Path, grace_seconds: float = 30.0):
+    def __init__(self, last: str | Path, grace_seconds: float = 30.0, requeue: bool = False):
         self.last = Path(last)
+        self.signals = SIGNALS + ((signal.SIGUSR1,) if requeue else ())
         self.grace_seconds = grace_seconds
         self.signum: int | None = None
         self.in_step = False
@@ -45,7 +47,7 @@ class GracefulStop(Checkpoint):
         if threading.current_thread() is not threading.main_thread():
             return
         self._trainer = trainer
-        for signum in SIGNALS:
+        for signum in self.signals:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
 
@@ -88,6 +90,7 @@ class GracefulStop(Checkpoint):
             trainer.save_checkpoint(self.last, weights_only=False)
             err = self._stop(at_boundary=True)
             self.saved = True
+            self._requeue(trainer)
             raise err
         self.in_step = False
 
@@ -98,6 +101,14 @@ class GracefulStop(Checkpoint):
         if trainer.world_size == 1 and trainer.global_step > 0 and getattr(exception, "at_boundary", False):
             trainer.save_checkpoint(self.last, weights_only=False)
             self.saved = True
+            self._requeue(trainer)
+
+    def _requeue(self, trainer) -> None:
+        """After a SIGUSR1 stop under SLURM (checkpoint saved), rank 0 requeues the job."""
+        if self.signum == signal.SIGUSR1 and signal.SIGUSR1 in self.signals and trainer.is_global_zero:
+            from jukebox_pl.training.slurm import requeue
+
+            requeue()
 
     def teardown(self, trainer, pl_module, stage) -> None:
         self._cancel_timer()
