@@ -176,13 +176,12 @@ def test_priors_train_on_pre_encoded_code_shards(vqvae_run, shards, tmp_path):
 
 
 def test_strategy_names_reach_the_trainer():
-    from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
+    from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
 
-    from jukebox_pl.prior.transformer import ResAttnBlock
     from jukebox_pl.stages.train_prior import training_strategy
 
     fsdp = training_strategy("fsdp")
-    assert isinstance(fsdp, FSDPStrategy) and ResAttnBlock in fsdp.kwargs["auto_wrap_policy"]._module_classes
+    assert isinstance(fsdp, ModelParallelStrategy) and not fsdp._save_distributed_checkpoint
     assert isinstance(training_strategy("ddp"), DDPStrategy) and training_strategy("auto") is None
 
 
@@ -247,6 +246,62 @@ def test_a_stopped_and_resumed_top_prior_equals_the_uninterrupted_one(vqvae_run,
     ema = [torch.load(r / "prior_top" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (a, b)]
     differ = [k for k in ema[0] if not torch.equal(ema[0][k], ema[1][k])]
     assert not differ, f"differ after the resume: {differ[:5]}"
+
+    # a run that ended at its max_steps midway through an epoch, continued with more steps, reads on from there
+    # (Lightning counts that epoch as completed; the resume point must not skip to the next one)
+    (tmp_path / "c").mkdir()
+    c, ended, more = fresh_run(vqvae_run, tmp_path / "c"), Losses(), Losses()
+    train_prior(c, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=3", "data.epoch_length=4"],
+                callbacks=[ended])  # fmt: skip
+    train_prior(c, "top", "tiny", str(shards), ["trainer.max_steps=5"], resume=True, callbacks=[more])
+    assert {**ended.by_step, **more.by_step} == whole.by_step
+
+
+def two_process_prior(vqvae_run, shards, tmp_path, name: str, *settings: str) -> tuple[Path, dict]:
+    """Train the tiny top prior with 2 CPU processes (tests/scripts/fsdp_prior_probe.py); (run, losses by rank)."""
+    run = tmp_path / name / "run"
+    if not run.exists():
+        (tmp_path / name).mkdir()
+        run = fresh_run(vqvae_run, tmp_path / name)
+    out = tmp_path / name / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    script = Path(__file__).parent / "scripts" / "fsdp_prior_probe.py"
+    proc = subprocess.run([sys.executable, str(script), str(shards), str(run), str(out), *settings], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run, {r: json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)}
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_fsdp_trains_like_ddp_resumes_and_its_checkpoint_samples_in_one_process(vqvae_run, shards, tmp_path, capsys):
+    """FSDP (fully_shard per transformer block, with activation checkpointing) on 2 CPU processes: the same losses
+    and weights (EMA included) as DDP, also across a resume; one ordinary checkpoint file that samples in one
+    process; bf16 mixed precision steps too."""
+    from jukebox_pl.cli import main
+
+    ddp_run, ddp = two_process_prior(vqvae_run, shards, tmp_path, "ddp", "trainer.strategy=ddp", "trainer.max_steps=4")
+    fsdp = ["trainer.strategy=fsdp", "prior.top.checkpoint_res=true"]
+    fsdp_run, first = two_process_prior(vqvae_run, shards, tmp_path, "fsdp", *fsdp, "trainer.max_steps=3")
+    units = json.loads((tmp_path / "fsdp" / "out" / "units0.json").read_text())
+    assert units["units"] == units["blocks"] + 2, "a unit per block and one for the rest, in both copies"
+    _, resumed = two_process_prior(vqvae_run, shards, tmp_path, "fsdp", *fsdp, "trainer.max_steps=4", "resume")
+    for rank in (0, 1):
+        got = {**first[rank], **resumed[rank]}
+        assert set(got) == set(ddp[rank]) == {"1", "2", "3", "4"}
+        for step, loss in ddp[rank].items():
+            assert got[step] == pytest.approx(loss, rel=1e-5), (rank, step)
+    a, b = (load_any(r / "prior_top" / "checkpoints" / "last.ckpt") for r in (ddp_run, fsdp_run))
+    assert a["global_step"] == b["global_step"] == 4 and set(a["state_dict"]) == set(b["state_dict"])
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    out = tmp_path / "sampled"
+    assert main(["sample", "--run", str(fsdp_run), "--out", str(out), "--seconds", "0.3", "--levels", "1",
+                 "--no-progress"]) == 0, capsys.readouterr().err[-3000:]  # fmt: skip
+    assert (out / "top" / "sample_0.wav").is_file()
+    _, half = two_process_prior(vqvae_run, shards, tmp_path, "bf16", *fsdp, "trainer.max_steps=2",
+                                "trainer.precision=bf16-mixed")  # fmt: skip
+    assert half[0]["1"] == pytest.approx(ddp[0]["1"], abs=0.05)
 
 
 @pytest.mark.slow

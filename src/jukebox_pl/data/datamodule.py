@@ -259,9 +259,11 @@ class AudioData:
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return {}
-        loop = trainer.fit_loop
-        epoch, batches = loop.epoch_progress.current.completed, loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": int(epoch), "batches": int(batches)}
+        # from the run's total count of batches trained on: Lightning marks an epoch completed when max_steps
+        # stops it midway, so its epoch counter would resume a finished run at the start of the next epoch
+        total = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        epoch, batches = divmod(int(total), self.batches_per_epoch)
+        return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if "epoch" in state_dict:

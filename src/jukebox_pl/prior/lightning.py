@@ -21,8 +21,10 @@ from jukebox_pl.config.schema import OptimConfig, PriorConfig, VQVAEConfig
 from jukebox_pl.config.sections import prior_config, vqvae_config
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.prior.sharding import is_sharded, mixed_precision, shard_prior
 from jukebox_pl.training.checkpoints import check_finite
 from jukebox_pl.training.schedules import build_optimizer
+from jukebox_pl.training.sharded import local
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
@@ -251,9 +253,24 @@ class PriorTraining:
         if self.ema_model is None:
             return
         decay = self.cfg.ema_decay
-        ema = [p for p in self.ema_model.parameters()]
-        live = [p.detach() for p in self.model.parameters()]
+        # under FSDP both copies are sharded alike: each rank moves its own shard
+        ema = [local(p) for p in self.ema_model.parameters()]
+        live = [local(p.detach()) for p in self.model.parameters()]
         torch._foreach_lerp_(ema, live, 1.0 - decay)
+
+    def configure_model(self) -> None:
+        """Under `trainer.strategy=fsdp` (Lightning's ModelParallelStrategy, which hands the module a device mesh)
+        shard the weights and the EMA copy per transformer block (`jukebox_pl.prior.sharding`); with any other
+        strategy nothing happens."""
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is None or is_sharded(self.model):
+            return
+        trainer = self._trainer
+        policy = mixed_precision(trainer.precision if trainer is not None else None)
+        mesh = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
+        shard_prior(self.model, mesh, policy)
+        if self.ema_model is not None:
+            shard_prior(self.ema_model, mesh, policy)
 
     def configure_optimizers(self):
         optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)

@@ -18,21 +18,17 @@ from jukebox_pl.stages.finetune_labels import fine_tuning_labels, rows_from_arti
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
+from jukebox_pl.training.sharded import fully_sharded_strategy
 from jukebox_pl.training.strategies import ddp_strategy
 from jukebox_pl.vqvae.container import level_checkpoint
 from jukebox_pl.vqvae.model import level_index, level_name
 
 
 def training_strategy(name: str):
-    """DDP without buffer broadcasts, or FSDP sharding each transformer block (for the 1B/5B presets)."""
+    """DDP without buffer broadcasts, or FSDP (for the 1B/5B presets) with the prior sharding itself per
+    transformer block (`PriorTraining.configure_model`, `jukebox_pl.training.sharded`)."""
     if name == "fsdp":
-        from pytorch_lightning.strategies import FSDPStrategy
-
-        from jukebox_pl.prior.transformer import ResAttnBlock
-
-        # One FSDP unit per transformer block; original parameters kept so the frozen EMA copy can share a unit
-        # with trained weights.
-        return FSDPStrategy(auto_wrap_policy={ResAttnBlock}, state_dict_type="full", use_orig_params=True)
+        return fully_sharded_strategy()
     return ddp_strategy(name)
 
 

@@ -15,11 +15,13 @@ from lightning_utilities.core.rank_zero import rank_zero_warn
 from pytorch_lightning.callbacks import Callback
 
 from jukebox_pl.errors import DivergedError
+from jukebox_pl.training.sharded import local
 
 
 def grads_finite(parameters) -> torch.Tensor:
     """A 0-d bool tensor: every gradient is finite (one fused max-abs per device, no host sync here)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = [local(p.grad) for p in parameters if p.grad is not None]  # a shard's part under FSDP
+    grads = [g for g in grads if g.numel()]  # (a shard may be empty: a bias smaller than the number of ranks)
     if not grads:
         return torch.tensor(True)
     by_device: dict[torch.device, list[torch.Tensor]] = {}

@@ -1,0 +1,27 @@
+"""Tensors that may be sharded (FSDP2 parameters and gradients are DTensors): code that works rank-locally
+(the EMA lerp, the finite check) reads each rank's own part."""
+
+from __future__ import annotations
+
+import torch
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a sharded tensor (a DTensor's local shard); a plain tensor as it is."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def fully_sharded_strategy():
+    """`trainer.strategy=fsdp`: Lightning's ModelParallelStrategy (torch's `fully_shard`, on CUDA and on CPU with
+    gloo; Lightning's FSDPStrategy is FSDP1 and CUDA only) sharding over every rank of every node, with
+    checkpoints gathered into one ordinary file (it resumes under FSDP or DDP and loads in one process for
+    sampling). The module applies `fully_shard` itself in `configure_model`."""
+    from pytorch_lightning.strategies import ModelParallelStrategy
+
+    class FullyShardedStrategy(ModelParallelStrategy):
+        def setup_environment(self) -> None:
+            # one data-parallel dimension over all ranks (Lightning's "auto" is one per node, for tensor parallelism)
+            self._data_parallel_size = self.num_nodes * self.num_processes
+            super().setup_environment()
+
+    return FullyShardedStrategy(tensor_parallel_size=1, save_distributed_checkpoint=False)
