@@ -19,10 +19,16 @@ its peak RSS (ru_maxrss minus the RSS right after the imports) belongs to it alo
   nocache: the same sampling done by recomputing the full forward pass over the prefix (padded up to a
            multiple of block_ctx, which the row/column layers need) for every new token, batch 1.
 
-Reference figures for this machine class: small_prior at n_ctx 8192 trains at 94 tokens/s (87 s/step) and
-samples 16.8 tokens/s at batch 1. Timings on this shared 2-core machine drift 2-3x: compare figures measured
-side by side. Measure on a quiet machine: when another process keeps a core busy, OpenMP's spinning threads
-make small ops up to 20x slower (`--omp-wait-policy PASSIVE` limits the damage but adds ~40 us of wake-up to
+With --reference CHECKOUT (a checkout of openai/jukebox), every fp32 training and sampling measurement is
+followed by the same one of the reference's own prior (`bench/reference_prior.py`: its ConditionalAutoregressive2D,
+its forward and its primed_sample, which primes every row), the pairs are repeated (--repeats, default 3) and a
+side-by-side table gives the medians and the ratios:
+
+    python bench/prior.py --reference /path/to/jukebox --presets small --n-ctx 8192 --modes sample,train
+
+Timings on this shared 2-core machine drift 2-3x between days: only figures measured side by side compare.
+Measure on a quiet machine: when another process keeps a core busy, OpenMP's spinning threads make small ops
+up to 20x slower (`--omp-wait-policy PASSIVE` limits the damage but adds ~40 us of wake-up to
 every parallel op, which halves batch-1 sampling speed). The last line printed is a JSON object with every
 figure.
 """
@@ -51,8 +57,6 @@ PRESETS = {
 }
 BLOCK_CTX = 128
 RESULT_TAG = "@@PRIOR_BENCH_RESULT "
-REFERENCE = {"small_train_8192_tokens_per_s": 94.0, "small_sample_b1_tokens_per_s": 16.8}
-TARGET = {"small_sample_b1_tokens_per_s": 34.0}
 
 
 # -- memory -----------------------------------------------------------------------------------------------
@@ -88,7 +92,15 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def bench_train(model, n_ctx: int, batch: int, warmup: int, steps: int) -> dict:
+def our_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    return model.bits_per_token(model(tokens), tokens)
+
+
+def reference_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    return model(tokens)[0]  # the reference's forward returns (loss in bits/token, None)
+
+
+def bench_train(model, n_ctx: int, batch: int, warmup: int, steps: int, loss_of=our_loss) -> dict:
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     tokens = torch.randint(model.bins, (batch, n_ctx))
@@ -100,7 +112,7 @@ def bench_train(model, n_ctx: int, batch: int, warmup: int, steps: int) -> dict:
         opt.zero_grad(set_to_none=True)
         if measure:  # the memory the forward pass keeps for backward (activations, checkpoints, logits)
             rss0 = current_rss_mb()
-        loss = model.bits_per_token(model(tokens), tokens)
+        loss = loss_of(model, tokens)
         if measure:
             fwd_mb.append(peak_rss_mb() - rss0)
         loss.backward()
@@ -250,9 +262,21 @@ def worker(job: dict) -> dict:
     base = peak_rss_mb()
     rss0 = current_rss_mb()
     t0 = time.perf_counter()
-    model = build(job["preset"], job["n_ctx"], checkpoint_res=job["mode"] == "train" and job["preset"] != "tiny")
-    out = {"build_s": time.perf_counter() - t0, "params": n_params(model)}
+    checkpoint_res = job["mode"] == "train" and job["preset"] != "tiny"
     mode, n_ctx, batch = job["mode"], job["n_ctx"], job["batch"]
+    if job.get("impl") == "reference":
+        import reference_prior
+
+        ar = reference_prior.load(job["reference"])
+        model = reference_prior.build(ar, PRESETS[job["preset"]], n_ctx, BLOCK_CTX, checkpoint_res)
+        out = {"build_s": time.perf_counter() - t0, "params": n_params(model), "model_mb": current_rss_mb() - rss0}
+        if mode == "train":
+            out |= bench_train(model, n_ctx, batch, job["warmup"], job["steps"], loss_of=reference_loss)
+        else:
+            out |= reference_prior.sample(ar, model, batch, job["prompt_len"], job["tokens"], job["chunk"])
+        return finish(out, job, base)
+    model = build(job["preset"], n_ctx, checkpoint_res=checkpoint_res)
+    out = {"build_s": time.perf_counter() - t0, "params": n_params(model)}
     if mode != "train":
         quantize_weights(model, job.get("weights", "fp32"))
     out["model_mb"] = current_rss_mb() - rss0
@@ -266,9 +290,14 @@ def worker(job: dict) -> dict:
         out["table"] = profile_sample(model, batch, job["prompt_len"], job["tokens"], job["chunk"], job["rows"])
     else:
         raise ValueError(f"unknown mode {mode!r}")
+    return finish(out, job, base)
+
+
+def finish(out: dict, job: dict, base: float) -> dict:
+    """Peak memory over the RSS after the imports, and (training) what of it is activations."""
     out["peak_mb"] = max(peak_rss_mb(), out.pop("_pre_reset_peak", 0.0)) - base
     out["baseline_mb"] = base
-    if mode == "train":  # grads + 2 Adam moments (fp32) on top of the weights, the rest is activations etc.
+    if job["mode"] == "train":  # grads + 2 Adam moments (fp32) on top of the weights, the rest is activations etc.
         out["activations_mb"] = out["peak_mb"] - out["model_mb"] - 3 * 4 * out["params"] / 2**20
     return out
 
@@ -328,14 +357,52 @@ def plan(args) -> list[dict]:
             if "nocache" in args.modes:
                 tokens = args.nocache_tokens or (2 if args.quick or big else 4)
                 jobs.append(cfg | {"mode": "nocache", "batch": 1, "tokens": tokens})
-    return jobs
+    if args.reference:  # each fp32 training / sampling job, then the reference's twin, repeated in turn
+        twins = []
+        for job in jobs:
+            twins.append(job)
+            if job["mode"] in ("train", "sample") and job.get("weights", "fp32") == "fp32":
+                twins.append(job | {"impl": "reference", "reference": str(Path(args.reference).resolve())})
+        jobs = twins
+    return [job | {"repeat": r} for r in range(args.repeats) for job in jobs]
 
 
 def fmt(x, spec=".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def side_by_side(results: list[dict]) -> dict:
+    """Medians of ours and the reference's runs of the same measurement (interleaved in one sitting), and ratios."""
+    ok = [r for r in results if "error" not in r and r.get("weights", "fp32") == "fp32"]
+    pairs: dict[tuple, dict[str, list[dict]]] = {}
+    for r in ok:
+        if r["mode"] in ("train", "sample"):
+            key = (r["mode"], r["preset"], r["n_ctx"], r["batch"])
+            pairs.setdefault(key, {}).setdefault(r.get("impl", "jukebox-pl"), []).append(r)
+    rate = {"train": "tokens_per_s", "sample": "tokens_per_s_total"}
+    summary = {}
+    print("\nside by side with the reference (same machine, same sitting, interleaved; medians of the repeats)")
+    print(f"{'what':<30} {'n':>2} {'reference tok/s':>15} {'jukebox-pl tok/s':>16} {'ratio':>6} "
+          f"{'ref peak MB':>11} {'our peak MB':>11} {'mem ratio':>9}")  # fmt: skip
+    for (mode, preset, n_ctx, batch), by in sorted(pairs.items()):
+        if "reference" not in by or "jukebox-pl" not in by:
+            continue
+        ref = statistics.median(r[rate[mode]] for r in by["reference"])
+        ours = statistics.median(r[rate[mode]] for r in by["jukebox-pl"])
+        ref_mb = statistics.median(r["peak_mb"] for r in by["reference"])
+        our_mb = statistics.median(r["peak_mb"] for r in by["jukebox-pl"])
+        what = f"{preset} {mode} n_ctx {n_ctx} B {batch}"
+        print(f"{what:<30} {len(by['reference']):>2} {ref:>15.2f} {ours:>16.2f} {ours / ref:>5.2f}x "
+              f"{ref_mb:>11.0f} {our_mb:>11.0f} {our_mb / ref_mb:>8.2f}x")  # fmt: skip
+        name = f"{preset}_{n_ctx}_{mode}_b{batch}"
+        summary[name] = {"reference": ref, "jukebox_pl": ours, "ratio": ours / ref, "reference_peak_mb": ref_mb,
+                         "peak_mb": our_mb, "memory_ratio": our_mb / ref_mb, "n": len(by["reference"])}  # fmt: skip
+    return summary
+
+
 def report(results: list[dict]) -> dict:
+    compared = side_by_side(results) if any(r.get("impl") == "reference" for r in results) else {}
+    results = [r for r in results if r.get("impl") != "reference"]
     ok = [r for r in results if "error" not in r]
     print("\ntraining (fp32, forward + backward + Adam, full n_ctx sequence; peak MB = peak RSS - RSS after imports,")
     print("act MB = peak - model - grads - Adam moments, fwd MB = what a timed step's forward pass adds)")
@@ -402,14 +469,6 @@ def report(results: list[dict]) -> dict:
         if batch > 1 and (one := int8.get((preset, n_ctx, 1))):
             line += f", {r['tokens_per_s_total'] / one['tokens_per_s_total']:.2f}x int8 batch 1"
         lines.append(line)
-    s1 = by.get(("sample", "small", 8192, 1)) or by.get(("sample", "small", 2048, 1))
-    if s1:
-        lines.append(f"small n_ctx {s1['n_ctx']} batch-1 sampling: {s1['tokens_per_s_total']:.1f} tokens/s "
-                     f"(reference 16.8, target >= 34)")  # fmt: skip
-    t8 = by.get(("train", "small", 8192, 1))
-    if t8:
-        lines.append(f"small n_ctx 8192 training: {t8['tokens_per_s']:.1f} tokens/s, {t8['s_per_step']:.1f} s/step "
-                     f"(reference 94 tokens/s, 87 s/step)")  # fmt: skip
     if lines:
         print("\nsummary")
         for line in lines:
@@ -417,6 +476,8 @@ def report(results: list[dict]) -> dict:
     for r in results:
         if "error" in r:
             print(f"FAILED {r['preset']} n_ctx {r['n_ctx']} {r['mode']} batch {r['batch']}: {r['error']}")
+    if compared:
+        summary["side_by_side"] = compared
     return summary
 
 
@@ -460,6 +521,10 @@ def main(argv=None) -> None:
     p.add_argument("--exact-memory", action="store_true",
                    help="MALLOC_MMAP_THRESHOLD_=131072 in the subprocesses, so that glibc hands freed blocks back and "
                    "peak RSS is the peak of live memory (timings then include the extra page faults)")  # fmt: skip
+    p.add_argument("--reference", metavar="CHECKOUT",
+                   help="a checkout of openai/jukebox: time its prior (training, sampling; fp32) beside ours, "
+                   "interleaved, and print the ratios")  # fmt: skip
+    p.add_argument("--repeats", type=int, help="rounds of every measurement (default 1; 3 with --reference)")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._worker:
@@ -467,6 +532,7 @@ def main(argv=None) -> None:
         return
     if args.quick:
         args.skip_big_train = True
+    args.repeats = args.repeats or (3 if args.reference else 1)
     unknown = [x for x in args.presets if x not in PRESETS] + [
         m for m in args.modes if m not in ("train", "sample", "nocache")
     ]
@@ -477,7 +543,8 @@ def main(argv=None) -> None:
           f"OMP_WAIT_POLICY {args.omp_wait_policy}, git {git_head()}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
     results, t0 = [], time.perf_counter()
     for job in jobs:
-        what = f"{job['preset']} n_ctx {job['n_ctx']} {job['mode']} batch {job['batch']}"
+        impl = " (reference)" if job.get("impl") == "reference" else ""
+        what = f"{job['preset']} n_ctx {job['n_ctx']} {job['mode']} batch {job['batch']}{impl}"
         print(f"  running {what} ...", end="", flush=True)
         r = run_job(job, args.job_timeout)
         results.append(r)
@@ -486,7 +553,7 @@ def main(argv=None) -> None:
     summary = report(results)
     slim = [{k: v for k, v in r.items() if k != "table"} for r in results]
     print(json.dumps({"bench": "prior", "git": git_head(), "torch": torch.__version__, "threads": args.threads,
-                      "reference": REFERENCE, "target": TARGET, "summary": summary, "results": slim}))  # fmt: skip
+                      "summary": summary, "results": slim}))  # fmt: skip
 
 
 if __name__ == "__main__":

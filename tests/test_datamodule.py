@@ -184,8 +184,17 @@ def test_pretrained_vocab_missing_artists_fails_before_training(shards, tmp_path
         make_dm(shards, vocab=str(tmp_path / "pre.json"))
 
 
-def test_too_few_validation_tracks_for_ranks(shards):
+def test_too_few_validation_tracks_for_ranks_are_validated_by_every_rank(shards):
+    """Fewer validation tracks than ranks: no refusal; every rank reads them all (a rank without any would leave
+    the others waiting for its figures). With enough tracks each rank reads its own share."""
     dm = AudioDataModule(shards=str(shards), sample_length=LENGTH)
-    dm._distributed = lambda: (0, 64)
-    with pytest.raises(ValueError, match="64 ranks"):
-        dm.setup("fit")
+    dm._distributed = lambda: (5, 64)
+    dm.setup("fit")
+    assert dm.val_everywhere and dm.val_split == (0, 1)
+    keys = {k.split("/")[0] for batch in dm.val_dataloader() for k in batch["key"]}
+    val = {t["key"] for t in dm.manifest["tracks"] if t["split"] == "val"}
+    assert keys == val
+    dm = AudioDataModule(shards=str(shards), sample_length=LENGTH)
+    dm._distributed = lambda: (1, 2)
+    dm.setup("fit")
+    assert not dm.val_everywhere and dm.val_split == (1, 2)
