@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-scaling bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -131,6 +131,12 @@ bench-quality: install toy-shards ## tiny VQ-VAE trained on the toy set: spectra
 
 bench-finetune: install ## fine-tune the top prior on a toy artist held out of the base run, per --train mode (~20 min)
 	$(PY) bench/finetune.py $(ARGS)
+
+bench-scaling: install toy-shards ## 1 vs 2 processes (DDP) throughput, codebook collectives, FSDP memory plan of the 5B prior (~5 min)
+	$(PY) bench/scaling.py $(ARGS)
+
+bench-gpu: install ## GPU decoding vs the bandwidth roofline, song compute time, bf16 logits, training (ARGS=--dry-run on a CPU)
+	$(PY) bench/gpu.py $(ARGS)
 
 clean: ## remove build outputs (keeps .venv and data/)
 	rm -rf build *.egg-info src/*.egg-info .pytest_cache .ruff_cache lightning_logs
