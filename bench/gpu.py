@@ -128,7 +128,7 @@ def decode(model, device, batch: int, prompt: int, tokens: int, chunk: int, bw: 
     seq = torch.randint(model.bins, (batch, prompt + tokens + 2), device=device)
     dtype = next(model.parameters()).dtype
     y_cond = torch.randn(batch, 1, model.width, device=device, dtype=dtype) if model.y_cond else None
-    with torch.inference_mode(), model.streaming() as caches:
+    with torch.inference_mode(), model.streaming(capacity=prompt + tokens + 2) as caches:
         sync(device)
         t0 = time.perf_counter()
         for start in range(0, prompt, chunk):

@@ -183,7 +183,7 @@ def bench_sample(model, n_ctx: int, batch: int, prompt_len: int, tokens: int, ch
         raise ValueError(f"prompt {prompt_len} + {warm + tokens} tokens exceed n_ctx {n_ctx}")
     prime_rows = 1 if prime_mode == "expand" else batch
     prompt = torch.randint(model.bins, (prime_rows, prompt_len))
-    with torch.inference_mode(), model.streaming() as caches:
+    with torch.inference_mode(), model.streaming(capacity=prompt_len + warm + tokens) as caches:
         t0 = time.perf_counter()
         prime(model, prompt, chunk)
         prime_s = time.perf_counter() - t0

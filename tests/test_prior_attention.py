@@ -101,6 +101,27 @@ def test_cached_decoding_equals_the_full_pass(kind, chunks):
     assert kept <= limit.get(kind, N_CTX)
 
 
+@pytest.mark.parametrize("kind", ["dense", "column"])
+@pytest.mark.parametrize("capacity", [1, 9, N_CTX // 2])
+def test_a_cache_sized_for_a_short_stream_grows_when_the_stream_goes_further(kind, capacity):
+    """Caches are allocated for the positions the stream will reach (a 64-token continuation at batch 16 does
+    not hold n_ctx keys per layer); a stream that goes further grows them, with the same outputs."""
+    from jukebox_pl.prior.attention import LayerCache
+
+    attn = make(kind, None)
+    x = torch.randn(2, N_CTX, WIDTH)
+    full = attn(x)
+    cache, outs, start = LayerCache(poison=True, capacity=capacity), [], 0
+    dim, per_slot = (2, 1) if kind == "dense" else (3, N_CTX // BLOCKS)
+    for size in [1, 2, 5, 3, 8, 13, 1] + [1] * (N_CTX - 33):
+        outs.append(attn.forward_cached(x[:, start : start + size], cache))
+        if start == 0:  # allocated for the capacity, not for n_ctx
+            assert cache.key.shape[dim] == -(-capacity // per_slot)
+        start += size
+    assert cache.key.shape[dim] * per_slot >= N_CTX  # grown to what the stream reached
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (2, 4), (8, 1), (4, 5), (16, 16), (300, 1)])
 def test_linear_rows_equals_linear(shape):
     from jukebox_pl.prior.attention import linear_rows

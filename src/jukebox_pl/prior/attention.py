@@ -79,10 +79,33 @@ class LayerCache:
     extra: dict = field(default_factory=dict)
     # Fill new buffers with NaN: a test that any read of a slot not written yet shows up in the outputs.
     poison: bool = False
+    # Positions this stream will reach (the window being sampled): the column and dense caches are allocated for
+    # that many, not for n_ctx (a short window or a 64-token continuation at batch 16 needs a fraction of the
+    # memory), and grow by doubling if a stream goes further. None: n_ctx.
+    capacity: int | None = None
 
     def empty(self, like: torch.Tensor, *shape: int) -> torch.Tensor:
         buf = like.new_empty(shape)
         return buf.fill_(float("nan")) if self.poison else buf
+
+    def slots(self, needed: int, limit: int, per_slot: int = 1) -> int:
+        """Slots to allocate for `needed` of them now, up to `limit`: the stream's capacity at first, then
+        double (so a stream that outgrows its capacity reallocates only log-many times)."""
+        have = 0 if self.key is None else self.key.shape[self._dim]
+        want = -(-(self.capacity or limit * per_slot) // per_slot) if self.key is None else 2 * have
+        return min(limit, max(needed, want))
+
+    def grow(self, dim: int, slots: int) -> None:
+        """Reallocate key and value with `slots` along `dim`, keeping what they hold."""
+        for name in ("key", "value"):
+            old = getattr(self, name)
+            shape = list(old.shape)
+            shape[dim] = slots
+            new = self.empty(old, *shape)
+            new.narrow(dim, 0, old.shape[dim]).copy_(old)
+            setattr(self, name, new)
+
+    _dim: int = 2  # the dimension `slots` counts along (set by the attention kind using the cache)
 
 
 class FactorizedAttention(nn.Module):
@@ -216,9 +239,14 @@ class FactorizedAttention(nn.Module):
             out = self._column_cached(q, k, v, cache)
         else:  # dense and prime: key j visible to the query at position p when j <= p
             capacity = self.n_ctx if self.kind == "dense" else prime_keys_len(self.prime_len, self.blocks)
-            if cache.key is None:  # allocated once, written in place (no copy of the whole cache per token)
-                cache.key = cache.empty(k, b, self.heads, capacity, k.shape[-1])
-                cache.value = cache.empty(v, b, self.heads, capacity, v.shape[-1])
+            needed = min(p0 + t, capacity)
+            if cache.key is None:  # allocated for the stream, written in place (no copy of the cache per token)
+                cache._dim = 2
+                slots = cache.slots(needed, capacity) if self.kind == "dense" else capacity
+                cache.key = cache.empty(k, b, self.heads, slots, k.shape[-1])
+                cache.value = cache.empty(v, b, self.heads, slots, v.shape[-1])
+            elif needed > cache.key.shape[2]:
+                cache.grow(2, cache.slots(needed, capacity))
             end = min(p0 + t, capacity)
             if p0 < capacity:
                 cache.key[:, :, p0:end] = k[:, :, : end - p0]
@@ -235,9 +263,14 @@ class FactorizedAttention(nn.Module):
     def _column_cached(self, q, k, v, cache: LayerCache):
         """Column kind: keys kept as (B, H, column, row, d), so a query reads its column contiguously."""
         bc, (b, h, t, d) = self.block_ctx, q.shape
-        if cache.key is None:
-            cache.key = cache.empty(k, b, h, bc, self.n_ctx // bc, d)
-            cache.value = cache.empty(v, b, h, bc, self.n_ctx // bc, d)
+        rows_needed = (cache.length + t - 1) // bc + 1
+        if cache.key is None:  # rows for the stream's capacity (n_ctx // bc at most), grown if it goes further
+            cache._dim = 3
+            rows = cache.slots(rows_needed, self.n_ctx // bc, per_slot=bc)
+            cache.key = cache.empty(k, b, h, bc, rows, d)
+            cache.value = cache.empty(v, b, h, bc, rows, d)
+        elif rows_needed > cache.key.shape[3]:
+            cache.grow(3, cache.slots(rows_needed, self.n_ctx // bc, per_slot=bc))
         if t == 1:  # the sampling step: plain slices, no index tensors
             col, row = divmod(cache.length, bc)[::-1]
             cache.key[:, :, col, row] = k[:, :, 0]

@@ -303,7 +303,7 @@ class JukeboxPrior(nn.Module):
             return self._to_codes(known[:, known.shape[1] - length :], shift)
         out = [] if known is None else [known]
         step = self.prior.step
-        with self.prior.streaming():
+        with self.prior.streaming(capacity=total):
             logits = step(None, 0, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
             for i in range(0, n_known, chunk_size):
                 chunk = known[:, i : i + chunk_size]

@@ -27,13 +27,21 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
+    packed = True  # torch's int8 weight-only kernel (CPU, and CUDA builds that have it); else dequantise
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        if x2.device.type == "cpu":
-            y = torch._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self.weight_int8, self.scale).float()
-        else:  # other devices: dequantise (still 4x less weight memory at rest)
-            y = F.linear(x2.float(), self.weight_int8.float() * self.scale.float()[:, None])
+        y = None
+        if self.packed:
+            try:
+                y = torch._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self.weight_int8, self.scale)
+            except (RuntimeError, NotImplementedError):  # no kernel for this device: dequantise from now on
+                self.packed = False
+        if y is None:  # in the activations' half precision when they have one (a GPU's bf16 / fp16), not fp32
+            dtype = x2.dtype if x2.dtype in (torch.float16, torch.bfloat16) else torch.float32
+            y = F.linear(x2.to(dtype), self.weight_int8.to(dtype) * self.scale.to(dtype)[:, None])
+        y = y.float()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features).to(x.dtype)

@@ -133,9 +133,10 @@ class Transformer(nn.Module):
         return (x, layers) if return_layers else x
 
     @contextmanager
-    def streaming(self) -> Iterator[list[LayerCache]]:
-        """KV caches for incremental decoding, always cleared on exit (even after an error)."""
-        self.caches = [LayerCache() for _ in self._attn_mods]
+    def streaming(self, capacity: int | None = None) -> Iterator[list[LayerCache]]:
+        """KV caches for incremental decoding, sized for `capacity` positions (default n_ctx), always cleared on
+        exit (even after an error)."""
+        self.caches = [LayerCache(capacity=capacity) for _ in self._attn_mods]
         try:
             yield self.caches
         finally:
@@ -266,8 +267,9 @@ class AutoregressiveTransformer(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.reshape(-1)) / math.log(2.0)
 
     # -- incremental decoding -------------------------------------------------------------------------------
-    def streaming(self):
-        return self.transformer.streaming()
+    def streaming(self, capacity: int | None = None):
+        """KV caches for `step` (see `Transformer.streaming`); `capacity`: the positions the stream will reach."""
+        return self.transformer.streaming(capacity)
 
     def step(
         self, prev_tokens: torch.Tensor | None, start: int, n: int, x_cond=None, y_cond=None, encoder_kv=None
