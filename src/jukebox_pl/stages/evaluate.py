@@ -10,7 +10,9 @@ so two priors with different tables are measured on the same songs with the same
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from jukebox_pl.errors import MissingInputError
@@ -18,6 +20,18 @@ from jukebox_pl.stages.finetune import base_of
 from jukebox_pl.training.runner import CONFIG_FILE
 
 METRICS = ("val/music_bits_per_token", "val/lyric_bits_per_token")
+
+
+@contextmanager
+def quiet_lightning():
+    """Lightning's start-up lines (accelerators found, tips) are noise in a command that prints two figures."""
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def evaluate_prior(
@@ -55,9 +69,10 @@ def evaluate_prior(
             module = PriorModule(hp["prior"], hp["level"], hp["vqvae_cfg"], hp["sample_rate"], y_bins=hp["y_bins"],
                                  vqvae=vqvae)  # fmt: skip
         module.model, module.ema_model = model, None
-        trainer = pl.Trainer(
-            accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=batches if batches else 1.0,
-        )  # fmt: skip
-        result = trainer.validate(module, datamodule=dm, verbose=False)[0]
+        with quiet_lightning():
+            trainer = pl.Trainer(
+                accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, limit_val_batches=batches if batches else 1.0,
+            )  # fmt: skip
+            result = trainer.validate(module, datamodule=dm, verbose=False)[0]
     return {k.removeprefix("val/"): float(v) for k, v in result.items() if k in METRICS}
