@@ -305,6 +305,38 @@ def test_fsdp_trains_like_ddp_resumes_and_its_checkpoint_samples_in_one_process(
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
+def test_fine_tuning_under_fsdp_keeps_the_base_rows_bit_for_bit(vqvae_run, shards, music, tmp_path):
+    """`finetune --train embeddings` with 2 FSDP processes: the label tables are sharded by row, and every rank
+    puts back the base rows of its own shard after each step; the new artist's row learns."""
+    from jukebox_pl.data.prep import PrepOptions, prepare_shards
+
+    (tmp_path / "base").mkdir()
+    base = fresh_run(vqvae_run, tmp_path / "base")
+    train_prior(base, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
+    meta = tmp_path / "new.csv"
+    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
+    new_shards = tmp_path / "new_shards"
+    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
+                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    cli = Path(sys.executable).parent / "jukebox-pl"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run([str(cli), "finetune", "--from", str(base), "--data", str(new_shards), "--run",
+                           str(tmp_path / "new"), "--train", "embeddings", *COMMON, "trainer.strategy=fsdp",
+                           "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_steps=3",
+                           "trainer.val_check_interval=2", "prior.top.optim.lr=0.01", "prior.top.optim.warmup_steps=0"],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    old = load_any(base / "prior_top" / "checkpoints" / "last.ckpt")["state_dict"]
+    new = load_any(tmp_path / "new" / "prior_top" / "checkpoints" / "last.ckpt")["state_dict"]
+    key = "y_emb.artist_emb.emb.weight"
+    rows = old["ema_model." + key].shape[0]
+    assert new["model." + key].shape[0] == rows + 1
+    assert torch.equal(new["model." + key][:rows], old["ema_model." + key]), "the base artists' rows moved"
+    assert not torch.allclose(new["model." + key][rows], old["ema_model." + key].mean(0)), "the new row learned"
+
+
+@pytest.mark.slow
 def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, music, tmp_path):
     """New shards prepared on their own number their artists afresh ('Artist 1' is id 1 there, 2 in the base);
     `--init` merges the vocabularies by name: base artists keep their ids and rows, a new artist gets a new row

@@ -24,7 +24,7 @@ from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.prior.sharding import is_sharded, mixed_precision, shard_prior
 from jukebox_pl.training.checkpoints import check_finite
 from jukebox_pl.training.schedules import build_optimizer
-from jukebox_pl.training.sharded import local
+from jukebox_pl.training.sharded import local, local_rows
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
@@ -104,9 +104,11 @@ class PriorTraining:
         would otherwise move them even without a gradient)."""
         params = dict(self.model.named_parameters())
         for name, n in self._kept_rows.items():
+            rows, first = local_rows(params[name])  # under FSDP: this rank's shard of the table
+            kept = rows[: max(0, min(rows.shape[0], n - first))]
             if name not in self._kept_values:
-                self._kept_values[name] = params[name][:n].detach().clone()
-            params[name][:n] = self._kept_values[name]
+                self._kept_values[name] = kept.detach().clone()
+            kept.copy_(self._kept_values[name])
 
     # -- helpers ------------------------------------------------------------------------------------------
     @property

@@ -25,3 +25,14 @@ def fully_sharded_strategy():
             super().setup_environment()
 
     return FullyShardedStrategy(tensor_parallel_size=1, save_distributed_checkpoint=False)
+
+
+def local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """This rank's rows of a tensor sharded along dim 0 (FSDP) and the global index of the first; a plain
+    tensor is all its rows, from 0."""
+    if not hasattr(tensor, "to_local"):
+        return tensor, 0
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+    return tensor.to_local(), int(offset[0])
