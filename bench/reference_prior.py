@@ -45,12 +45,13 @@ def load(checkout: str | Path):
     return ar
 
 
-def build(ar, preset: dict, n_ctx: int, block_ctx: int, checkpoint_res: bool):
-    """The reference's model for one of `bench/prior.py`'s presets (bins, width, depth, heads, attn_order)."""
+def build(ar, preset: dict, n_ctx: int, block_ctx: int, checkpoint_res: bool, x_cond=False, y_cond=False):
+    """The reference's model for one of `bench/prior.py`'s presets (bins, width, depth, heads, attn_order);
+    `x_cond` (an upsampler's per-position conditioning) and `y_cond` (labels) as its priors use them."""
     return ar.ConditionalAutoregressive2D(
         input_shape=(n_ctx,), bins=preset["bins"], width=preset["width"], depth=preset["depth"],
         heads=preset["heads"], attn_order=preset["attn_order"], blocks=n_ctx // block_ctx,
-        checkpoint_res=int(checkpoint_res),
+        checkpoint_res=int(checkpoint_res), x_cond=x_cond, y_cond=y_cond,
     )  # fmt: skip
 
 
@@ -63,13 +64,18 @@ def train_step(model, opt, tokens: torch.Tensor) -> None:
 
 def sample(ar, model, batch: int, prompt_len: int, tokens: int, chunk: int, warm: int = 2) -> dict:
     """`primed_sample` of `tokens` + `warm` new tokens after a random prompt of `prompt_len` (every row primed,
-    as the reference does); the first `warm` new tokens are not timed."""
+    as the reference does); the first `warm` new tokens are not timed. Conditioning inputs, when the model
+    takes them, are random (made before the clock starts, as the conditioners run once per window)."""
     model.eval()
     clock = Clock()
     ar.get_range = clock
     prompt = torch.randint(model.bins, (batch, prompt_len))
+    n_ctx = int(model.input_dims)
+    x_cond = torch.randn(batch, n_ctx, model.width) * 0.02 if model.x_cond else None
+    y_cond = torch.randn(batch, 1, model.width) * 0.02 if model.y_cond else None
     with torch.inference_mode():
-        model.primed_sample(batch, prompt, chunk_size=chunk, sample_tokens=prompt_len + warm + tokens)
+        model.primed_sample(batch, prompt, x_cond=x_cond, y_cond=y_cond, chunk_size=chunk,
+                            sample_tokens=prompt_len + warm + tokens)  # fmt: skip
     priming, steps = clock.loops[0], clock.loops[1]
     sample_s = steps[-1] - steps[warm]
     return {

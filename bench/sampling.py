@@ -12,6 +12,12 @@ for windows every h * n_ctx tokens (h = 0.125 top, 0.5 upsamplers, the reference
 VQ-VAE decoding of that level. Divided by the batch: B songs are sampled together. For tiny, a real song is
 also sampled end to end through `SongSampler` (all three levels) to check the estimate. Measure on a quiet
 machine: OpenMP threads spinning against another process make every figure several times worse.
+
+    python bench/sampling.py --reference /path/to/jukebox --batches 1,8
+
+times the reference's transformer of each level's shape (small preset, the reference's small_prior as the top)
+beside ours, level by level, and prints the ratios of sampling compute per audio second (VQ-VAE decoding, and
+the conditioners that run once per window, are left out on both sides).
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ from jukebox_pl.vqvae.container import VQVAE
 from jukebox_pl.vqvae.model import VQVAELevelModel, hop_lengths, level_name
 
 
-def build(preset: str, weights: str) -> SamplingModels:
+def build(preset: str, weights: str, overrides: tuple[str, ...] = ()) -> SamplingModels:
     torch.manual_seed(0)
-    cfg = load_config(preset)
+    cfg = load_config(preset, list(overrides))
     v, n = cfg.vqvae, cfg.vqvae.levels
     hops = hop_lengths(v.downs_t, v.strides_t)
     vqvae = VQVAE({i: VQVAELevelModel(v, i).eval() for i in range(n)}, cfg.data.sample_rate)
@@ -86,6 +92,25 @@ def level_rates(models: SamplingModels, level: int, batch: int, tokens: int) -> 
             "decode_s_per_audio_s": decode}  # fmt: skip
 
 
+def reference_rates(ar, models: SamplingModels, level: int, batch: int, tokens: int) -> dict:
+    """The same figures for the reference's own transformer of this level's shape (`bench/reference_prior.py`):
+    its primed_sample primes every row, then samples one token per step."""
+    import reference_prior
+
+    prior = models.priors[level]
+    c = prior.cfg
+    shape = {"bins": prior.bins, "width": c.width, "depth": c.depth, "heads": c.heads, "attn_order": c.attn_order}
+    model = reference_prior.build(ar, shape, c.n_ctx, c.n_ctx // c.blocks, False, x_cond=not prior.is_top,
+                                  y_cond=bool(c.labels))  # fmt: skip
+    r = reference_prior.sample(ar, model, batch, c.n_ctx // 2, tokens, 128)
+    h = 0.125 if prior.is_top else 0.5
+    audio_tokens = models.sample_rate / prior.hop_length
+    prime_rate, sample_rate = r["prime_tokens_per_s"] / batch, r["tokens_per_s_per_stream"]
+    per_audio_s = audio_tokens * (1 / sample_rate + (1 - h) / h / prime_rate) / batch
+    return {"prime_tok_s": r["prime_tokens_per_s"], "sample_tok_s": r["tokens_per_s_total"],
+            "sample_s_per_audio_s": per_audio_s}  # fmt: skip
+
+
 def end_to_end(models: SamplingModels, batch: int, seconds: float) -> dict:
     hop_top = models.vqvae.hop_length(models.n_levels - 1)
     total = int(seconds * models.sample_rate) // hop_top * hop_top
@@ -108,7 +133,13 @@ def main(argv=None) -> None:
     p.add_argument("--weights", default="fp32", choices=("fp32", "int8"))
     p.add_argument("--tokens", type=int, default=32, help="timed sampling steps per level")
     p.add_argument("--song-seconds", type=float, default=3.0, help="tiny end-to-end song length")
+    p.add_argument("--reference", metavar="CHECKOUT",
+                   help="a checkout of openai/jukebox: time its transformer of each level's shape beside ours, "
+                   "interleaved (small preset, with the reference's small_prior as the top: labels and lyrics "
+                   "conditioning are not part of its bare transformer)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.reference:
+        return side_by_side(args)
     results = []
     print(f"{'preset':<6} {'level':<7} {'B':>3} {'n_ctx':>6} {'hop':>4} {'prime tok/s':>11} {'sample tok/s':>12} "
           f"{'sample s/s':>10} {'decode s/s':>10}")  # fmt: skip
@@ -134,6 +165,36 @@ def main(argv=None) -> None:
                       + f" = {sum(e2e.values()):.2f} s/s (sampling only)")  # fmt: skip
                 results.append({"preset": preset, "level": "e2e", "batch": batch, **e2e})
     print(json.dumps(results))
+
+
+def side_by_side(args) -> None:
+    """Per level and batch: our sampling rates and the reference's, measured one after the other."""
+    import reference_prior
+
+    ar = reference_prior.load(args.reference)
+    models = build("small", "fp32", ("prior.top.arch=small_prior",))
+    rows = []
+    print(f"{'level':<7} {'B':>3} {'ref prime':>9} {'our prime':>9} {'ref sample':>10} {'our sample':>10} "
+          f"{'ref s/s':>8} {'our s/s':>8} {'ratio':>6}   (tokens/s over all streams; s/s = sampling compute "
+          f"per audio second per song)")  # fmt: skip
+    for batch in (int(b) for b in args.batches.split(",")):
+        song = {"reference": 0.0, "jukebox-pl": 0.0}
+        for level in sorted(models.priors, reverse=True):
+            ours = level_rates(models, level, batch, args.tokens)
+            ref = reference_rates(ar, models, level, batch, args.tokens)
+            song["reference"] += ref["sample_s_per_audio_s"]
+            song["jukebox-pl"] += ours["sample_s_per_audio_s"]
+            ratio = ref["sample_s_per_audio_s"] / ours["sample_s_per_audio_s"]
+            name = level_name(level, models.n_levels)
+            rows.append({"level": name, "batch": batch, "reference": ref, "jukebox_pl": ours, "ratio": ratio})
+            print(f"{name:<7} {batch:>3} {ref['prime_tok_s']:>9.0f} {ours['prime_tok_s']:>9.0f} "
+                  f"{ref['sample_tok_s']:>10.1f} {ours['sample_tok_s']:>10.1f} {ref['sample_s_per_audio_s']:>8.1f} "
+                  f"{ours['sample_s_per_audio_s']:>8.1f} {ratio:>5.2f}x", flush=True)  # fmt: skip
+        ratio = song["reference"] / song["jukebox-pl"]
+        print(f"{'song':<7} {batch:>3}  sampling compute per audio second: reference {song['reference']:.1f} s, "
+              f"jukebox-pl {song['jukebox-pl']:.1f} s: {ratio:.2f}x", flush=True)  # fmt: skip
+        rows.append({"level": "song", "batch": batch, **song, "ratio": ratio})
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":
