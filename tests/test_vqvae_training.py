@@ -195,3 +195,19 @@ def test_export_encode_decode_round_trip(shards, tmp_path, capsys):
         vq.level("middle")
     assert main(["decode", "--run", str(run), "--codes", str(song), "--out", str(out)]) == 2
     assert "not a codes file" in capsys.readouterr().err
+
+
+def test_a_run_set_to_fsdp_trains_its_vqvae_levels_under_ddp(shards, tmp_path):
+    """`trainer.strategy=fsdp` is for the priors; a VQ-VAE level of the same run (its codebook all-reduced by
+    itself) trains under DDP without buffer broadcasts, and says so."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.strategies import DDPStrategy
+
+    class Seen(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.strategy = trainer.strategy
+
+    seen = Seen()
+    train_vqvae(tmp_path / "run", "top", "tiny", str(shards), SMALL + ["trainer.max_steps=1", "trainer.strategy=fsdp"],
+                callbacks=[seen])  # fmt: skip
+    assert isinstance(seen.strategy, DDPStrategy) and not seen.strategy._ddp_kwargs.get("broadcast_buffers", True)

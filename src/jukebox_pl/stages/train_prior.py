@@ -18,8 +18,7 @@ from jukebox_pl.stages.finetune_labels import fine_tuning_labels, rows_from_arti
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
-from jukebox_pl.training.sharded import fully_sharded_strategy
-from jukebox_pl.training.strategies import ddp_strategy
+from jukebox_pl.training.strategies import ddp_strategy, fully_sharded_strategy
 from jukebox_pl.vqvae.container import level_checkpoint
 from jukebox_pl.vqvae.model import level_index, level_name
 

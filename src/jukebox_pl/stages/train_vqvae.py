@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+from lightning_utilities.core.rank_zero import rank_zero_info
 from omegaconf import OmegaConf
 
 from jukebox_pl.config.loader import load_config
@@ -36,6 +37,10 @@ def train_vqvae(
     dm = vqvae_datamodule(cfg, skip_log=run.skip_log)
     module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=OmegaConf.to_container(cfg, resolve=True))
     extra = [AudioLogger(cfg.run.log_audio_every_n_steps, cfg.run.n_audio_examples), Throughput("audio_seconds")]
-    trainer = build_trainer(run, extra + list(callbacks or []), strategy=ddp_strategy(cfg.trainer.strategy))
+    strategy = cfg.trainer.strategy
+    if strategy == "fsdp":  # set for the priors of a run: a VQ-VAE level is small, its codebook syncs itself
+        rank_zero_info("trainer.strategy=fsdp: the VQ-VAE level trains under DDP (FSDP is for the priors)")
+        strategy = "ddp"
+    trainer = build_trainer(run, extra + list(callbacks or []), strategy=ddp_strategy(strategy))
     fit(trainer, module, dm, run.ckpt_path)
     return module
