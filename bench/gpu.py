@@ -58,16 +58,21 @@ REFERENCE_SECONDS_PER_AUDIO_SECOND = 9 * 3600 / 60  # ~9 V100 hours per minute o
 
 
 # -- building -------------------------------------------------------------------------------------------------
-def decoder(name: str, device, dtype, small: bool = False) -> AutoregressiveTransformer:
-    """The autoregressive transformer of a released prior (its labels/lyrics/upper-level conditioners run once
-    per window, not per token, so decoding speed is this part's), random weights, on `device` in `dtype`.
-    `small`: a stand-in of the same structure, scaled down for a CPU dry run."""
-    level, _ = SHAPES[name]
-    scaled = dict(width=64 * prior_config({"arch": name}).heads, depth=16, n_ctx=1024, blocks=8) if small else {}
+def meta_decoder(name: str, **scaled) -> AutoregressiveTransformer:
+    """The autoregressive transformer of a released prior on the meta device (exact shapes, no memory); its
+    labels/lyrics/upper-level conditioners run once per window, not per token, so decoding speed is this part's."""
+    level, hop = SHAPES[name]
     pcfg = prior_config({"arch": name, **scaled})
     with torch.device("meta"):
-        prior = JukeboxPrior(pcfg, level, 3, 2048, SHAPES[name][1], 44100, UPPER.get(level), tuple(pcfg.y_bins))
-    model = prior.prior.to_empty(device=device)
+        prior = JukeboxPrior(pcfg, level, 3, 2048, hop, 44100, UPPER.get(level), tuple(pcfg.y_bins))
+    return prior.prior
+
+
+def decoder(name: str, device, dtype, small: bool = False) -> AutoregressiveTransformer:
+    """`meta_decoder` with random weights on `device` in `dtype`; `small`: a stand-in of the same structure,
+    scaled down for a CPU dry run."""
+    scaled = dict(width=64 * prior_config({"arch": name}).heads, depth=16, n_ctx=1024, blocks=8) if small else {}
+    model = meta_decoder(name, **scaled).to_empty(device=device)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.02)
@@ -75,11 +80,7 @@ def decoder(name: str, device, dtype, small: bool = False) -> AutoregressiveTran
 
 
 def parameters_on_meta(name: str) -> int:
-    level, hop = SHAPES[name]
-    pcfg = prior_config({"arch": name})
-    with torch.device("meta"):
-        prior = JukeboxPrior(pcfg, level, 3, 2048, hop, 44100, UPPER.get(level), tuple(pcfg.y_bins))
-    return sum(p.numel() for p in prior.prior.parameters())
+    return sum(p.numel() for p in meta_decoder(name).parameters())
 
 
 def nbytes(obj, seen=None) -> int:

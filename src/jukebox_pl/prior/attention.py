@@ -88,11 +88,10 @@ class LayerCache:
         buf = like.new_empty(shape)
         return buf.fill_(float("nan")) if self.poison else buf
 
-    def slots(self, needed: int, limit: int, per_slot: int = 1) -> int:
-        """Slots to allocate for `needed` of them now, up to `limit`: the stream's capacity at first, then
-        double (so a stream that outgrows its capacity reallocates only log-many times)."""
-        have = 0 if self.key is None else self.key.shape[self._dim]
-        want = -(-(self.capacity or limit * per_slot) // per_slot) if self.key is None else 2 * have
+    def slots(self, needed: int, limit: int, have: int = 0, per_slot: int = 1) -> int:
+        """Slots to allocate for `needed` of them now, up to `limit`: the stream's capacity at first (`have` 0),
+        then double what there is (so a stream that outgrows its capacity reallocates only log-many times)."""
+        want = 2 * have if have else -(-(self.capacity or limit * per_slot) // per_slot)
         return min(limit, max(needed, want))
 
     def grow(self, dim: int, slots: int) -> None:
@@ -104,8 +103,6 @@ class LayerCache:
             new = self.empty(old, *shape)
             new.narrow(dim, 0, old.shape[dim]).copy_(old)
             setattr(self, name, new)
-
-    _dim: int = 2  # the dimension `slots` counts along (set by the attention kind using the cache)
 
 
 class FactorizedAttention(nn.Module):
@@ -241,12 +238,11 @@ class FactorizedAttention(nn.Module):
             capacity = self.n_ctx if self.kind == "dense" else prime_keys_len(self.prime_len, self.blocks)
             needed = min(p0 + t, capacity)
             if cache.key is None:  # allocated for the stream, written in place (no copy of the cache per token)
-                cache._dim = 2
                 slots = cache.slots(needed, capacity) if self.kind == "dense" else capacity
                 cache.key = cache.empty(k, b, self.heads, slots, k.shape[-1])
                 cache.value = cache.empty(v, b, self.heads, slots, v.shape[-1])
             elif needed > cache.key.shape[2]:
-                cache.grow(2, cache.slots(needed, capacity))
+                cache.grow(2, cache.slots(needed, capacity, have=cache.key.shape[2]))
             end = min(p0 + t, capacity)
             if p0 < capacity:
                 cache.key[:, :, p0:end] = k[:, :, : end - p0]
@@ -265,12 +261,11 @@ class FactorizedAttention(nn.Module):
         bc, (b, h, t, d) = self.block_ctx, q.shape
         rows_needed = (cache.length + t - 1) // bc + 1
         if cache.key is None:  # rows for the stream's capacity (n_ctx // bc at most), grown if it goes further
-            cache._dim = 3
             rows = cache.slots(rows_needed, self.n_ctx // bc, per_slot=bc)
             cache.key = cache.empty(k, b, h, bc, rows, d)
             cache.value = cache.empty(v, b, h, bc, rows, d)
         elif rows_needed > cache.key.shape[3]:
-            cache.grow(3, cache.slots(rows_needed, self.n_ctx // bc, per_slot=bc))
+            cache.grow(3, cache.slots(rows_needed, self.n_ctx // bc, have=cache.key.shape[3], per_slot=bc))
         if t == 1:  # the sampling step: plain slices, no index tensors
             col, row = divmod(cache.length, bc)[::-1]
             cache.key[:, :, col, row] = k[:, :, 0]

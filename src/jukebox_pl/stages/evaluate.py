@@ -15,9 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from jukebox_pl.errors import MissingInputError
-from jukebox_pl.stages.finetune import base_of
-from jukebox_pl.training.runner import CONFIG_FILE
+from jukebox_pl.stages.finetune import base_of, stage_config
 
 METRICS = ("val/music_bits_per_token", "val/lyric_bits_per_token")
 
@@ -49,10 +47,7 @@ def evaluate_prior(
     from jukebox_pl.vqvae.container import VQVAE
 
     ckpt, run = base_of(source, level)
-    stage = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    preset = stage / CONFIG_FILE
-    if not preset.is_file():
-        raise MissingInputError(f"the prior's config {preset} does not exist (a run folder keeps one per stage)")
+    preset = stage_config(ckpt)
     model, hp = load_prior(ckpt)
     with tempfile.TemporaryDirectory() as tmp:
         vocab = []

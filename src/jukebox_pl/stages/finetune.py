@@ -23,6 +23,11 @@ from jukebox_pl.training.runner import CONFIG_FILE
 MONITOR = "val/music_bits_per_token"
 
 
+def stage_of(checkpoint: Path) -> Path:
+    """The stage folder of a checkpoint (`RUN/prior_<level>/checkpoints/x.ckpt`) or an export (`.../export.pt`)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
 def base_of(source: str | Path, level: str) -> tuple[Path, Path]:
     """(the base prior's checkpoint, the base run folder) from a run folder or a prior checkpoint/export inside
     one (`RUN/prior_<level>/checkpoints/last.ckpt`, `RUN/prior_<level>/export.pt`)."""
@@ -31,10 +36,18 @@ def base_of(source: str | Path, level: str) -> tuple[Path, Path]:
         return prior_checkpoint(source, level), source
     if not source.is_file():
         raise MissingInputError(f"--from {source}: no such run folder or checkpoint")
-    stage = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    stage = stage_of(source)
     if not stage.name.startswith("prior_"):
         raise UserValueError(f"--from {source}: expected a run folder or a file inside RUN/prior_<level>/")
     return source, stage.parent
+
+
+def stage_config(checkpoint: Path) -> Path:
+    """The config a prior checkpoint's stage was trained with (every stage folder keeps one)."""
+    path = stage_of(checkpoint) / CONFIG_FILE
+    if not path.is_file():
+        raise MissingInputError(f"the prior's config {path} does not exist (a run folder keeps one per stage)")
+    return path
 
 
 def link_base_stages(base_run: Path, run: Path, level: str) -> list[str]:
@@ -69,10 +82,7 @@ def finetune(
 ):
     """Fine-tune the `level` prior of `source` on the shards `data` into the new run `run_dir`."""
     ckpt, base_run = base_of(source, level)
-    stage = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    preset = stage / CONFIG_FILE
-    if not preset.is_file():
-        raise MissingInputError(f"the base prior's config {preset} does not exist (a run folder keeps one per stage)")
+    preset = stage_config(ckpt)
     run = Path(run_dir)
     link_base_stages(base_run, run, level)
     stop = EarlyStopping(monitor=MONITOR, patience=max(1, patience), mode="min", strict=False, check_finite=True)
