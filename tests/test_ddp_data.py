@@ -65,3 +65,21 @@ def test_a_validation_split_with_fewer_tracks_than_ranks_is_validated_by_every_r
     assert len(records) == 2 and len(track) == 1
     for r in records:
         assert {k.split("/")[0] for k in r["val"]} == track, r["val"]
+
+
+def test_the_data_module_tears_the_process_group_down_at_exit(shards, tmp_path):
+    """A gloo group left to interpreter finalisation can abort a finished run (exit -6): once the DataModule is
+    set up under a process group, the group is destroyed by an exit handler that runs before finalisation."""
+    probe = f"""
+import atexit, os
+import torch.distributed as dist
+from jukebox_pl.data.datamodule import AudioDataModule
+atexit.register(lambda: print("initialized at exit:", dist.is_initialized()))
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29531")
+dist.init_process_group("gloo", rank=0, world_size=1)
+AudioDataModule(shards={str(shards)!r}, sample_rate=22050, sample_length=4096, batch_size=2).setup("fit")
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "initialized at exit: False" in proc.stdout, proc.stdout + proc.stderr

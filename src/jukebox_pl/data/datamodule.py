@@ -25,6 +25,7 @@ from jukebox_pl.data.pipeline import LabelSpec, ShardFormat, SkipPolicy, TrackFi
 from jukebox_pl.data.prep import MANIFEST_FILE, VOCAB_FILE
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
 from jukebox_pl.errors import MissingInputError, UserValueError
+from jukebox_pl.training.process_group import destroy_at_exit
 
 
 def data_config(cfg: DataConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
@@ -171,6 +172,8 @@ class AudioData:
 
     def setup(self, stage: str | None = None) -> None:
         self.rank, self.world = self._distributed()
+        if dist.is_available() and dist.is_initialized():
+            destroy_at_exit()
         if self.vocab is None:
             self._resolve()
         if stage in (None, "fit", "validate") and self.manifest and self.val_urls:
