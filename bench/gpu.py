@@ -11,10 +11,12 @@ Without a GPU (and without --dry-run) it prints "no GPU" and exits 0.
 Measured, with random weights stored in --dtype (bf16 by default; the released 5B weights are fp16), on the
 first CUDA device:
   decoding   per shape (prior_5b, prior_1b_lyrics: the top priors; upsampler_level_0: both upsamplers' shape)
-             and batch (1, 4, 16): a prompt of n_ctx / 2 tokens primed in chunks of 128 through the KV cache,
-             then --tokens new tokens one per step. Tokens/s, and the fraction of the roofline: every step
-             reads all weights and the KV cache once, so a stream cannot exceed bandwidth / (weight bytes +
-             cache bytes) tokens/s; the bandwidth is measured (a device-to-device copy), also printed.
+             and batch (1, 4, 16): a prompt of n_ctx / 2 tokens primed through the KV cache in one pass,
+             then --tokens new tokens one per step, each step the fixed-shape step replayed from a CUDA graph
+             (--decode graph; the first batch of each shape also without it, "dynamic"). Tokens/s, and the
+             fraction of the roofline: every step reads all weights and the KV cache once, so a stream cannot
+             exceed bandwidth / (weight bytes + cache bytes) tokens/s; the bandwidth is measured (a
+             device-to-device copy), also printed.
   song       compute-seconds per second of 44.1 kHz audio, top (prior_5b) + middle + bottom (the upsampler
              shape), windows re-primed as sampling does (new tokens every 1/8 of n_ctx at the top, every 1/2 for
              the upsamplers): per level tokens per audio second x (1 / decode rate + re-primed tokens / priming
@@ -39,6 +41,7 @@ from pathlib import Path
 import torch
 
 from jukebox_pl.config.sections import prior_config
+from jukebox_pl.prior.decoding import StaticDecoder, prime_chunk
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
@@ -120,8 +123,10 @@ def bandwidth(device, mib: int) -> float:
     return 2 * src.numel() / statistics.median(times[1:])
 
 
-def decode(model, device, batch: int, prompt: int, tokens: int, chunk: int, bw: float) -> dict:
-    """Prime `prompt` tokens in chunks, then time `tokens` single-token steps; rates, bytes and the roofline."""
+def decode(model, device, batch: int, prompt: int, tokens: int, chunk: int, bw: float, mode: str = "graph") -> dict:
+    """Prime `prompt` tokens in passes of `chunk`, then time `tokens` single-token steps taken as `mode` (graph: the
+    fixed-shape step replayed from a CUDA graph; static: the same step eager; dynamic: `step` with shapes that
+    change every token); rates, bytes and the roofline."""
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -129,7 +134,7 @@ def decode(model, device, batch: int, prompt: int, tokens: int, chunk: int, bw: 
     seq = torch.randint(model.bins, (batch, prompt + tokens + 2), device=device)
     dtype = next(model.parameters()).dtype
     y_cond = torch.randn(batch, 1, model.width, device=device, dtype=dtype) if model.y_cond else None
-    with torch.inference_mode(), model.streaming(capacity=prompt + tokens + 2) as caches:
+    with torch.inference_mode(), model.streaming(capacity=prompt + tokens + 2, static=mode != "dynamic") as caches:
         sync(device)
         t0 = time.perf_counter()
         for start in range(0, prompt, chunk):
@@ -138,19 +143,25 @@ def decode(model, device, batch: int, prompt: int, tokens: int, chunk: int, bw: 
             model.step(prev if prev.shape[1] else None, start, batch, y_cond=y_cond)
         sync(device)
         prime_s = time.perf_counter() - t0
+        if mode == "dynamic":
+            step = lambda i: model.step(seq[:, prompt - 1 + i : prompt + i], prompt + i, batch, y_cond=y_cond)  # noqa: E731
+        else:  # records the graph (warm-up included) before the timed steps
+            decoder = StaticDecoder(model, prompt, batch, mode=mode)
+            step = lambda i: decoder(seq[:, prompt - 1 + i])  # noqa: E731
         for i in range(2):  # warm-up steps (kernels, allocator)
-            model.step(seq[:, prompt - 1 + i : prompt + i], prompt + i, batch, y_cond=y_cond)
+            step(i)
         sync(device)
         t0 = time.perf_counter()
         for i in range(2, tokens + 2):
-            model.step(seq[:, prompt - 1 + i : prompt + i], prompt + i, batch, y_cond=y_cond)
+            step(i)
         sync(device)
         step_s = (time.perf_counter() - t0) / tokens
         cache = nbytes(caches)
     per_step = weights + cache  # bytes read per step: every weight once, the cache once
     roofline = bw / per_step  # steps/s
     return {
-        "batch": batch, "prompt": prompt, "tokens": tokens, "prime_tokens_per_s": batch * prompt / prime_s,
+        "mode": mode, "batch": batch, "prompt": prompt, "tokens": tokens,
+        "prime_tokens_per_s": batch * prompt / prime_s,
         "ms_per_step": 1000 * step_s, "tokens_per_s_per_stream": 1 / step_s, "tokens_per_s_total": batch / step_s,
         "weight_bytes": weights, "cache_bytes": cache, "roofline_steps_per_s": roofline,
         "roofline_fraction": (1 / step_s) / roofline,
@@ -234,19 +245,22 @@ def run(args, device: str, dry: bool) -> dict:
     for name, n in result["parameters"].items():
         print(f"  {name}: {n / 1e9:.3f} B parameters in the decoder ({n * dtype.itemsize / 2**30:.1f} GiB)")
     batches = [int(b) for b in args.batches.split(",")]
+    captured = "static" if dry else args.decode  # a dry run has no CUDA graphs: the same step, eager
     decoding = {}
     for name in shapes:
         model = decoder(name, device, dtype, small=dry)
         n_ctx = model.n_ctx
         prompt = n_ctx // 2
-        for batch in batches:
-            r = decode(model, device, batch, prompt, 8 if dry else args.tokens, 128, bw)
-            decoding[f"{name}_b{batch}"] = r
+        runs = [(batch, captured) for batch in batches] + [(batches[0], "dynamic")]  # + the uncaptured step once
+        for batch, mode in runs:
+            chunk = prime_chunk(None, batch, torch.device(device)) or prompt  # as sampling primes: one pass on a GPU
+            r = decode(model, device, batch, prompt, 8 if dry else args.tokens, chunk, bw, mode)
+            decoding[f"{name}_b{batch}" + ("_dynamic" if mode == "dynamic" else "")] = r
             peak = f", peak {r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else ""
             read = (r["weight_bytes"] + r["cache_bytes"]) / 2**30
-            print(f"  {name} batch {batch:>2}: {r['tokens_per_s_total']:8.1f} tokens/s ({r['ms_per_step']:.2f} "
-                  f"ms/step), {r['roofline_fraction']:.0%} of the roofline ({read:.2f} GiB read per step), priming "
-                  f"{r['prime_tokens_per_s']:.0f} tokens/s{peak}", flush=True)  # fmt: skip
+            print(f"  {name} batch {batch:>2} {mode:>7}: {r['tokens_per_s_total']:8.1f} tokens/s "
+                  f"({r['ms_per_step']:.2f} ms/step), {r['roofline_fraction']:.0%} of the roofline ({read:.2f} GiB "
+                  f"read per step), priming {r['prime_tokens_per_s']:.0f} tokens/s{peak}", flush=True)  # fmt: skip
         del model
         if not dry:
             torch.cuda.empty_cache()
@@ -289,6 +303,12 @@ def main() -> None:
     p.add_argument("--batches", default="1,4,16")
     p.add_argument("--tokens", type=int, default=64, help="timed decoding steps")
     p.add_argument("--dtype", choices=DTYPES, default="bf16", help="weight (and KV cache) storage")
+    p.add_argument(
+        "--decode",
+        choices=("graph", "compile", "static"),
+        default="graph",
+        help="how the timed steps run (each shape's first batch also runs the uncaptured step)",
+    )
     args = p.parse_args()
     if args.dry_run:
         result = run(args, "cpu", dry=True)

@@ -30,7 +30,9 @@ def test_dry_run_builds_every_shape_and_runs_every_measurement_on_the_cpu():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result["parameters"]) == {"prior_5b", "prior_1b_lyrics", "upsampler_level_0"}
     assert result["parameters"]["prior_5b"] > 5e9 and result["parameters"]["upsampler_level_0"] > 8e8
-    assert {f"{s}_b{b}" for s in result["parameters"] for b in (1, 2)} == set(result["decoding"])
+    captured = {f"{s}_b{b}" for s in result["parameters"] for b in (1, 2)}
+    assert captured | {f"{s}_b1_dynamic" for s in result["parameters"]} == set(result["decoding"])
+    assert {result["decoding"][k]["mode"] for k in captured} == {"static"}  # the graph's step, eager on a CPU
     for r in result["decoding"].values():
         assert r["tokens_per_s_total"] > 0 and r["roofline_fraction"] > 0 and r["cache_bytes"] > 0
     assert result["song"]["b1"]["song"] > 0

@@ -39,6 +39,34 @@ def test_half_precision_weights_sample_with_a_cache_of_their_own_dtype(device, d
     assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() > 0.9
 
 
+@pytest.mark.parametrize(
+    "device, mode",
+    [("cpu", "static"), ("cpu", "compile"), pytest.param("cuda", "graph", marks=CUDA),
+     pytest.param("cuda", "compile", marks=CUDA)],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_captured_step_gives_the_dynamic_steps_logits(device, mode, dtype):
+    """The fixed-shape step recorded as a CUDA graph (or compiled; on the CPU through aot_eager, which checks
+    the same tracing without a C++ build) and replayed across row boundaries: the logits of the step whose
+    shapes change every token, in fp32 and with bf16 weights and cache."""
+    from jukebox_pl.prior.decoding import StaticDecoder
+
+    model = tiny().eval().to(device).to(dtype)
+    tokens = torch.randint(64, (2, 96), device=device)
+    options = {"backend": "aot_eager"} if device == "cpu" and mode == "compile" else None
+    torch._dynamo.reset()
+    with torch.no_grad():
+        with model.streaming(capacity=96):
+            want = [model.step(tokens[:, :9], 0, 2)[:, -1]]
+            want += [model.step(tokens[:, i - 1 : i], i, 2)[:, -1] for i in range(10, 96)]
+        with model.streaming(capacity=96, static=True):
+            got = [model.step(tokens[:, :9], 0, 2)[:, -1]]
+            decoder = StaticDecoder(model, 10, 2, mode=mode, compile_options=options)
+            got += [decoder(tokens[:, i - 1]).clone() for i in range(10, 96)]
+    tol = 1e-4 if dtype == torch.float32 else 0.05
+    torch.testing.assert_close(torch.stack(got).float(), torch.stack(want).float(), atol=tol, rtol=tol)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_int8_weights_compute_on_the_device_in_the_activations_dtype(device, dtype):

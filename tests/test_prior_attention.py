@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from jukebox_pl.prior.attention import FactorizedAttention, attn_kinds, prime_keys_len
+from jukebox_pl.prior.attention import FactorizedAttention, LayerCache, attn_kinds, prime_keys_len
 
 N_CTX, BLOCKS, WIDTH, HEADS = 48, 6, 16, 2  # block_ctx 8
 
@@ -80,25 +80,46 @@ def test_attn_orders():
         attn_kinds(5, 4)
 
 
-@pytest.mark.parametrize("kind", ["dense", "row", "column", "prev_row", "prime", "cross"])
-@pytest.mark.parametrize("chunks", [[1] * N_CTX, [5, 3, 8, 13, 1, 18], [N_CTX]])
-def test_cached_decoding_equals_the_full_pass(kind, chunks):
-    from jukebox_pl.prior.attention import LayerCache
-
-    attn = make(kind, 11 if kind == "prime" else None) if kind != "cross" else None
+def stream_case(kind: str):
+    """A layer of `kind` (prime: an 11-character prefix), inputs, encoder states, and the full pass's output."""
     if kind == "cross":
         torch.manual_seed(0)
         attn = FactorizedAttention(WIDTH, N_CTX, WIDTH, HEADS, "cross", BLOCKS)
+    else:
+        attn = make(kind, 11 if kind == "prime" else None)
     x, enc = torch.randn(2, N_CTX, WIDTH), torch.randn(2, 7, WIDTH)
-    full = attn(x, encoder_kv=enc if kind == "cross" else None)
+    return attn, x, enc, attn(x, encoder_kv=enc if kind == "cross" else None)
+
+
+@pytest.mark.parametrize("kind", ["dense", "row", "column", "prev_row", "prime", "cross"])
+@pytest.mark.parametrize(
+    "chunks", [[1] * N_CTX, [5, 3, 8, 13, 1, 18], [N_CTX], [21, 1, 1, 25], [16, 1, 1, 30]]
+)  # a prompt primed in one pass first (length > 1 on a fresh cache): mid-row, at a row boundary, or all of it
+def test_cached_decoding_equals_the_full_pass(kind, chunks):
+    attn, x, enc, full = stream_case(kind)
     cache, outs, start = LayerCache(poison=True), [], 0  # NaN in every slot not written yet
     for size in chunks:
         outs.append(attn.forward_cached(x[:, start : start + size], cache, encoder_kv=enc))
         start += size
     torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-5)
-    kept = 0 if cache.key is None else cache.key.shape[2]
-    limit = {"row": N_CTX // BLOCKS, "prev_row": N_CTX // BLOCKS, "prime": prime_keys_len(11, BLOCKS)}
+    kept = 0 if cache.key is None else cache.key[0, 0].numel() // cache.key.shape[-1]  # positions held
+    limit = {"row": N_CTX // BLOCKS, "prev_row": 2 * N_CTX // BLOCKS, "prime": prime_keys_len(11, BLOCKS)}
     assert kept <= limit.get(kind, N_CTX)
+
+
+@pytest.mark.parametrize("kind", ["dense", "row", "column", "prev_row", "prime", "cross"])
+@pytest.mark.parametrize("primed", [1, 8, 13])  # a first row, a row boundary, mid-row
+def test_fixed_shape_steps_after_chunked_priming_equal_the_full_pass(kind, primed):
+    """`forward_static` (position in a tensor, the whole cache read under a mask) continues a stream primed by
+    `forward_cached` and gives the full pass's outputs at every later position, row boundaries included."""
+    attn, x, enc, full = stream_case(kind)
+    cache = LayerCache(zeroed=True, capacity=N_CTX)
+    outs = [attn.forward_cached(x[:, :primed], cache, encoder_kv=enc)]
+    pos = torch.tensor(primed)
+    for i in range(primed, N_CTX):
+        outs.append(attn.forward_static(x[:, i : i + 1], cache, pos))
+        pos += 1
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["dense", "column"])
@@ -106,8 +127,6 @@ def test_cached_decoding_equals_the_full_pass(kind, chunks):
 def test_a_cache_sized_for_a_short_stream_grows_when_the_stream_goes_further(kind, capacity):
     """Caches are allocated for the positions the stream will reach (a 64-token continuation at batch 16 does
     not hold n_ctx keys per layer); a stream that goes further grows them, with the same outputs."""
-    from jukebox_pl.prior.attention import LayerCache
-
     attn = make(kind, None)
     x = torch.randn(2, N_CTX, WIDTH)
     full = attn(x)

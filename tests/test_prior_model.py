@@ -88,8 +88,11 @@ def test_merged_lyrics_sequence():
     "level,changes",
     [(2, {}), (2, {"lyrics": "merged", "attn_order": 12, "depth": 16, "blocks": 10}), (1, {}), (0, {})],
 )
-def test_greedy_cached_sampling_agrees_with_the_full_pass(level, changes, monkeypatch):
-    """Each sampled token is the argmax of the full forward pass over the sampled sequence (cache == full)."""
+@pytest.mark.parametrize("decode, chunk", [("dynamic", 4), ("dynamic", 0), ("static", 0), ("static", None)])
+def test_greedy_cached_sampling_agrees_with_the_full_pass(level, changes, decode, chunk, monkeypatch):
+    """Each sampled token is the argmax of the full forward pass over the sampled sequence (cache == full),
+    the prompt primed in chunks or in one pass (0), with per-token steps of changing shapes (dynamic) and with the
+    fixed-shape step graphs capture (static)."""
     import jukebox_pl.prior.model as prior_model
 
     model = tiny(level, **changes).eval()
@@ -104,7 +107,7 @@ def test_greedy_cached_sampling_agrees_with_the_full_pass(level, changes, monkey
     monkeypatch.setattr(
         prior_model, "sample_token", lambda *a, **k: drawn.append(real_sample_token(*a, **k)) or drawn[-1]
     )
-    codes = model.sample(cond, 2, prompt=prompt, temperature=0.0, chunk_size=4)
+    codes = model.sample(cond, 2, prompt=prompt, temperature=0.0, chunk_size=chunk, decode=decode)
     assert codes.shape == (2, 64) and torch.equal(codes[:, :10], prompt)
     with torch.no_grad():
         if model.lyrics_mode == "merged":

@@ -38,13 +38,21 @@ def test_logits_and_bits_per_token(ref):
     torch.testing.assert_close(logits[0].float().logsumexp(-1), ref[1]["logsumexp_per_position"], atol=1e-4, rtol=0)
 
 
-def test_greedy_kv_cache_sample(ref):
+@pytest.mark.parametrize("decode", ["dynamic", "static"])
+def test_greedy_kv_cache_sample(ref, decode):
+    """The reference's greedy sample, with steps of changing shapes and with the fixed-shape (capturable) step
+    from position 1 on (capacity 300: the static caches are allocated for the stream, not for n_ctx)."""
+    from jukebox_pl.prior.decoding import StaticDecoder
+
     model = build(ref).eval()
     tokens, logits = [], []
-    with torch.no_grad(), model.streaming():
+    with torch.no_grad(), model.streaming(capacity=300, static=decode == "static"):
         for i in range(300):
-            out = model.step(None if i == 0 else torch.tensor([[tokens[-1]]]), i, 1)[0, -1]
-            logits.append(out)
+            prev = None if i == 0 else torch.tensor([[tokens[-1]]])
+            if i == 1 and decode == "static":
+                decoder = StaticDecoder(model, 1, 1)
+            out = decoder(prev)[0] if i >= 1 and decode == "static" else model.step(prev, i, 1)[0, -1]
+            logits.append(out.clone())
             tokens.append(int(out.argmax()))
     assert tokens == ref[1]["greedy_sample_tokens"].tolist()
     torch.testing.assert_close(torch.stack(logits), ref[1]["greedy_sample_logits"], atol=1e-4, rtol=0)

@@ -72,6 +72,21 @@ def test_end_to_end_writes_wavs_codes_and_a_working_page(run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_the_fixed_shape_decoder_samples_the_same_song(run, tmp_path, capsys):
+    """`--decode static` (the step a CUDA graph records, run eagerly) draws the codes `--decode dynamic` draws;
+    `--decode graph` without a GPU is refused by name."""
+    codes = {}
+    for decode in ("dynamic", "static"):
+        out = tmp_path / decode
+        assert sample(run, out, "--artist", "Artist 1", "--seconds", "0.3", "--seed", "3", "--decode", decode) == 0
+        codes[decode] = torch.load(out / "codes.pt", weights_only=False)["codes"]
+    assert all(torch.equal(codes["dynamic"][k], codes["static"][k]) for k in ("top", "middle"))
+    capsys.readouterr()
+    assert sample(run, tmp_path / "graph", "--artist", "Artist 1", "--seconds", "0.3", "--decode", "graph") != 0
+    assert "decode=graph records a CUDA graph: the prior is on cpu" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_unknown_artist_is_named_with_close_matches(run, tmp_path, capsys):
     assert sample(run, tmp_path / "x", "--artist", "Artist 11", "--seconds", "0.5") == 2
     err = capsys.readouterr().err

@@ -305,6 +305,11 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                    help="prior weights: int8 = faster CPU sampling; fp16 / bf16 = half the memory on a GPU "
                    "(the released 5B priors are stored in fp16)")  # fmt: skip
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--decode", choices=("auto", "dynamic", "static", "graph", "compile"), default="auto",
+        help="per-token steps: auto = graph on CUDA (the step recorded once as a CUDA graph and replayed), "
+        "dynamic on the CPU; static / compile: the fixed-shape step, eager / through torch.compile",
+    )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue an interrupted output folder")
     p.add_argument("--no-progress", action="store_true")
 
@@ -330,7 +335,7 @@ def _run_sample(args: argparse.Namespace) -> int:
         codes=args.codes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         hop_fraction=[float(x) for x in args.hop_fraction.split(",")] if args.hop_fraction else None,
         levels=args.levels, seed=args.seed, max_batch=args.max_batch, resume=args.resume,
-        labels=_parse_labels(args.label),
+        labels=_parse_labels(args.label), decode=args.decode,
     )  # fmt: skip
     with TokenProgress(models, enabled=not args.no_progress and sys.stderr.isatty()) as progress:
         summary = sample_song(models, req, progress=progress.advance, totals=progress.set_totals)

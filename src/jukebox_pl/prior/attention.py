@@ -14,6 +14,12 @@ The sparse kinds are computed by reshaping into rows or columns, never with an n
 sampling, `LayerCache` keeps only what each kind needs (row: the current row; prev_row: the previous and
 current rows; dense and column: everything; cross and prime: the encoder / prefix keys) and the same maths
 runs on chunks of new tokens, which gives the same outputs as the full forward pass.
+
+Two ways to take a sampling step: `forward_cached` (any number of tokens, reads exactly the slots written so
+far: shapes change every token) and `forward_static` (one token at a position held in a device tensor, reads
+the whole preallocated cache under a mask: every shape fixed and no host sync, so the step can be captured
+in a CUDA graph or compiled once). Both write the same cache layout, so a prompt primed in chunks by the first
+continues token by token with the second.
 """
 
 from __future__ import annotations
@@ -79,12 +85,17 @@ class LayerCache:
     extra: dict = field(default_factory=dict)
     # Fill new buffers with NaN: a test that any read of a slot not written yet shows up in the outputs.
     poison: bool = False
+    # Fill new buffers with zeros: `forward_static` reads every slot (masked), and uninitialised memory can hold
+    # NaN, which a zero attention weight does not cancel.
+    zeroed: bool = False
     # Positions this stream will reach (the window being sampled): the column and dense caches are allocated for
     # that many, not for n_ctx (a short window or a 64-token continuation at batch 16 needs a fraction of the
     # memory), and grow by doubling if a stream goes further. None: n_ctx.
     capacity: int | None = None
 
     def empty(self, like: torch.Tensor, *shape: int) -> torch.Tensor:
+        if self.zeroed:
+            return like.new_zeros(shape)
         buf = like.new_empty(shape)
         return buf.fill_(float("nan")) if self.poison else buf
 
@@ -173,42 +184,47 @@ class FactorizedAttention(nn.Module):
     # -- full sequences (training, scoring) ---------------------------------------------------------------
     def forward(self, x: torch.Tensor, encoder_kv: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, width) with L a multiple of block_ctx (L <= n_ctx); returns (B, L, width)."""
-        b, length, _ = x.shape
-        heads = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.heads)  # noqa: E731
+        length = x.shape[1]
         if self.kind == "cross":
             if encoder_kv is None:
                 raise UserValueError("cross attention needs encoder_kv (the lyrics encoder output)")
             k, v = self.c_enc_kv(encoder_kv.to(x.dtype)).chunk(2, dim=-1)
+            heads = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.heads)  # noqa: E731
             a = self._sdpa(heads(self.c_attn(x)), heads(k), heads(v))
             return self.c_proj(rearrange(a, "b h t d -> b t (h d)"))
-        q, k, v = self.c_attn(x).chunk(3, dim=-1)
-        bc = self.block_ctx
-        if self.kind in ("row", "column", "prev_row") and length % bc:
+        if self.kind in ("row", "column", "prev_row") and length % self.block_ctx:
             raise UserValueError(
-                f"{self.kind} attention needs a length that is a multiple of block_ctx {bc}, got {length}"
+                f"{self.kind} attention needs a length that is a multiple of block_ctx {self.block_ctx}, got {length}"
             )
-        # The sparse kinds as plain attention over blocks: r rows of c = block_ctx tokens each.
+        return self.c_proj(self._attend(*self.c_attn(x).chunk(3, dim=-1)))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Queries, keys, values (B, L, n_state) of a whole sequence -> attention output (B, L, n_state); the
+        sparse kinds as plain attention over blocks: r rows of c = block_ctx tokens each (L a multiple of c)."""
+        b, length, _ = q.shape
+        bc = self.block_ctx
+        heads = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.heads)  # noqa: E731
         if self.kind == "dense":
             a = self._sdpa(heads(q), heads(k), heads(v), causal=True)
         elif self.kind == "row":  # each row on its own, causal inside it
             rows = lambda t: rearrange(t, "b (r c) (h d) -> (b r) h c d", c=bc, h=self.heads)  # noqa: E731
             a = self._sdpa(rows(q), rows(k), rows(v), causal=True)
-            return self.c_proj(rearrange(a, "(b r) h c d -> b (r c) (h d)", b=b))
+            return rearrange(a, "(b r) h c d -> b (r c) (h d)", b=b)
         elif self.kind == "column":  # each offset c inside a row, causal over the rows
             cols = lambda t: rearrange(t, "b (r c) (h d) -> b c h r d", c=bc, h=self.heads)  # noqa: E731
             a = self._sdpa(cols(q), cols(k), cols(v), causal=True)
-            return self.c_proj(rearrange(a, "b c h r d -> b (r c) (h d)"))
+            return rearrange(a, "b c h r d -> b (r c) (h d)")
         elif self.kind == "prev_row":  # row r sees all of row r - 1; row 0 sees zeros
             rows = lambda t: rearrange(t, "b (r c) n -> b r c n", c=bc)  # noqa: E731
             shift = lambda t: F.pad(rows(t)[:, :-1], (0, 0, 0, 0, 1, 0))  # noqa: E731
             blocks = lambda t: rearrange(t, "b r c (h d) -> (b r) h c d", h=self.heads)  # noqa: E731
             a = self._sdpa(blocks(rows(q)), blocks(shift(k)), blocks(shift(v)))
-            return self.c_proj(rearrange(a, "(b r) h c d -> b (r c) (h d)", b=b))
-        else:  # prime
-            n_keys = prime_keys_len(self.prime_len, self.blocks)
-            mask = torch.ones(length, n_keys, dtype=torch.bool, device=x.device).tril(max(n_keys - length, 0))
+            return rearrange(a, "(b r) h c d -> b (r c) (h d)", b=b)
+        else:  # prime: key j (of the lyric prefix's keys) visible to query i when j <= i
+            n_keys = min(prime_keys_len(self.prime_len, self.blocks), length)
+            mask = torch.arange(n_keys, device=q.device)[None] <= torch.arange(length, device=q.device)[:, None]
             a = self._sdpa(heads(q), heads(k[:, :n_keys]), heads(v[:, :n_keys]), mask=mask)
-        return self.c_proj(rearrange(a, "b h t d -> b t (h d)"))
+        return rearrange(a, "b h t d -> b t (h d)")
 
     # -- incremental decoding -------------------------------------------------------------------------------
     def forward_cached(
@@ -229,7 +245,12 @@ class FactorizedAttention(nn.Module):
             k, v = cache.extra["enc"]
             cache.length += t
             return linear_rows(self.c_proj, self._merge(self._sdpa(self._heads(linear_rows(self.c_attn, x)), k, v)))
-        q, k, v = (self._heads(u) for u in linear_rows(self.c_attn, x).chunk(3, dim=-1))
+        qkv = linear_rows(self.c_attn, x).chunk(3, dim=-1)
+        if p0 == 0 and t > 1:  # a fresh stream's prompt: one pass of the full-sequence maths, then the cache
+            out = self._prime(*qkv, cache)
+            cache.length += t
+            return linear_rows(self.c_proj, out)
+        q, k, v = (self._heads(u) for u in qkv)
         if self.kind in ("row", "prev_row"):
             out = self._rows_cached(q, k, v, cache)
         elif self.kind == "column":
@@ -255,6 +276,40 @@ class FactorizedAttention(nn.Module):
             out = self._sdpa(q, keys, values, mask=mask)
         cache.length += t
         return linear_rows(self.c_proj, self._merge(out))
+
+    def _prime(self, q, k, v, cache: LayerCache) -> torch.Tensor:
+        """The first T tokens of a stream, (B, T, n_state) each: the attention of `forward` (fused SDPA per kind,
+        padded to whole rows: later positions never change earlier outputs), and the cache each kind keeps."""
+        b, t, _ = q.shape
+        bc = self.block_ctx
+        pad = (-t) % bc if self.kind in ("row", "column", "prev_row") else 0
+        out = self._attend(*(F.pad(u, (0, 0, 0, pad)) for u in (q, k, v)))[:, :t]
+        key, value = self._heads(k), self._heads(v)  # (B, H, T, d)
+        h, d = key.shape[1], key.shape[-1]
+        if self.kind in ("dense", "prime"):
+            capacity = self.n_ctx if self.kind == "dense" else prime_keys_len(self.prime_len, self.blocks)
+            end = min(t, capacity)
+            slots = cache.slots(end, capacity) if self.kind == "dense" else capacity
+            cache.key, cache.value = cache.empty(key, b, h, slots, d), cache.empty(value, b, h, slots, d)
+            cache.key[:, :, :end], cache.value[:, :, :end] = key[:, :, :end], value[:, :, :end]
+        elif self.kind == "row":  # the last row, when it is not complete
+            cache.key, cache.value = cache.empty(key, b, h, bc, d), cache.empty(value, b, h, bc, d)
+            done = t - t % bc
+            cache.key[:, :, : t - done], cache.value[:, :, : t - done] = key[:, :, done:], value[:, :, done:]
+        elif self.kind == "prev_row":  # the last two rows, row r in slot r % 2
+            cache.key, cache.value = cache.empty(key, b, h, 2, bc, d), cache.empty(value, b, h, 2, bc, d)
+            last = (t - 1) // bc
+            for r in range(max(last - 1, 0), last + 1):
+                n = min(bc, t - r * bc)
+                cache.key[:, :, r % 2, :n] = key[:, :, r * bc : r * bc + n]
+                cache.value[:, :, r % 2, :n] = value[:, :, r * bc : r * bc + n]
+        else:  # column: every position, as (B, H, column, row, d)
+            rows = (t + pad) // bc
+            slots = cache.slots(rows, self.n_ctx // bc, per_slot=bc)
+            cache.key, cache.value = cache.empty(key, b, h, bc, slots, d), cache.empty(value, b, h, bc, slots, d)
+            by_column = lambda u: F.pad(u, (0, 0, 0, pad)).view(b, h, rows, bc, d).transpose(2, 3)  # noqa: E731
+            cache.key[:, :, :, :rows], cache.value[:, :, :, :rows] = by_column(key), by_column(value)
+        return out
 
     def _column_cached(self, q, k, v, cache: LayerCache):
         """Column kind: keys kept as (B, H, column, row, d), so a query reads its column contiguously."""
@@ -284,21 +339,22 @@ class FactorizedAttention(nn.Module):
         return torch.einsum("bhtr,bhtrd->bhtd", w, values)
 
     def _rows_cached(self, q, k, v, cache: LayerCache):
-        """Row and previous-row kinds: walk the chunk row by row in a one-row buffer (row), or two buffers that
-        swap when a row completes (previous row)."""
+        """Row and previous-row kinds: walk the chunk row by row. Row keeps one row (B, H, bc, d); previous row
+        keeps two, (B, H, 2, bc, d), row r in slot r % 2, so the previous row is the other slot."""
         bc, outs, start = self.block_ctx, [], 0
         b, h, t, d = q.shape
         if cache.key is None:
-            cache.key, cache.value = cache.empty(k, b, h, bc, d), cache.empty(v, b, h, bc, d)
+            shape = (b, h, bc, d) if self.kind == "row" else (b, h, 2, bc, d)
+            cache.key, cache.value = cache.empty(k, *shape), cache.empty(v, *shape)
         p = cache.length
         while start < t:
-            row_offset = p % bc
+            row, row_offset = divmod(p, bc)
             seg = min(t - start, bc - row_offset)
             end = row_offset + seg
-            cache.key[:, :, row_offset:end] = k[:, :, start : start + seg]
-            cache.value[:, :, row_offset:end] = v[:, :, start : start + seg]
             qs = q[:, :, start : start + seg]
             if self.kind == "row":
+                cache.key[:, :, row_offset:end] = k[:, :, start : start + seg]
+                cache.value[:, :, row_offset:end] = v[:, :, start : start + seg]
                 mask = None
                 if seg > 1:
                     mask = (
@@ -307,12 +363,61 @@ class FactorizedAttention(nn.Module):
                     )
                 outs.append(self._sdpa(qs, cache.key[:, :, :end], cache.value[:, :, :end], mask=mask))
             else:
-                prev = cache.extra.get("prev")
-                outs.append(torch.zeros_like(qs) if prev is None else self._sdpa(qs, prev[0], prev[1]))
-                if end == bc:  # the row is complete: it becomes the previous row, the old one is overwritten next
-                    spare = prev if prev is not None else (cache.empty(k, b, h, bc, d), cache.empty(v, b, h, bc, d))
-                    cache.extra["prev"] = (cache.key, cache.value)
-                    cache.key, cache.value = spare
+                cur = row % 2
+                cache.key[:, :, cur, row_offset:end] = k[:, :, start : start + seg]
+                cache.value[:, :, cur, row_offset:end] = v[:, :, start : start + seg]
+                if row == 0:  # the first row sees nothing
+                    outs.append(torch.zeros_like(qs))
+                else:
+                    outs.append(self._sdpa(qs, cache.key[:, :, 1 - cur], cache.value[:, :, 1 - cur]))
             p += seg
             start += seg
         return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+
+    # -- fixed-shape decoding -------------------------------------------------------------------------------
+    def forward_static(self, x: torch.Tensor, cache: LayerCache, pos: torch.Tensor) -> torch.Tensor:
+        """One token (B, 1, width) at position `pos` (a 0-dim long tensor on x's device), on a cache allocated
+        for the whole stream with zeroed buffers (`LayerCache.zeroed`) and already primed by `forward_cached`.
+
+        Every tensor has the same shape at every position and nothing is read back to the host, so the step
+        can be captured once (CUDA graph, `torch.compile`) and replayed with `pos` advanced on the device. Each
+        kind writes its slot with an index op and attends over its whole buffer under a mask: the same outputs
+        as `forward_cached`. `cache.length` is the caller's to advance."""
+        if self.kind == "cross":
+            k, v = cache.extra["enc"]
+            return linear_rows(self.c_proj, self._merge(self._sdpa(self._heads(linear_rows(self.c_attn, x)), k, v)))
+        q, k, v = (self._heads(u) for u in linear_rows(self.c_attn, x).chunk(3, dim=-1))  # (B, H, 1, d)
+        bc, (b, h, _, d) = self.block_ctx, q.shape
+        if self.kind in ("dense", "prime"):
+            slots = cache.key.shape[2]
+            slot = pos.clamp(max=slots - 1).view(1)
+            if self.kind == "prime":  # positions past the lyric prefix's keys write nothing
+                inside = pos < slots
+                k = torch.where(inside, k, cache.key.index_select(2, slot))
+                v = torch.where(inside, v, cache.value.index_select(2, slot))
+            cache.key.index_copy_(2, slot, k)
+            cache.value.index_copy_(2, slot, v)
+            keys, values, visible = cache.key, cache.value, torch.arange(slots, device=x.device) <= pos
+        elif self.kind == "row":
+            offset = (pos % bc).view(1)
+            cache.key.index_copy_(2, offset, k)
+            cache.value.index_copy_(2, offset, v)
+            keys, values, visible = cache.key, cache.value, torch.arange(bc, device=x.device) <= offset
+        elif self.kind == "prev_row":  # slots (2 * bc): row r at r % 2; the previous row is the other slot
+            row, offset = pos // bc, pos % bc
+            flat = lambda t: t.view(b, h, 2 * bc, d)  # noqa: E731
+            flat(cache.key).index_copy_(2, ((row % 2) * bc + offset).view(1), k)
+            flat(cache.value).index_copy_(2, ((row % 2) * bc + offset).view(1), v)
+            prev = ((row + 1) % 2).view(1)  # row 0 reads the untouched zero slot: an output of exactly zero
+            keys, values = cache.key.index_select(2, prev)[:, :, 0], cache.value.index_select(2, prev)[:, :, 0]
+            visible = None
+        else:  # column: (B, H, bc, rows, d); the query reads its column, rows up to its own
+            rows = cache.key.shape[3]
+            row, col = pos // bc, (pos % bc).view(1)
+            flat = lambda t: t.view(b, h, bc * rows, d)  # noqa: E731
+            flat(cache.key).index_copy_(2, (col * rows + row).view(1), k)
+            flat(cache.value).index_copy_(2, (col * rows + row).view(1), v)
+            keys, values = cache.key.index_select(2, col)[:, :, 0], cache.value.index_select(2, col)[:, :, 0]
+            visible = torch.arange(rows, device=x.device) <= row
+        mask = None if visible is None else visible.view(1, -1)
+        return linear_rows(self.c_proj, self._merge(self._sdpa(q, keys, values, mask=mask)))

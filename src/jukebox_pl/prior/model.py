@@ -33,6 +33,7 @@ from jukebox_pl.prior.conditioners import (
     UpperLevelConditioner,
 )
 from jukebox_pl.prior.conditioning import Conditioner, Window, split_spec
+from jukebox_pl.prior.decoding import StaticDecoder, prime_chunk, resolve_decode
 from jukebox_pl.prior.sampling import sample_token
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
@@ -276,16 +277,21 @@ class JukeboxPrior(nn.Module):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 0.0,
-        chunk_size: int = 128,
+        chunk_size: int | None = None,
         generator: torch.Generator | None = None,
         on_token: Callable[[int], None] | None = None,
+        decode: str = "auto",
     ) -> torch.Tensor:
         """Codes (n, length) of one window: `prompt` codes (n, p) kept as they are, the rest sampled with the
-        KV cache (the prompt is pushed through in chunks of `chunk_size`).
+        KV cache (the prompt is pushed through in passes of `chunk_size` tokens; 0: one pass; None: as
+        `prime_chunk` finds fastest on the device).
 
         Merged lyrics, as the reference's `primed_sample` + `prior_postprocess`: each music position is drawn
         from the whole joint vocabulary (characters and codes, temperature and top-k/top-p over all of it) and
-        fed back as drawn; a drawn character becomes code 0 only in the returned codes."""
+        fed back as drawn; a drawn character becomes code 0 only in the returned codes.
+
+        `decode`: how the per-token steps run (`prior.decoding`: auto, dynamic, static, graph, compile); the
+        prompt is primed the same way in every mode."""
         length = self.n_ctx if length is None else length
         p = 0 if prompt is None else prompt.shape[1]
         if not p <= length <= self.n_ctx:
@@ -302,21 +308,35 @@ class JukeboxPrior(nn.Module):
         if n_known >= total:
             return self._to_codes(known[:, known.shape[1] - length :], shift)
         out = [] if known is None else [known]
+        device = self.prior.x_emb.weight.device
+        mode, chunk_size = resolve_decode(decode, device), prime_chunk(chunk_size, n, device)
         step = self.prior.step
-        with self.prior.streaming(capacity=total):
-            logits = step(None, 0, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
-            for i in range(0, n_known, chunk_size):
-                chunk = known[:, i : i + chunk_size]
-                logits = step(chunk, i + 1, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+        with self.prior.streaming(capacity=total, static=mode != "dynamic"):
+            if chunk_size is None:  # the start token and the whole prompt in one pass
+                logits = step(known, 0, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+            else:
+                logits = step(None, 0, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+                for i in range(0, n_known, chunk_size):
+                    chunk = known[:, i : i + chunk_size]
+                    logits = step(chunk, i + 1, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+            next_logits = self._stepper(mode, n, cond, n_known + 1, total)
             for pos in range(n_known, total):
                 token = sample_token(logits, temperature, top_k, top_p, generator)
                 out.append(token[:, None])
                 if on_token is not None:
                     on_token(pos - n_known + 1)
                 if pos + 1 < total:
-                    logits = step(token[:, None], pos + 1, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+                    logits = next_logits(token, pos + 1)
         tokens = torch.cat(out, dim=1)
         return self._to_codes(tokens[:, tokens.shape[1] - length :], shift)
+
+    def _stepper(self, mode: str, n: int, cond: Conditioning, first: int, total: int):
+        """(token (B,), position) -> logits (B, bins) of that position, for a stream primed up to `first`."""
+        if mode == "dynamic" or first >= total:
+            x_cond, y_cond, kv = cond.x_cond, cond.y_cond, cond.encoder_kv
+            return lambda token, pos: self.prior.step(token[:, None], pos, n, x_cond, y_cond, kv)[:, -1]
+        decoder = StaticDecoder(self.prior, first, n, cond.x_cond, cond.encoder_kv, mode)
+        return lambda token, pos: decoder(token)
 
     @staticmethod
     def _to_codes(tokens: torch.Tensor, shift: int) -> torch.Tensor:

@@ -87,6 +87,10 @@ class ResAttnBlock(nn.Module):
         a = self.attn.forward_cached(self.ln_0(x), cache, encoder_kv)
         return self._combine(x, a, self.mlp.forward_rows(self.ln_1(x + a)))
 
+    def forward_static(self, x, cache: LayerCache, pos: torch.Tensor) -> torch.Tensor:
+        a = self.attn.forward_static(self.ln_0(x), cache, pos)
+        return self._combine(x, a, self.mlp.forward_rows(self.ln_1(x + a)))
+
 
 class Transformer(nn.Module):
     def __init__(
@@ -133,10 +137,10 @@ class Transformer(nn.Module):
         return (x, layers) if return_layers else x
 
     @contextmanager
-    def streaming(self, capacity: int | None = None) -> Iterator[list[LayerCache]]:
+    def streaming(self, capacity: int | None = None, static: bool = False) -> Iterator[list[LayerCache]]:
         """KV caches for incremental decoding, sized for `capacity` positions (default n_ctx), always cleared on
-        exit (even after an error)."""
-        self.caches = [LayerCache(capacity=capacity) for _ in self._attn_mods]
+        exit (even after an error). `static`: zero-filled buffers, as `forward_static` needs."""
+        self.caches = [LayerCache(capacity=capacity, zeroed=static) for _ in self._attn_mods]
         try:
             yield self.caches
         finally:
@@ -147,6 +151,12 @@ class Transformer(nn.Module):
             raise RuntimeError("forward_cached needs `with transformer.streaming():`")
         for block, cache in zip(self._attn_mods, self.caches):
             x = block.forward_cached(x, cache, encoder_kv)
+        return x
+
+    def forward_static(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """One token at device-side position `pos` through every block (see `FactorizedAttention.forward_static`)."""
+        for block, cache in zip(self._attn_mods, self.caches):
+            x = block.forward_static(x, cache, pos)
         return x
 
 
@@ -267,9 +277,10 @@ class AutoregressiveTransformer(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.reshape(-1)) / math.log(2.0)
 
     # -- incremental decoding -------------------------------------------------------------------------------
-    def streaming(self, capacity: int | None = None):
-        """KV caches for `step` (see `Transformer.streaming`); `capacity`: the positions the stream will reach."""
-        return self.transformer.streaming(capacity)
+    def streaming(self, capacity: int | None = None, static: bool = False):
+        """KV caches for `step` (see `Transformer.streaming`); `capacity`: the positions the stream will reach;
+        `static`: buffers `step_static` can read whole."""
+        return self.transformer.streaming(capacity, static)
 
     def step(
         self, prev_tokens: torch.Tensor | None, start: int, n: int, x_cond=None, y_cond=None, encoder_kv=None
@@ -296,6 +307,20 @@ class AutoregressiveTransformer(nn.Module):
             cond = x_cond
         x = (x + self.pos_emb.pos_emb[start : start + t] + cond).to(self.pos_emb.pos_emb.dtype)
         x = self.transformer.forward_cached(x, encoder_kv)
+        if self.add_cond_after_transformer:
+            x = x + cond
+        return x if self.only_encode else linear_rows(self.x_out, x)
+
+    def step_static(self, prev_token: torch.Tensor, pos: torch.Tensor, x_cond=None, encoder_kv=None) -> torch.Tensor:
+        """Logits (B, 1, bins) for position `pos` (a 0-dim long tensor, >= 1) given `prev_token` (B, 1), the
+        token at pos - 1, inside `streaming(capacity, static=True)` after the stream was primed with `step`.
+
+        The fixed-shape twin of `step` for one token: positions are gathered with index ops on the device, so
+        the call can be captured once and replayed (see `prior.decoding.StaticDecoder`)."""
+        at = pos.view(1)
+        cond = 0.0 if x_cond is None else x_cond.index_select(1, at) if x_cond.shape[1] > 1 else x_cond
+        x = (self.x_emb(prev_token) + self.pos_emb.pos_emb.index_select(0, at) + cond).to(self.pos_emb.pos_emb.dtype)
+        x = self.transformer.forward_static(x, pos)
         if self.add_cond_after_transformer:
             x = x + cond
         return x if self.only_encode else linear_rows(self.x_out, x)

@@ -47,7 +47,7 @@ class SongSpec:
     hop_fractions: dict[int, float] = field(default_factory=dict)
     seed: int = 0
     max_batch: int = 16
-    chunk_size: int = 128
+    chunk_size: int | None = None  # prompt tokens primed per pass (None: the whole prompt in one)
     # values of extra conditioners' batch keys (e.g. {"tempo": [120.0, 90.0]}): one per sample, or one for all
     labels: dict[str, list[float]] = field(default_factory=dict)
     # level index -> {"artists": [...], "genres": [[...]]} for a level whose prior has its own label ids
@@ -72,8 +72,11 @@ class SongSampler:
         codes: dict[int, torch.Tensor] | None = None,
         on_window: Callable[[SongSampler], None] | None = None,
         on_tokens: Callable[[int, int], None] | None = None,
+        decode: str = "auto",
     ):
-        self.models, self.spec = models, spec
+        """`decode`: how the priors take their per-token steps (`prior.decoding`); it changes the speed, not
+        what is sampled, so it is not part of the (resumable) spec."""
+        self.models, self.spec, self.decode = models, spec, decode
         self.levels = sorted(levels, reverse=True)
         top = models.n_levels - 1
         hop_top = models.vqvae.hop_length(top) if top in models.vqvae.available() else None
@@ -216,7 +219,7 @@ class SongSampler:
             window = prior.sample(
                 cond, n, prompt=prompt if done else None, length=end - start, temperature=spec.temperature,
                 top_k=spec.top_k, top_p=spec.top_p, chunk_size=spec.chunk_size, generator=self.generator,
-                on_token=counter,
+                on_token=counter, decode=self.decode,
             )  # fmt: skip
             new_rows.append(window.cpu())
         self.codes[level] = torch.cat([known[:, :start], torch.cat(new_rows)], dim=1)

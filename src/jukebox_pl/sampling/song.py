@@ -46,6 +46,7 @@ class SampleRequest:
     seed: int = 0
     max_batch: int = 16
     resume: bool = False
+    decode: str = "auto"  # per-token steps: auto, dynamic, static, graph (CUDA), compile (`prior.decoding`)
     # values of extra conditioners' batch keys, e.g. {"tempo": [120.0]} (one per sample or one for all)
     labels: dict[str, list[float]] = field(default_factory=dict)
 
@@ -161,7 +162,7 @@ def sample_song(models: SamplingModels, req: SampleRequest, progress=None, total
     )  # fmt: skip
     sampler = SongSampler(
         models, spec, levels, codes=codes, on_window=lambda s: atomic_torch_save(s.state(), state_path),
-        on_tokens=progress,
+        on_tokens=progress, decode=req.decode,
     )  # fmt: skip
     if req.resume:
         sampler.restore(safe_load(state_path, "sampling state"))

@@ -1,0 +1,104 @@
+"""The fixed-shape sampling step: equal to the full pass, one compiled graph for every position, and sampling
+with it draws what the dynamic step draws."""
+
+import pytest
+import torch
+
+from jukebox_pl.prior.decoding import StaticDecoder, resolve_decode
+from jukebox_pl.prior.transformer import AutoregressiveTransformer
+
+N_CTX, BLOCKS = 48, 6  # rows of 8
+
+
+def transformer(attn_order: int, depth: int) -> AutoregressiveTransformer:
+    torch.manual_seed(0)
+    model = AutoregressiveTransformer(bins=40, n_ctx=N_CTX, width=32, depth=depth, heads=2, attn_order=attn_order,
+                                      blocks=BLOCKS, y_cond=True).eval()  # fmt: skip
+    for block in model.transformer._attn_mods:  # cross-attention starts at zero, as in the reference
+        torch.nn.init.normal_(block.attn.c_proj.weight, std=0.2)
+    return model
+
+
+def inputs(model, n: int = 2):
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, model.bins, (n, N_CTX), generator=g)
+    x_cond = torch.randn(n, N_CTX, model.width, generator=g) * 0.1
+    y_cond = torch.randn(n, 1, model.width, generator=g) * 0.1
+    encoder_kv = torch.randn(n, 7, model.width, generator=g)
+    return tokens, x_cond, y_cond, encoder_kv
+
+
+@pytest.mark.parametrize("attn_order, depth", [(9, 4), (6, 4)])  # row, column, prev_row + dense / + cross
+@pytest.mark.parametrize("primed", [1, 13])
+def test_compiled_fixed_shape_steps_are_one_graph_and_equal_the_full_pass(attn_order, depth, primed):
+    """`torch.compile(fullgraph=True)` traces the step without a graph break (no host sync, no data-dependent
+    Python) and never recompiles as the position moves across rows: what a CUDA graph needs. The logits equal
+    the full forward pass at every position."""
+    model = transformer(attn_order, depth)
+    tokens, x_cond, y_cond, enc = inputs(model)
+    with torch.no_grad():
+        full = model(tokens, x_cond, y_cond, enc)
+        torch._dynamo.reset()
+        with torch._dynamo.config.patch(error_on_recompile=True), model.streaming(N_CTX, static=True):
+            outs = [model.step(tokens[:, : primed - 1] if primed > 1 else None, 0, 2, x_cond, y_cond, enc)]
+            decoder = StaticDecoder(model, primed, 2, x_cond, enc, "compile", {"backend": "aot_eager"})
+            for pos in range(primed, N_CTX):
+                outs.append(decoder(tokens[:, pos - 1]).clone()[:, None])
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn_order, depth", [(9, 4), (6, 4)])
+def test_the_fixed_shape_step_never_reads_a_device_value_on_the_host(attn_order, depth):
+    """Under fake tensors (shapes without values) any host read of a tensor's value (`.item()`, `int(t)`, a
+    Python branch on a tensor: a device sync that a CUDA graph cannot hold) raises; the step runs through."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    model = transformer(attn_order, depth)
+    tokens, x_cond, y_cond, enc = inputs(model)
+    with torch.no_grad(), model.streaming(N_CTX, static=True):
+        model.step(tokens[:, :9], 0, 2, x_cond, y_cond, enc)
+        pos = torch.tensor(10)  # made outside the mode: a fake tensor made inside would carry its value
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            out = model.step_static(tokens[:, 9:10], pos, x_cond, enc)
+    assert out.shape == (2, 1, model.bins)
+
+
+def test_a_static_stream_refuses_positions_its_caches_do_not_hold():
+    model = transformer(9, 4)
+    tokens, x_cond, y_cond, _ = inputs(model)
+    with torch.no_grad(), model.streaming(capacity=12, static=True):
+        model.step(None, 0, 2, x_cond, y_cond)
+        decoder = StaticDecoder(model, 1, 2, x_cond)
+        for pos in range(1, 12):
+            decoder(tokens[:, pos - 1])
+        with pytest.raises(ValueError, match="stream is full: its caches hold 12 positions"):
+            decoder(tokens[:, 11])
+    with torch.no_grad(), model.streaming(capacity=12):  # not static: caches not zero-filled
+        model.step(None, 0, 2, x_cond, y_cond)
+        with pytest.raises(RuntimeError, match="static=True"):
+            StaticDecoder(model, 1, 2, x_cond)
+
+
+def test_decode_modes_are_checked_by_name():
+    cpu = torch.device("cpu")
+    assert resolve_decode("auto", cpu) == "dynamic" and resolve_decode("auto", torch.device("cuda")) == "graph"
+    with pytest.raises(ValueError, match="decode=graph records a CUDA graph: the prior is on cpu"):
+        resolve_decode("graph", cpu)
+    with pytest.raises(ValueError, match="decode='fast'; choose one of auto, dynamic, static, graph, compile"):
+        resolve_decode("fast", cpu)
+
+
+def test_sampling_with_the_static_step_draws_the_same_songs():
+    """Temperature 1 with a seeded generator: the static step's logits match the dynamic step's closely enough
+    that every draw is the same."""
+    from test_prior_model import labels, randomise_cross_attention, tiny
+
+    model = tiny().eval()
+    randomise_cross_attention(model)
+    cond = model.condition(2, **labels())
+    prompt = torch.randint(0, 32, (2, 5))
+    drawn = {}
+    for decode in ("dynamic", "static"):
+        g = torch.Generator().manual_seed(7)
+        drawn[decode] = model.sample(cond, 2, prompt=prompt, temperature=1.0, generator=g, decode=decode)
+    assert torch.equal(drawn["dynamic"], drawn["static"])
