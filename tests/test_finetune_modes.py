@@ -17,10 +17,10 @@ VQ = dict(levels=2, downs_t=[2, 2], strides_t=[2, 2], l_bins=16, emb_width=8, wi
 KEPT = {"y_emb.artist_emb.emb.weight": 3, "y_emb.bow_genre_emb.emb.weight": 2}  # the base had 3 artists, 2 genres
 
 
-def module() -> PriorModule:
+def module(**changes) -> PriorModule:
     torch.manual_seed(0)
     prior = prior_config(arch="tiny_prior", n_ctx=32, blocks=4, width=32, n_tokens=8, prime_blocks=4,
-                         lyrics="none", attn_order=2, depth=2, ema_decay=0.9)  # fmt: skip
+                         lyrics="none", attn_order=2, depth=2, ema_decay=0.9, **changes)  # fmt: skip
     prior.optim.weight_decay = 0.01  # AdamW: decay would move frozen rows if they were in the optimiser
     return PriorModule(prior, "top", vqvae_config(**VQ), 22050, y_bins=(3, 5))
 
@@ -58,6 +58,20 @@ def test_each_mode_trains_what_it_names_and_nothing_else(mode, tmp_path):
     else:
         last = len(m.model.prior.transformer._attn_mods) - 1
         assert moved - tables and all(k in tables or f"_attn_mods.{last}." in k for k in moved)
+
+
+def test_fine_tuning_with_label_dropout_teaches_the_null_rows_and_keeps_the_others(tmp_path):
+    """With `cfg_drop` (guidance), the dropped examples train row 0 of the artist and genre tables (the null,
+    "unknown"); the base model's other rows stay bit for bit under `--train embeddings`."""
+    m = module(cfg_drop={"artist": 0.5, "genre": 0.5})
+    base = {k: v.clone() for k, v in m.model.state_dict().items()}
+    m.set_trainable("embeddings", KEPT)
+    torch.manual_seed(1)
+    fit(m, tmp_path, steps=4)
+    now = m.model.state_dict()
+    for table, n in KEPT.items():
+        assert not torch.equal(now[table][0], base[table][0]), f"{table}: the null row did not learn"
+        assert torch.equal(now[table][1:n], base[table][1:n]), f"{table}: a base row changed"
 
 
 def test_a_lora_checkpoint_samples_as_the_adapted_model(tmp_path):

@@ -87,6 +87,33 @@ def test_the_fixed_shape_decoder_samples_the_same_song(run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_prior_trained_with_label_dropout_samples_with_guidance(run, shards, tmp_path, capsys, monkeypatch):
+    """`prior.top.cfg_drop.*` makes training see the null labels and lyrics; `sample --cfg-scale 3` then guides
+    the top level and says the middle one (trained without) is sampled plainly; per-level scales refuse it."""
+    import jukebox_pl.prior.lightning as prior_lightning
+
+    guided = tmp_path / "run"
+    shutil.copytree(run, guided)
+    shutil.rmtree(guided / "prior_top")
+    seen = []
+    real = prior_lightning.drop_conditions
+    monkeypatch.setattr(prior_lightning, "drop_conditions", lambda b, p: seen.append(p) or real(b, p))
+    drop = ["prior.top.cfg_drop.artist=0.5", "prior.top.cfg_drop.genre=0.3", "prior.top.cfg_drop.lyrics=0.3"]
+    train_prior(guided, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=2", *drop])
+    assert seen and seen[0] == {"artist": 0.5, "genre": 0.3, "lyrics": 0.3} and len(seen) == 2  # training only
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert sample(guided, out, "--artist", "Artist 1", "--seconds", "0.3", "--cfg-scale", "3") == 0
+    assert "the middle prior samples without guidance" in capsys.readouterr().out
+    saved = torch.load(out / "codes.pt", weights_only=False)
+    assert saved["settings"]["cfg_scale"] == [3.0] and saved["codes"]["top"].shape[0] == 1
+    assert sample(guided, tmp_path / "o2", "--artist", "Artist 1", "--seconds", "0.3", "--cfg-scale", "3,2") != 0
+    assert "--cfg-scale 2.0 for the middle prior, which did not learn" in capsys.readouterr().err
+    assert sample(guided, tmp_path / "o3", "--artist", "Artist 1", "--cfg-scale", "-1") != 0
+    assert "--cfg-scale '-1': expected numbers >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_unknown_artist_is_named_with_close_matches(run, tmp_path, capsys):
     assert sample(run, tmp_path / "x", "--artist", "Artist 11", "--seconds", "0.5") == 2
     err = capsys.readouterr().err

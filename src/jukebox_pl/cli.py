@@ -306,6 +306,18 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                    "(the released 5B priors are stored in fp16)")  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--cfg-scale",
+        metavar="S[,S,S]",
+        help="classifier-free guidance: one scale for every level whose prior learned its nulls (cfg_drop), or one "
+        "per sampled level, top first (1 = none, 0 = unconditional, 2-5 = labels and lyrics pushed harder)",
+    )
+    p.add_argument(
+        "--cfg-inputs",
+        metavar="NAMES",
+        help="what the unconditional rows drop, comma-separated among artist, genre, lyrics (default: every input "
+        "the prior learned to do without)",
+    )
+    p.add_argument(
         "--decode", choices=("auto", "dynamic", "static", "graph", "compile"), default="auto",
         help="per-token steps: auto = graph on CUDA (the step recorded once as a CUDA graph and replayed), "
         "dynamic on the CPU; static / compile: the fixed-shape step, eager / through torch.compile",
@@ -335,7 +347,8 @@ def _run_sample(args: argparse.Namespace) -> int:
         codes=args.codes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         hop_fraction=[float(x) for x in args.hop_fraction.split(",")] if args.hop_fraction else None,
         levels=args.levels, seed=args.seed, max_batch=args.max_batch, resume=args.resume,
-        labels=_parse_labels(args.label), decode=args.decode,
+        labels=_parse_labels(args.label), decode=args.decode, cfg_scale=_numbers(args.cfg_scale, "--cfg-scale"),
+        cfg_inputs=args.cfg_inputs.split(",") if args.cfg_inputs else None,
     )  # fmt: skip
     with TokenProgress(models, enabled=not args.no_progress and sys.stderr.isatty()) as progress:
         summary = sample_song(models, req, progress=progress.advance, totals=progress.set_totals)
@@ -373,6 +386,19 @@ def _parse_labels(items: list[str]) -> dict[str, list[float]]:
         if not sep or not key.strip():
             raise UserValueError(f"--label {item!r}: expected KEY=VALUE with numeric values (e.g. tempo=120)")
     return out
+
+
+def _numbers(text: str | None, flag: str) -> list[float] | None:
+    """'2' or '3,1.5,1' -> [floats], each >= 0; None stays None."""
+    if not text:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = [-1.0]
+    if any(v < 0 for v in values):
+        raise UserValueError(f"{flag} {text!r}: expected numbers >= 0, one or comma-separated (e.g. 3 or 3,1,1)")
+    return values
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

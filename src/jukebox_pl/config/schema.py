@@ -151,6 +151,16 @@ class VQVAEConfig:
 
 
 @dataclass
+class GuidanceDropout:
+    """Per-example probabilities of training on the null artist / genre / lyrics (classifier-free guidance;
+    `jukebox_pl.prior.guidance`)."""
+
+    artist: float = 0.0
+    genre: float = 0.0
+    lyrics: float = 0.0
+
+
+@dataclass
 class PriorConfig:
     """One level's prior: a sparse transformer over that level's codes (reference hyperparameter names).
 
@@ -211,6 +221,9 @@ class PriorConfig:
     # Extra conditioners by name: {target: package.module.ClassName, **its keyword arguments}; each is a
     # jukebox_pl.prior.conditioning.Conditioner (see there), added to the labels/upper-level/lyrics ones.
     conditioners: dict[str, Any] = field(default_factory=dict)
+    # Classifier-free guidance: train on the null artist / genre / lyrics with these probabilities, so that
+    # `sample --cfg-scale` can contrast conditional and null-conditioned logits (jukebox_pl.prior.guidance).
+    cfg_drop: GuidanceDropout = field(default_factory=GuidanceDropout)
     # Which cross/prime attention layer and head align lyrics to music (for the sample gallery).
     alignment_layer: int | None = None
     alignment_head: int | None = None

@@ -20,6 +20,7 @@ from torch import nn
 from jukebox_pl.config.schema import OptimConfig, PriorConfig, VQVAEConfig
 from jukebox_pl.config.sections import prior_config, vqvae_config
 from jukebox_pl.errors import MissingInputError, UserValueError
+from jukebox_pl.prior.guidance import drop_conditions
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.prior.sharding import is_sharded, mixed_precision, shard_prior
 from jukebox_pl.training.checkpoints import check_finite
@@ -78,6 +79,7 @@ class PriorTraining:
         self.__dict__["_vqvae"] = vqvae  # not a submodule: frozen, not trained, not in the checkpoint
         self.__dict__["_vqvae_device"] = None
         self._kept_rows: dict[str, int] = {}  # label table -> leading rows that never change (fine-tuning)
+        self._free_null: set[str] = set()  # tables whose row 0 learns all the same (the guidance null)
         self._kept_values: dict[str, torch.Tensor] = {}
 
     # -- fine-tuning ----------------------------------------------------------------------------------------
@@ -96,6 +98,10 @@ class PriorTraining:
             self.ema_model.requires_grad_(False)
         self._kept_rows = dict(kept_rows or {}) if parsed.kind != "all" else {}
         self._kept_values = {}
+        # under label dropout (guidance) row 0, the null ("unknown"), must learn: it is not kept
+        nulls = {"artist_emb": "artist", "bow_genre_emb": "genre"}
+        self._free_null = {name for name in self._kept_rows for table, what in nulls.items()
+                           if table in name and what in self.model.cfg_drop}  # fmt: skip
         return sum(p.numel() for p in learn)
 
     @torch.no_grad()
@@ -105,7 +111,8 @@ class PriorTraining:
         params = dict(self.model.named_parameters())
         for name, n in self._kept_rows.items():
             rows, first = local_rows(params[name])  # under FSDP: this rank's shard of the table
-            kept = rows[: max(0, min(rows.shape[0], n - first))]
+            start = 1 if name in self._free_null else 0
+            kept = rows[max(0, start - first) : max(0, min(rows.shape[0], n - first))]
             if name not in self._kept_values:
                 self._kept_values[name] = kept.detach().clone()
             kept.copy_(self._kept_values[name])
@@ -211,9 +218,12 @@ class PriorTraining:
             )
         return {k: batch[k] for k in self.model.batch_keys}
 
-    def _step(self, batch: dict, model: JukeboxPrior):
+    def _step(self, batch: dict, model: JukeboxPrior, train: bool = False):
         codes, upper = self.batch_codes(batch)
-        return model(codes, **self.labels(batch, upper))
+        labels = self.labels(batch, upper)
+        if train and model.cfg_drop:  # classifier-free guidance: some examples see the null labels / lyrics
+            labels = drop_conditions(labels, model.cfg_drop)
+        return model(codes, **labels)
 
     def _log_parts(self, split: str, out, n: int) -> None:
         sync = split == "val"
@@ -226,7 +236,7 @@ class PriorTraining:
 
     # -- steps --------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        out = self._step(batch, self.model)
+        out = self._step(batch, self.model, train=True)
         n = self._batch_size(batch)
         self._log_parts("train", out, n)
         opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None

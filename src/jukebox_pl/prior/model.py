@@ -34,6 +34,7 @@ from jukebox_pl.prior.conditioners import (
 )
 from jukebox_pl.prior.conditioning import Conditioner, Window, split_spec
 from jukebox_pl.prior.decoding import StaticDecoder, prime_chunk, resolve_decode
+from jukebox_pl.prior.guidance import GUIDED_INPUTS, check_dropout, guide, with_nulls
 from jukebox_pl.prior.sampling import sample_token
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
@@ -84,6 +85,10 @@ class JukeboxPrior(nn.Module):
         self.is_top = level == levels - 1
         self.lyrics_mode = cfg.lyrics
         self._check(cfg, upper)
+        # classifier-free guidance: the dropout of the inputs this prior reads
+        reads = {"artist": cfg.labels, "genre": cfg.labels, "lyrics": cfg.lyrics != "none"}
+        drop = check_dropout(cfg.get("cfg_drop") or {}, f"prior.{level}")
+        self.cfg_drop = {name: p for name, p in drop.items() if reads[name] and p > 0}
         self.n_tokens = cfg.n_tokens if cfg.lyrics != "none" else 0
         self.n_vocab = LyricsTokenizer(cfg.lyrics_vocab).n_vocab if self.n_tokens else 0
         w = cfg.width
@@ -242,6 +247,26 @@ class JukeboxPrior(nn.Module):
             tokens = torch.cat([music.new_zeros(n, self.n_tokens, music.shape[-1]), music], dim=1)
         return Conditioning(tokens, start, encoder_kv, prefix, aux_bits)
 
+    @property
+    def guided_inputs(self) -> tuple[str, ...]:
+        """The inputs this prior was trained to do without (`cfg_drop`): what guidance can contrast."""
+        return tuple(name for name in GUIDED_INPUTS if name in self.cfg_drop)
+
+    def guided_condition(self, n: int, cfg_scale: float, inputs: tuple[str, ...] | None = None, **labels):
+        """The conditioning for `sample(..., cfg_scale=...)`: n rows, or at a scale other than 1, 2n rows (the
+        rows as asked, then copies with `inputs` (default: every guided input) set to their nulls)."""
+        if cfg_scale == 1.0:
+            return self.condition(n, **labels)
+        inputs = self.guided_inputs if inputs is None else tuple(inputs)
+        untrained = [name for name in inputs if name not in self.cfg_drop]
+        if untrained or not inputs:
+            raise UserValueError(
+                f"guidance on the prior of level {self.level} contrasts {', '.join(untrained) or 'nothing'}, which "
+                f"it was not trained to do without (cfg_drop: {self.cfg_drop or 'none'}); train or fine-tune it "
+                f"with prior.<level>.cfg_drop.<input>=0.1..0.3, or sample it with cfg_scale 1"
+            )
+        return self.condition(2 * n, **with_nulls(labels, inputs))
+
     # -- training -----------------------------------------------------------------------------------------
     def forward(self, codes: torch.Tensor, return_logits: bool = False, **labels) -> PriorOutput:
         """codes (B, n_ctx) of this level + conditioning (see `condition`) -> losses in bits per token."""
@@ -281,6 +306,7 @@ class JukeboxPrior(nn.Module):
         generator: torch.Generator | None = None,
         on_token: Callable[[int], None] | None = None,
         decode: str = "auto",
+        cfg_scale: float = 1.0,
     ) -> torch.Tensor:
         """Codes (n, length) of one window: `prompt` codes (n, p) kept as they are, the rest sampled with the
         KV cache (the prompt is pushed through in passes of `chunk_size` tokens; 0: one pass; None: as
@@ -291,14 +317,25 @@ class JukeboxPrior(nn.Module):
         fed back as drawn; a drawn character becomes code 0 only in the returned codes.
 
         `decode`: how the per-token steps run (`prior.decoding`: auto, dynamic, static, graph, compile); the
-        prompt is primed the same way in every mode."""
+        prompt is primed the same way in every mode.
+
+        `cfg_scale` other than 1: classifier-free guidance (`prior.guidance`); `cond` then holds 2n rows (from
+        `guided_condition`), the conditional rows and their null-conditioned copies, sampled as one batch with one
+        cache; each drawn token is fed to both."""
         length = self.n_ctx if length is None else length
         p = 0 if prompt is None else prompt.shape[1]
         if not p <= length <= self.n_ctx:
             raise UserValueError(
                 f"prompt of {p} codes and length {length}: need prompt <= length <= n_ctx={self.n_ctx}"
             )
+        guided = cfg_scale != 1.0
+        rows = 2 * n if guided else n
+        parts = [t for t in (cond.y_cond, cond.x_cond, cond.encoder_kv, cond.prefix) if t is not None]
+        if guided and (not parts or parts[0].shape[0] != rows):
+            raise UserValueError("guided sampling needs the 2n rows of `guided_condition(n, cfg_scale, ...)`")
         shift = self.n_vocab if self.lyrics_mode == "merged" else 0
+        if guided and prompt is not None:
+            prompt = torch.cat([prompt, prompt])
         known = [] if prompt is None else [prompt.long() + shift]
         if self.lyrics_mode == "merged":
             known.insert(0, cond.prefix)
@@ -306,27 +343,28 @@ class JukeboxPrior(nn.Module):
         n_known = 0 if known is None else known.shape[1]
         total = n_known + length - p
         if n_known >= total:
-            return self._to_codes(known[:, known.shape[1] - length :], shift)
-        out = [] if known is None else [known]
+            return self._to_codes(known[:n, known.shape[1] - length :], shift)
+        out = [] if known is None else [known[:n]]
         device = self.prior.x_emb.weight.device
-        mode, chunk_size = resolve_decode(decode, device), prime_chunk(chunk_size, n, device)
+        mode, chunk_size = resolve_decode(decode, device), prime_chunk(chunk_size, rows, device)
         step = self.prior.step
+        mix = (lambda logits: guide(logits, cfg_scale)) if guided else (lambda logits: logits)  # noqa: E731
         with self.prior.streaming(capacity=total, static=mode != "dynamic"):
             if chunk_size is None:  # the start token and the whole prompt in one pass
-                logits = step(known, 0, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+                logits = step(known, 0, rows, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
             else:
-                logits = step(None, 0, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+                logits = step(None, 0, rows, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
                 for i in range(0, n_known, chunk_size):
                     chunk = known[:, i : i + chunk_size]
-                    logits = step(chunk, i + 1, n, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
-            next_logits = self._stepper(mode, n, cond, n_known + 1, total)
+                    logits = step(chunk, i + 1, rows, cond.x_cond, cond.y_cond, cond.encoder_kv)[:, -1]
+            next_logits = self._stepper(mode, rows, cond, n_known + 1, total)
             for pos in range(n_known, total):
-                token = sample_token(logits, temperature, top_k, top_p, generator)
+                token = sample_token(mix(logits), temperature, top_k, top_p, generator)
                 out.append(token[:, None])
                 if on_token is not None:
                     on_token(pos - n_known + 1)
                 if pos + 1 < total:
-                    logits = next_logits(token, pos + 1)
+                    logits = next_logits(torch.cat([token, token]) if guided else token, pos + 1)
         tokens = torch.cat(out, dim=1)
         return self._to_codes(tokens[:, tokens.shape[1] - length :], shift)
 

@@ -50,6 +50,10 @@ class SongSpec:
     chunk_size: int | None = None  # prompt tokens primed per pass (None: the whole prompt in one)
     # values of extra conditioners' batch keys (e.g. {"tempo": [120.0, 90.0]}): one per sample, or one for all
     labels: dict[str, list[float]] = field(default_factory=dict)
+    # classifier-free guidance: level index -> scale (levels not named sample without), and the inputs the
+    # null-conditioned rows drop (empty: every input the level's prior learned to do without)
+    cfg_scales: dict[int, float] = field(default_factory=dict)
+    cfg_inputs: list[str] = field(default_factory=list)
     # level index -> {"artists": [...], "genres": [[...]]} for a level whose prior has its own label ids
     level_labels: dict[int, dict] = field(default_factory=dict)
 
@@ -212,14 +216,16 @@ class SongSampler:
             rows = slice(first, min(first + spec.max_batch, spec.n_samples))
             labels = {k: v.to(device) for k, v in self._labels(level, start, rows).items()}
             n = rows.stop - rows.start
-            cond = prior.condition(n, **labels)
+            scale = spec.cfg_scales.get(level, 1.0)
+            inputs = tuple(x for x in prior.guided_inputs if not spec.cfg_inputs or x in spec.cfg_inputs)
+            cond = prior.guided_condition(n, scale, inputs, **labels)
             prompt = known[rows, start:].to(device)
             done = prompt.shape[1]
             counter = (lambda _k, lv=level, m=n: self.on_tokens(lv, m)) if self.on_tokens else None  # noqa: E731
             window = prior.sample(
                 cond, n, prompt=prompt if done else None, length=end - start, temperature=spec.temperature,
                 top_k=spec.top_k, top_p=spec.top_p, chunk_size=spec.chunk_size, generator=self.generator,
-                on_token=counter, decode=self.decode,
+                on_token=counter, decode=self.decode, cfg_scale=scale,
             )  # fmt: skip
             new_rows.append(window.cpu())
         self.codes[level] = torch.cat([known[:, :start], torch.cat(new_rows)], dim=1)

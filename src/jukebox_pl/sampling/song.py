@@ -18,6 +18,7 @@ import torch
 from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
 from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
+from jukebox_pl.prior.guidance import GUIDED_INPUTS
 from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.training.checkpoints import atomic_torch_save, safe_load
@@ -46,6 +47,10 @@ class SampleRequest:
     seed: int = 0
     max_batch: int = 16
     resume: bool = False
+    # classifier-free guidance: one scale for every level whose prior learned its nulls, or one per level (top
+    # first); which inputs the null-conditioned rows drop (default: all the prior learned to do without)
+    cfg_scale: list[float] | None = None
+    cfg_inputs: list[str] | None = None
     decode: str = "auto"  # per-token steps: auto, dynamic, static, graph (CUDA), compile (`prior.decoding`)
     # values of extra conditioners' batch keys, e.g. {"tempo": [120.0]} (one per sample or one for all)
     labels: dict[str, list[float]] = field(default_factory=dict)
@@ -117,6 +122,42 @@ def known_codes(models: SamplingModels, req: SampleRequest, n: int) -> tuple[dic
     return {k: v.repeat(n, 1) for k, v in encoded.items()}, None
 
 
+def guidance_scales(models, levels: list[int], scales: list[float] | None, inputs: list[str] | None) -> dict:
+    """Level -> guidance scale, checked before anything is sampled. One value applies to every sampled level
+    whose prior learned its nulls (`cfg_drop`; the others sample without guidance, and say so); one value per
+    level (top first) is taken as given, and a level that cannot be guided is refused by name."""
+    if not scales:
+        return {}
+    if len(scales) not in (1, len(levels)):
+        raise UserValueError(f"--cfg-scale takes one value or one per sampled level ({len(levels)}), got {scales}")
+    bad = sorted(set(inputs or []) - set(GUIDED_INPUTS))
+    if bad:
+        raise UserValueError(f"--cfg-inputs: unknown input(s) {bad}; choose among {', '.join(GUIDED_INPUTS)}")
+    out = {}
+    for i, level in enumerate(levels):
+        prior, scale = models.priors[level], float(scales[i if len(scales) > 1 else 0])
+        if scale == 1.0:
+            continue
+        if guided_inputs(prior, inputs):
+            out[level] = scale
+        elif len(scales) == 1:
+            print(f"the {models.name(level)} prior samples without guidance: it did not learn to do without "
+                  f"{', '.join(inputs or GUIDED_INPUTS)} (cfg_drop)")  # fmt: skip
+        else:
+            raise UserValueError(
+                f"--cfg-scale {scale} for the {models.name(level)} prior, which did not learn to do without "
+                f"{', '.join(inputs or GUIDED_INPUTS)} (its cfg_drop: {prior.cfg_drop or 'none'}): no learned null "
+                "to contrast; fine-tune it with prior.<level>.cfg_drop.artist=0.2 (and genre, lyrics) or give it 1"
+            )
+    return out
+
+
+def guided_inputs(prior, inputs: list[str] | None) -> tuple[str, ...]:
+    """The inputs a level's null-conditioned rows drop: those asked for (all by default) that its prior learned
+    to do without."""
+    return tuple(name for name in prior.guided_inputs if not inputs or name in inputs)
+
+
 def plan_levels(models: SamplingModels, req: SampleRequest) -> list[int]:
     top = models.n_levels - 1
     wanted = sorted(models.priors, reverse=True)
@@ -155,10 +196,12 @@ def sample_song(models: SamplingModels, req: SampleRequest, progress=None, total
     fractions = {}
     for level, frac in zip(levels, req.hop_fraction or []):
         fractions[level] = float(frac)
+    scales = guidance_scales(models, levels, req.cfg_scale, req.cfg_inputs)
     spec = SongSpec(
         artists=artists, genres=genres, lyrics=[lyric_ids] * n, total_samples=total, temperature=req.temperature,
         top_k=req.top_k, top_p=req.top_p, hop_fractions=fractions, seed=req.seed, max_batch=req.max_batch,
         labels={k: [float(x) for x in v] for k, v in req.labels.items()}, level_labels=level_labels(models, req, n),
+        cfg_scales=scales, cfg_inputs=list(req.cfg_inputs or []),
     )  # fmt: skip
     sampler = SongSampler(
         models, spec, levels, codes=codes, on_window=lambda s: atomic_torch_save(s.state(), state_path),
