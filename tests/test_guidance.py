@@ -49,7 +49,9 @@ def test_dropout_settings_are_checked_by_name():
     assert cfg.prior.top.cfg_drop.artist == 0.2 and cfg.prior.top.cfg_drop.lyrics == 0.0
     with pytest.raises(ConfigError, match="artst"):
         load_config("tiny", ["prior.top.cfg_drop.artst=0.2"])
-    with pytest.raises(ValueError, match=r"cfg_drop.artist=1.5: a probability in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"cfg_drop.lyrics' = 1.0 .*not allowed: must be a number in \[0, 1\)"):
+        load_config("tiny", ["prior.top.cfg_drop.lyrics=1.0"])
+    with pytest.raises(ValueError, match=r"cfg_drop.artist' = 1.5 is not allowed: must be a number in \[0, 1\)"):
         tiny(cfg_drop={"artist": 1.5})
     upsampler = tiny(1, cfg_drop={"artist": 0.2, "lyrics": 0.3})  # an upsampler reads no lyrics
     assert upsampler.guided_inputs == ("artist",)

@@ -241,6 +241,9 @@ RULES: dict[str, Rule] = {
     "prior.*.max_duration": SCALE,
     "prior.*.n_tokens": COUNT,
     "prior.*.prime_loss_fraction": FRACTION,
+    "prior.*.cfg_drop.artist": DECAY,  # a probability below 1: an input always dropped would never be learned
+    "prior.*.cfg_drop.genre": DECAY,
+    "prior.*.cfg_drop.lyrics": DECAY,
     "prior.*.prime_width": POSITIVE,
     "prior.*.prime_depth": POSITIVE,
     "prior.*.prime_heads": POSITIVE,
