@@ -43,3 +43,35 @@ def test_artist_classifier_can_hear_through_the_codec(tmp_path):
     plain, heard = artist_classifier(toy, 22050, 1.0), artist_classifier(toy, 22050, 1.0, codec=codec.eval())
     assert plain.classes == heard.classes and len(heard.classes) == 4
     assert not torch.allclose(torch.as_tensor(plain.centroids), torch.as_tensor(heard.centroids))
+
+
+@pytest.mark.slow
+def test_genre_check_hears_the_genre_of_real_songs(tmp_path):
+    from jukebox_pl.data.toy import rhythm_features
+    from jukebox_pl.stages.demo import first_genre, genre_classifier
+
+    toy = tmp_path / "toy"
+    make_toy_dataset(toy, songs_per_pair=1, seconds=(6.0, 7.0), seed=0)
+    classifier = genre_classifier(toy, 22050, 4.0)
+    other = tmp_path / "other"
+    make_toy_dataset(other, songs_per_pair=1, seconds=(6.0, 7.0), seed=1)
+    rows = toy_songs(other)
+    (tmp_path / "samples" / "bottom").mkdir(parents=True)
+    for i, row in enumerate(rows):
+        audio, sr = read_audio(other / "audio" / row["path"])
+        sf.write(tmp_path / "samples" / "bottom" / f"sample_{i}.wav", to_mono(audio)[0, : 4 * sr], sr)
+    genres = [first_genre(r) for r in rows]
+    right = recognition(tmp_path / "samples", genres, classifier, features=rhythm_features)
+    assert right["recognised"] >= 2 * len(rows) // 3, right  # chance is a third (swing and waltz can mix)
+    wrong = recognition(tmp_path / "samples", genres[4:] + genres[:4], classifier, features=rhythm_features)
+    assert wrong["recognised"] < right["recognised"], wrong
+
+
+def test_the_demo_asks_every_artist_in_several_genres():
+    from jukebox_pl.stages.demo import requested
+
+    songs = [{"artist": a, "genre": g} for a in ("A", "B", "C", "D") for g in ("march", "swing", "waltz;folk")]
+    artists, genres = requested(songs, 2)
+    assert artists == ["A", "B", "C", "D"] * 2
+    assert genres == ["march", "swing", "waltz", "march", "swing", "waltz", "march", "swing"]
+    assert all(len({g for a, g in zip(artists, genres) if a == x}) == 2 for x in "ABCD")

@@ -114,6 +114,20 @@ def test_a_prior_trained_with_label_dropout_samples_with_guidance(run, shards, t
 
 
 @pytest.mark.slow
+def test_each_sample_can_ask_for_its_own_genres(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = sample(run, out, "--artist", "Artist 1", "--artist", "Artist 2", "--genre-each", "jazz",
+                  "--genre-each", "rock,pop", "--seconds", "0.3")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    saved = torch.load(out / "codes.pt", weights_only=False)
+    assert saved["labels"]["genres"] == [["jazz"], ["rock", "pop"]]
+    genres = saved["spec"]["genres"]  # the ids sampled with: one list per sample
+    assert len(genres) == 2 and genres[0] != genres[1] and len(genres[1]) == 2, genres
+    page = (out / "index.html").read_text()
+    assert "genres: jazz" in page and "genres: rock, pop" in page
+
+
+@pytest.mark.slow
 def test_unknown_artist_is_named_with_close_matches(run, tmp_path, capsys):
     assert sample(run, tmp_path / "x", "--artist", "Artist 11", "--seconds", "0.5") == 2
     err = capsys.readouterr().err

@@ -283,6 +283,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (WAVs, codes.pt, index.html)")
     p.add_argument("--artist", action="append", default=[], help="artist name (repeat: one per sample)")
     p.add_argument("--genre", action="append", default=[], help="genre name (repeat for several)")
+    p.add_argument("--genre-each", action="append", default=[], metavar="NAMES",
+                   help="one sample's genres, comma-separated (repeat: one per sample, cycled)")  # fmt: skip
     p.add_argument("--lyrics", help="text file with the lyrics")
     p.add_argument(
         "--label", action="append", default=[], metavar="KEY=VALUE",
@@ -342,6 +344,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     to_device(models, args.device)
     req = SampleRequest(
         out=args.out, artists=args.artist, genres=args.genre,
+        genres_each=[g.split(",") for g in args.genre_each] or None,
         lyrics=Path(args.lyrics).read_text() if args.lyrics else "", seconds=args.seconds,
         n_samples=args.n_samples, mode=args.mode, prompt=args.prompt, prompt_seconds=args.prompt_seconds,
         codes=args.codes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -409,13 +412,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--seconds", type=LENGTH, default=6.0, help="length of each sampled song")
     p.add_argument("--per-artist", type=POSITIVE, default=2, help="songs sampled per toy artist")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale for every level "
+                   "whose prior was trained with cfg_drop (1 = none)")  # fmt: skip
     p.add_argument("overrides", nargs="*")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from jukebox_pl.stages.demo import run_demo
 
-    run_demo(args.run, args.data, args.toy, args.preset, args.seconds, args.overrides, args.per_artist)
+    run_demo(args.run, args.data, args.toy, args.preset, args.seconds, args.overrides, args.per_artist,
+             cfg_scale=args.cfg_scale)  # fmt: skip
     return 0
 
 

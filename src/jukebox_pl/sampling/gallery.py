@@ -71,7 +71,9 @@ def write_gallery(
     parts = []
     for i in range(n):
         artist = labels["artists"][i] if i < len(labels["artists"]) else "unknown"
-        genres = ", ".join(labels.get("genres") or []) or "-"
+        asked = labels.get("genres") or []
+        asked = asked[i] if asked and isinstance(asked[0], list) else asked  # per sample, or one list for all
+        genres = ", ".join(asked) or "-"
         align = alignments[i] if alignments and i < len(alignments) else None
         rows = []
         for level, paths in files.items():

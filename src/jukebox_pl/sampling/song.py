@@ -32,6 +32,7 @@ class SampleRequest:
     out: str
     artists: list[str] = field(default_factory=list)
     genres: list[str] = field(default_factory=list)
+    genres_each: list[list[str]] | None = None  # one genre list per sample (cycled), instead of `genres` for all
     lyrics: str = ""
     seconds: float = 10.0
     n_samples: int = 1
@@ -57,26 +58,31 @@ class SampleRequest:
 
 
 def labels_in(
-    vocab, names: list[str], genres: list[str], n: int, strict: bool = True
+    vocab, names: list[str], genres: list[str], n: int, strict: bool = True, each: list[list[str]] | None = None
 ) -> tuple[list[int], list[list[int]]]:
     """Artist and genre names -> one vocabulary's ids (unknown names: an error with close matches). Every
     --genre may give several ids (a bag of words in the reference's v2 vocabulary); together they form each
-    sample's genre list, no longer than the vocabulary allows."""
+    sample's genre list, no longer than the vocabulary allows. `each`: one genre list per sample instead (cycled
+    like the artists)."""
     artists = [vocab.artist_id(names[i % len(names)], strict=strict) for i in range(n)]
-    genre_ids = [i for g in genres for i in vocab.genre_ids(g, strict=strict)]
-    limit = vocab.max_genres
-    if limit is not None and len(genre_ids) > limit:
-        raise UserValueError(
-            f"--genre {genres} gives {len(genre_ids)} genre ids; {vocab.style} labels hold at most {limit}"
-        )
-    return artists, [list(genre_ids) for _ in range(n)]
+    lists = [each[i % len(each)] for i in range(n)] if each else [genres] * n
+    out = []
+    for asked in lists:
+        genre_ids = [i for g in asked for i in vocab.genre_ids(g, strict=strict)]
+        limit = vocab.max_genres
+        if limit is not None and len(genre_ids) > limit:
+            raise UserValueError(
+                f"--genre {asked} gives {len(genre_ids)} genre ids; {vocab.style} labels hold at most {limit}"
+            )
+        out.append(genre_ids)
+    return artists, out
 
 
 def resolve_labels(models: SamplingModels, req: SampleRequest) -> tuple[list[int], list[list[int]], list[str]]:
     """The names' ids in the run's (top prior's) vocabulary, and the sample's artist names."""
     names = req.artists or ["unknown"]
     n = max(req.n_samples, len(req.artists))
-    artists, genres = labels_in(models.vocab, names, req.genres, n)
+    artists, genres = labels_in(models.vocab, names, req.genres, n, each=req.genres_each)
     return artists, genres, [names[i % len(names)] for i in range(n)]
 
 
@@ -87,7 +93,7 @@ def level_labels(models: SamplingModels, req: SampleRequest, n: int) -> dict[int
     out = {}
     for level, vocab in models.vocabs.items():
         if vocab.to_dict() != models.vocab.to_dict():
-            artists, genres = labels_in(vocab, names, req.genres, n, strict=False)
+            artists, genres = labels_in(vocab, names, req.genres, n, strict=False, each=req.genres_each)
             out[level] = {"artists": artists, "genres": genres}
     return out
 
@@ -255,7 +261,9 @@ def write_outputs(models, req, spec, codes, artist_names, out: Path, alignments=
     if lyrics and top is not None and top.n_tokens:  # the page shows exactly the characters the prior read
         tok = LyricsTokenizer(top.cfg.lyrics_vocab)
         lyrics = tok.decode(tok.encode(lyrics))
-    labels = {"artists": artist_names, "genres": req.genres, "lyrics": lyrics}
+    n = len(artist_names)
+    genres = [req.genres_each[i % len(req.genres_each)] for i in range(n)] if req.genres_each else [req.genres] * n
+    labels = {"artists": artist_names, "genres": genres, "lyrics": lyrics}
     settings = {k: v for k, v in vars(req).items() if k not in ("out", "resume")}
     atomic_torch_save(
         {"codes": {models.name(k): v for k, v in codes.items()}, "labels": labels, "settings": settings,

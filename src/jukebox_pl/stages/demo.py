@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from jukebox_pl.audio import read_audio, resample, to_mono
-from jukebox_pl.data.toy import NearestCentroid, timbre_features
+from jukebox_pl.data.toy import NearestCentroid, rhythm_features, timbre_features
 from jukebox_pl.training.checkpoints import load_any
 
 LEVELS = ("top", "middle", "bottom")
@@ -57,11 +57,28 @@ def toy_songs(toy: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def first_genre(row: dict) -> str:
+    return row["genre"].split(";")[0]
+
+
 def artist_classifier(toy: Path, sr: int, seconds: float, codec=None) -> NearestCentroid:
     """Nearest-centroid on timbre features of the toy set's real songs, cut into clips as long as the samples.
 
     With `codec` (a VQ-VAE level), the clips first go through it: the classifier then knows the codec's own
     colouring, so what it measures is whether the prior chose the artist's sound, not the codec's fidelity."""
+    return clip_classifier(toy, sr, seconds, codec)
+
+
+def genre_classifier(toy: Path, sr: int, seconds: float, codec=None) -> NearestCentroid:
+    """The same on rhythm features (onset autocorrelation over tempi), labelled with each song's first genre:
+    the toy genres differ in tempo, metre and swing."""
+    return clip_classifier(toy, sr, seconds, codec, rhythm_features, first_genre)
+
+
+def clip_classifier(toy: Path, sr: int, seconds: float, codec=None, features=None, label=None) -> NearestCentroid:
+    """Nearest-centroid on `features` (timbre by default) of clips of the real songs, labelled by `label(row)`
+    (the artist by default)."""
+    features, label = features or timbre_features, label or (lambda row: row["artist"])
     feats, labels = [], []
     clip = int(seconds * sr)
     for row in toy_songs(toy):
@@ -72,18 +89,30 @@ def artist_classifier(toy: Path, sr: int, seconds: float, codec=None) -> Nearest
                 x = torch.from_numpy(np.ascontiguousarray(mono)).reshape(1, 1, -1)
                 mono = codec.decode(codec.encode(x))[0, 0, : len(mono)].numpy()
         for start in range(0, max(1, len(mono) - clip + 1), clip):
-            feats.append(timbre_features(mono[start : start + clip], sr))
-            labels.append(row["artist"])
+            feats.append(features(mono[start : start + clip], sr))
+            labels.append(label(row))
     return NearestCentroid().fit(np.stack(feats), labels)
 
 
-def recognition(samples: Path, artists: list[str], classifier: NearestCentroid, level: str = "bottom") -> dict:
+def recognition(
+    samples: Path, asked: list[str], classifier: NearestCentroid, level: str = "bottom", features=None
+) -> dict:
+    """What `classifier` hears in each sampled song of one level (features: timbre by default)."""
+    features = features or timbre_features
     predicted = []
-    for i, _ in enumerate(artists):
+    for i, _ in enumerate(asked):
         audio, sr = sf.read(samples / level / f"sample_{i}.wav", dtype="float32")
-        predicted.append(classifier.predict(timbre_features(audio, sr))[0])
-    hits = sum(p == a for p, a in zip(predicted, artists))
-    return {"asked": artists, "heard": predicted, "recognised": hits, "of": len(artists)}
+        predicted.append(classifier.predict(features(audio, sr))[0])
+    hits = sum(p == a for p, a in zip(predicted, asked))
+    return {"asked": asked, "heard": predicted, "recognised": hits, "of": len(asked)}
+
+
+def requested(songs: list[dict], per_artist: int) -> tuple[list[str], list[str]]:
+    """The demo's songs: every toy artist `per_artist` times, each time in another of the toy genres."""
+    artists = sorted({s["artist"] for s in songs})
+    genres = sorted({first_genre(s) for s in songs})
+    asked = [(a, genres[(i + k) % len(genres)]) for k in range(per_artist) for i, a in enumerate(artists)]
+    return [a for a, _ in asked], [g for _, g in asked]
 
 
 def summary_rows(run: Path) -> list[tuple[str, str, str]]:
@@ -125,6 +154,7 @@ def run_demo(
     overrides=(),
     per_artist: int = 2,
     log=print,
+    cfg_scale: float = 1.0,
 ) -> dict:
     from rich.console import Console
     from rich.table import Table
@@ -136,7 +166,7 @@ def run_demo(
     run_dir, toy_dir = Path(run), Path(toy)
     times = train_stages(run_dir, data, preset, list(overrides), log)
     songs = toy_songs(toy_dir)
-    artists = sorted({s["artist"] for s in songs}) * per_artist
+    artists, genres = requested(songs, per_artist)
     lyrics = next(s["lyrics"] for s in songs if s["lyrics"].strip())
     out = run_dir / "samples"
     models = SamplingModels.from_run(run_dir)
@@ -147,11 +177,14 @@ def run_demo(
             + (" (resuming)" if resume else "")
         )
         t1 = time.perf_counter()
-        req = SampleRequest(out=str(out), artists=artists, lyrics=lyrics, seconds=seconds, resume=resume, seed=0)
+        req = SampleRequest(out=str(out), artists=artists, genres_each=[[g] for g in genres], lyrics=lyrics,
+                            seconds=seconds, resume=resume, seed=0,
+                            cfg_scale=[cfg_scale] if cfg_scale != 1.0 else None)  # fmt: skip
         sample_song(models, req)
         times["sampling"] = time.perf_counter() - t1
     check = recognition(out, artists, artist_classifier(toy_dir, models.sample_rate, seconds))
     codec = recognition(out, artists, artist_classifier(toy_dir, models.sample_rate, seconds, models.vqvae.level(0)))
+    genre = recognition(out, genres, genre_classifier(toy_dir, models.sample_rate, seconds), features=rhythm_features)
     console = Console()
     table = Table(title="jukebox-pl demo")
     for col in ("stage", "training (last step)", "validation"):
@@ -170,5 +203,10 @@ def run_demo(
         f"  the same check with the classifier trained on the real clips passed through the bottom VQ-VAE level: "
         f"{codec['recognised']}/{codec['of']}; heard {codec['heard']}"
     )
+    console.print(
+        f"genre check (the same on rhythm features): {genre['recognised']}/{genre['of']} heard in the genre asked "
+        f"for (chance {1 / len(set(genres)):.0%}); asked {genre['asked']}, heard {genre['heard']}"
+    )
     console.print(f"total {time.perf_counter() - t0:.0f} s; the gallery: {(out / 'index.html').resolve()}")
-    return {"times": times, "check": check, "codec_check": codec, "gallery": str(out / "index.html")}
+    return {"times": times, "check": check, "codec_check": codec, "genre_check": genre,
+            "gallery": str(out / "index.html")}  # fmt: skip
