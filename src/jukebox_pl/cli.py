@@ -412,8 +412,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--seconds", type=LENGTH, default=6.0, help="length of each sampled song")
     p.add_argument("--per-artist", type=POSITIVE, default=2, help="songs sampled per toy artist")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale for every level "
-                   "whose prior was trained with cfg_drop (1 = none)")  # fmt: skip
+    p.add_argument("--cfg-scale", type=float, default=2.0, help="classifier-free guidance scale for every level "
+                   "whose prior was trained with cfg_drop (1 = none; the demo trains them with it)")  # fmt: skip
     p.add_argument("overrides", nargs="*")
 
 
