@@ -95,7 +95,7 @@ def axes(seconds: float, sample_rate: int) -> str:
     tick = next(s for s in (0.5, 1, 2, 5, 10, 30, 60) if seconds / s <= 8)
     xs = (
         "".join(f'<span style="left:{100 * t / seconds:.1f}%">{t:g}</span>' for t in np.arange(0, seconds + 1e-9, tick))
-        + '<span class="unit" style="left:100%">s</span>'
+        + '<span class="unit" style="left:calc(100% + 1em)">s</span>'
     )
     return f'<div class="yaxis">{ys}</div><div class="xaxis">{xs}</div>'
 
