@@ -10,6 +10,8 @@ the toy set's real songs:
   artist  timbre features, (a) plain: the real clips as they are; (b) codec-aware: the real clips passed
           through that level's VQ-VAE first, so the codec's own colouring is not held against the prior
   genre   rhythm features (tempo, metre, swing), plain and codec-aware the same way
+The "real" rows are the ceiling: the toy set's own songs (their first `--seconds`), re-synthesised by each
+level's VQ-VAE and classified the same way; a prior cannot be heard better than its codec lets real music be.
 A scale other than 1 applies to the levels whose prior was trained with `cfg_drop` (the others are sampled
 plainly, and the sampler says so). Prints a table of recognised / asked per seed with the mean and the spread
 (min-max) for each (scale, level, label, classifier), then a JSON line. Samples go under --out (resumable:
@@ -47,6 +49,34 @@ def classifiers(models: SamplingModels, toy: Path, seconds: float) -> dict:
             name = models.name(level)
             out[label, "plain", name] = plain
             out[label, "codec", name] = make(toy, models.sample_rate, seconds, models.vqvae.level(level))
+    return out
+
+
+def ceiling(models: SamplingModels, toy: Path, seconds: float, judges: dict) -> list[dict]:
+    """Recognition of the real songs passed through each level's VQ-VAE, per (label, classifier, level)."""
+    import numpy as np
+    import torch
+
+    from jukebox_pl.audio import read_audio, resample, to_mono
+    from jukebox_pl.stages.demo import first_genre
+
+    songs, sr, out = toy_songs(toy), models.sample_rate, []
+    truth = {"artist": [s["artist"] for s in songs], "genre": [first_genre(s) for s in songs]}
+    clips = []
+    for row in songs:
+        audio, rate = read_audio(toy / "audio" / row["path"])
+        clips.append(to_mono(resample(audio, rate, sr))[0][: int(seconds * sr)])
+    for level in sorted(models.vqvae.available(), reverse=True):
+        codec, name = models.vqvae.level(level), models.name(level)
+        with torch.no_grad():
+            heard = [codec.decode(codec.encode(torch.from_numpy(np.ascontiguousarray(c)).reshape(1, 1, -1)))
+                     [0, 0, : len(c)].numpy() for c in clips]  # fmt: skip
+        for (label, kind, lv), judge in judges.items():
+            if lv != name:
+                continue
+            got = [judge.predict(LABELS[label][1](h, sr))[0] for h in heard]
+            hits = sum(g == t for g, t in zip(got, truth[label]))
+            out.append({"level": name, "label": label, "classifier": kind, "recognised": hits, "of": len(songs)})
     return out
 
 
@@ -111,7 +141,11 @@ def main(argv=None) -> None:
                     per_seed = " ".join(f"{c}/{of}" for c in counts)
                     print(f"{scale:>5g} {level:<7} {label:<6} {kind:<10} {per_seed:<14} {mean:>5.2f} "
                           f"{min(counts)}-{max(counts):>2}")  # fmt: skip
-    print(json.dumps({"summary": summary, "results": results, "sampling_s": times}))
+    real = ceiling(models, toy, args.seconds, judges)
+    for r in real:
+        print(f"{'real':>5} {r['level']:<7} {r['label']:<6} {r['classifier']:<10} {r['recognised']}/{r['of']} real "
+              f"songs through the codec ({r['recognised'] / r['of']:.0%})")  # fmt: skip
+    print(json.dumps({"summary": summary, "results": results, "real": real, "sampling_s": times}))
 
 
 if __name__ == "__main__":
