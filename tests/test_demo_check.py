@@ -8,6 +8,14 @@ from jukebox_pl.data.toy import make_toy_dataset
 from jukebox_pl.stages.demo import artist_classifier, recognition, toy_songs
 
 
+def as_samples(toy, paths: list[str], samples, seconds: int) -> None:
+    """Real toy songs laid out as `jukebox-pl sample` writes its bottom level (the first `seconds` of each)."""
+    (samples / "bottom").mkdir(parents=True)
+    for i, path in enumerate(paths):
+        audio, sr = read_audio(toy / "audio" / path)
+        sf.write(samples / "bottom" / f"sample_{i}.wav", to_mono(audio)[0, : seconds * sr], sr)
+
+
 @pytest.mark.slow
 def test_artist_check_recognises_real_songs_and_not_wrong_labels(tmp_path):
     toy = tmp_path / "toy"
@@ -20,10 +28,7 @@ def test_artist_check_recognises_real_songs_and_not_wrong_labels(tmp_path):
     for row in toy_songs(other):
         picked.setdefault(row["artist"], row["path"])
     artists = sorted(picked)
-    (tmp_path / "samples" / "bottom").mkdir(parents=True)
-    for i, artist in enumerate(artists):
-        audio, sr = read_audio(other / "audio" / picked[artist])
-        sf.write(tmp_path / "samples" / "bottom" / f"sample_{i}.wav", to_mono(audio)[0, : 2 * sr], sr)
+    as_samples(other, [picked[a] for a in artists], tmp_path / "samples", 2)
     right = recognition(tmp_path / "samples", artists, classifier)
     assert right["of"] == 4 and right["recognised"] >= 3, right
     wrong = recognition(tmp_path / "samples", artists[1:] + artists[:1], classifier)
@@ -56,10 +61,7 @@ def test_genre_check_hears_the_genre_of_real_songs(tmp_path):
     other = tmp_path / "other"
     make_toy_dataset(other, songs_per_pair=1, seconds=(6.0, 7.0), seed=1)
     rows = toy_songs(other)
-    (tmp_path / "samples" / "bottom").mkdir(parents=True)
-    for i, row in enumerate(rows):
-        audio, sr = read_audio(other / "audio" / row["path"])
-        sf.write(tmp_path / "samples" / "bottom" / f"sample_{i}.wav", to_mono(audio)[0, : 4 * sr], sr)
+    as_samples(other, [r["path"] for r in rows], tmp_path / "samples", 4)
     genres = [first_genre(r) for r in rows]
     right = recognition(tmp_path / "samples", genres, classifier, features=rhythm_features)
     assert right["recognised"] >= 2 * len(rows) // 3, right  # chance is a third (swing and waltz can mix)

@@ -250,7 +250,11 @@ class JukeboxPrior(nn.Module):
     @property
     def guided_inputs(self) -> tuple[str, ...]:
         """The inputs this prior was trained to do without (`cfg_drop`): what guidance can contrast."""
-        return tuple(name for name in GUIDED_INPUTS if name in self.cfg_drop)
+        return self.guidable()
+
+    def guidable(self, asked: list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """Of the inputs `asked` (all by default), those this prior learned to do without."""
+        return tuple(name for name in GUIDED_INPUTS if name in self.cfg_drop and (not asked or name in asked))
 
     def guided_condition(self, n: int, cfg_scale: float, inputs: tuple[str, ...] | None = None, **labels):
         """The conditioning for `sample(..., cfg_scale=...)`: n rows, or at a scale other than 1, 2n rows (the

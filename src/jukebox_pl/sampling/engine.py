@@ -217,8 +217,7 @@ class SongSampler:
             labels = {k: v.to(device) for k, v in self._labels(level, start, rows).items()}
             n = rows.stop - rows.start
             scale = spec.cfg_scales.get(level, 1.0)
-            inputs = tuple(x for x in prior.guided_inputs if not spec.cfg_inputs or x in spec.cfg_inputs)
-            cond = prior.guided_condition(n, scale, inputs, **labels)
+            cond = prior.guided_condition(n, scale, prior.guidable(spec.cfg_inputs), **labels)
             prompt = known[rows, start:].to(device)
             done = prompt.shape[1]
             counter = (lambda _k, lv=level, m=n: self.on_tokens(lv, m)) if self.on_tokens else None  # noqa: E731

@@ -144,7 +144,7 @@ def guidance_scales(models, levels: list[int], scales: list[float] | None, input
         prior, scale = models.priors[level], float(scales[i if len(scales) > 1 else 0])
         if scale == 1.0:
             continue
-        if guided_inputs(prior, inputs):
+        if prior.guidable(inputs):
             out[level] = scale
         elif len(scales) == 1:
             print(f"the {models.name(level)} prior samples without guidance: it did not learn to do without "
@@ -156,12 +156,6 @@ def guidance_scales(models, levels: list[int], scales: list[float] | None, input
                 "to contrast; fine-tune it with prior.<level>.cfg_drop.artist=0.2 (and genre, lyrics) or give it 1"
             )
     return out
-
-
-def guided_inputs(prior, inputs: list[str] | None) -> tuple[str, ...]:
-    """The inputs a level's null-conditioned rows drop: those asked for (all by default) that its prior learned
-    to do without."""
-    return tuple(name for name in prior.guided_inputs if not inputs or name in inputs)
 
 
 def plan_levels(models: SamplingModels, req: SampleRequest) -> list[int]:
