@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-scaling bench-gpu clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-scaling bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -134,6 +134,9 @@ bench-finetune: install ## fine-tune the top prior on a toy artist held out of t
 
 bench-conditioning: install ## artist / genre recognition per level and guidance scale over 3 seeds (needs a demo run; ~10 min)
 	$(PY) bench/conditioning.py --run $(DEMO_RUN) --toy $(DATA)/toy $(ARGS)
+
+bench-codec-ceiling: install toy-shards ## real toy songs through one VQ-VAE level per training variant: the plain artist check's ceiling (~16 min)
+	$(PY) bench/codec_ceiling.py --data $(DATA)/toy_shards --toy $(DATA)/toy $(ARGS)
 
 bench-scaling: install toy-shards ## 1 vs 2 processes (DDP) throughput, codebook collectives, FSDP memory plan of the 5B prior (~5 min)
 	$(PY) bench/scaling.py $(ARGS)

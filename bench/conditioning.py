@@ -31,9 +31,12 @@ from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.sampling.song import SampleRequest, sample_song
 from jukebox_pl.stages.demo import (
     artist_classifier,
+    ceiling,
+    first_genre,
     genre_classifier,
     recognition,
     requested,
+    resynthesised,
     toy_songs,
 )
 
@@ -52,31 +55,17 @@ def classifiers(models: SamplingModels, toy: Path, seconds: float) -> dict:
     return out
 
 
-def ceiling(models: SamplingModels, toy: Path, seconds: float, judges: dict) -> list[dict]:
+def real_ceiling(models: SamplingModels, toy: Path, seconds: float, judges: dict) -> list[dict]:
     """Recognition of the real songs passed through each level's VQ-VAE, per (label, classifier, level)."""
-    import numpy as np
-    import torch
-
-    from jukebox_pl.audio import read_audio, resample, to_mono
-    from jukebox_pl.stages.demo import first_genre
-
-    songs, sr, out = toy_songs(toy), models.sample_rate, []
-    truth = {"artist": [s["artist"] for s in songs], "genre": [first_genre(s) for s in songs]}
-    clips = []
-    for row in songs:
-        audio, rate = read_audio(toy / "audio" / row["path"])
-        clips.append(to_mono(resample(audio, rate, sr))[0][: int(seconds * sr)])
+    sr, out = models.sample_rate, []
     for level in sorted(models.vqvae.available(), reverse=True):
-        codec, name = models.vqvae.level(level), models.name(level)
-        with torch.no_grad():
-            heard = [codec.decode(codec.encode(torch.from_numpy(np.ascontiguousarray(c)).reshape(1, 1, -1)))
-                     [0, 0, : len(c)].numpy() for c in clips]  # fmt: skip
+        name = models.name(level)
+        _, heard, songs = resynthesised(toy, sr, seconds, models.vqvae.level(level))
+        truth = {"artist": [s["artist"] for s in songs], "genre": [first_genre(s) for s in songs]}
         for (label, kind, lv), judge in judges.items():
-            if lv != name:
-                continue
-            got = [judge.predict(LABELS[label][1](h, sr))[0] for h in heard]
-            hits = sum(g == t for g, t in zip(got, truth[label]))
-            out.append({"level": name, "label": label, "classifier": kind, "recognised": hits, "of": len(songs)})
+            if lv == name:
+                hits = ceiling(heard, truth[label], sr, judge, LABELS[label][1])
+                out.append({"level": name, "label": label, "classifier": kind, "recognised": hits, "of": len(songs)})
     return out
 
 
@@ -141,7 +130,7 @@ def main(argv=None) -> None:
                     per_seed = " ".join(f"{c}/{of}" for c in counts)
                     print(f"{scale:>5g} {level:<7} {label:<6} {kind:<10} {per_seed:<14} {mean:>5.2f} "
                           f"{min(counts)}-{max(counts):>2}")  # fmt: skip
-    real = ceiling(models, toy, args.seconds, judges)
+    real = real_ceiling(models, toy, args.seconds, judges)
     for r in real:
         print(f"{'real':>5} {r['level']:<7} {r['label']:<6} {r['classifier']:<10} {r['recognised']}/{r['of']} real "
               f"songs through the codec ({r['recognised'] / r['of']:.0%})")  # fmt: skip
