@@ -84,6 +84,18 @@ def genre_classifier(toy: Path, sr: int, seconds: float, codec=None) -> NearestC
     return clip_classifier(toy, sr, seconds, codec, rhythm_features, first_genre)
 
 
+def song_audio(toy: Path, row: dict, sr: int) -> np.ndarray:
+    """One toy song (a metadata row) as mono samples at `sr`."""
+    audio, rate = read_audio(toy / "audio" / row["path"])
+    return np.ascontiguousarray(to_mono(resample(audio, rate, sr))[0])
+
+
+def through_codec(codec, mono: np.ndarray) -> np.ndarray:
+    """`mono` encoded and decoded by `codec` (a VQ-VAE level), trimmed to its length."""
+    with torch.no_grad():
+        return codec.decode(codec.encode(torch.from_numpy(mono).reshape(1, 1, -1)))[0, 0, : len(mono)].numpy()
+
+
 def clip_classifier(toy: Path, sr: int, seconds: float, codec=None, features=None, label=None) -> NearestCentroid:
     """Nearest-centroid on `features` (timbre by default) of clips of the real songs, labelled by `label(row)`
     (the artist by default)."""
@@ -91,12 +103,9 @@ def clip_classifier(toy: Path, sr: int, seconds: float, codec=None, features=Non
     feats, labels = [], []
     clip = int(seconds * sr)
     for row in toy_songs(toy):
-        audio, rate = read_audio(toy / "audio" / row["path"])
-        mono = to_mono(resample(audio, rate, sr))[0]
+        mono = song_audio(toy, row, sr)
         if codec is not None:
-            with torch.no_grad():
-                x = torch.from_numpy(np.ascontiguousarray(mono)).reshape(1, 1, -1)
-                mono = codec.decode(codec.encode(x))[0, 0, : len(mono)].numpy()
+            mono = through_codec(codec, mono)
         for start in range(0, max(1, len(mono) - clip + 1), clip):
             feats.append(features(mono[start : start + clip], sr))
             labels.append(label(row))
@@ -106,14 +115,9 @@ def clip_classifier(toy: Path, sr: int, seconds: float, codec=None, features=Non
 def resynthesised(toy: Path, sr: int, seconds: float, codec) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
     """The first `seconds` of every toy song (mono, at `sr`), the same re-synthesised by `codec` (a VQ-VAE level),
     and the songs' metadata rows."""
-    songs, clips = toy_songs(toy), []
-    for row in songs:
-        audio, rate = read_audio(toy / "audio" / row["path"])
-        clips.append(np.ascontiguousarray(to_mono(resample(audio, rate, sr))[0][: int(seconds * sr)]))
-    with torch.no_grad():
-        heard = [codec.decode(codec.encode(torch.from_numpy(c).reshape(1, 1, -1)))[0, 0, : len(c)].numpy()
-                 for c in clips]  # fmt: skip
-    return clips, heard, songs
+    songs = toy_songs(toy)
+    clips = [np.ascontiguousarray(song_audio(toy, row, sr)[: int(seconds * sr)]) for row in songs]
+    return clips, [through_codec(codec, c) for c in clips], songs
 
 
 def ceiling(heard: list[np.ndarray], truth: list[str], sr: int, classifier: NearestCentroid, features=None) -> int:
@@ -144,9 +148,7 @@ def reference_clips(toy: Path, out: Path, artists, genres, sr: int, seconds: flo
         row = next(r for r in songs if r["artist"] == artist and first_genre(r) == genre)
         name = f"reference/{artist.lower().replace(' ', '_')}_{genre}.wav"
         if not (out / name).is_file():
-            audio, rate = read_audio(toy / "audio" / row["path"])
-            clip = to_mono(resample(audio, rate, sr))[:, : int(seconds * sr)]
-            write_audio(out / name, clip, sr)
+            write_audio(out / name, song_audio(toy, row, sr)[None, : int(seconds * sr)], sr)
         paths.append(name)
     return paths
 
