@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-scaling bench-gpu clean
+.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-paper real-music bench-scaling bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ toy-data: install ## write the synthetic toy music set to $(DATA)/toy
 shards: install ## shards from a music folder: make shards SRC=dir OUT=dir [META=file] [SR=44100]
 	@test -n "$(SRC)" -a -n "$(OUT)" || (echo "usage: make shards SRC=music_dir OUT=shards_dir [META=metadata.csv] [SR=44100]"; exit 2)
 	$(CLI) prep --src "$(SRC)" --out "$(OUT)" --sr $(SR) $(if $(META),--metadata "$(META)")
+
+REAL ?= $(DATA)/real_music
+real-music: install ## real game soundtracks from Debian packages (apt-get) -> $(REAL)/ + shards $(REAL)_22k/, $(REAL)_44k/ (~1 min)
+	$(PY) data_prep/real_music.py --out $(REAL) $(ARGS)
 
 toy-shards: install ## the toy set as shards in $(DATA)/toy_shards (resumes; nothing to do when complete)
 	@test -f $(DATA)/toy/metadata.csv || $(PY) data_prep/make_toy_dataset.py --out $(DATA)/toy
@@ -137,6 +141,10 @@ bench-conditioning: install ## artist / genre recognition per level and guidance
 
 bench-codec-ceiling: install toy-shards ## real toy songs through one VQ-VAE level per training variant: the plain artist check's ceiling (~16 min)
 	$(PY) bench/codec_ceiling.py --data $(DATA)/toy_shards --toy $(DATA)/toy $(ARGS)
+
+bench-paper: install ## the paper's VQ-VAE evidence on real music: curves per level, 4 ablations, priors (hours; ARGS="--steps 1000" for less)
+	@test -f $(REAL)_22k/manifest.json || $(MAKE) --no-print-directory real-music
+	$(PY) bench/paper.py --data $(REAL)_22k --json bench/results/paper.json $(ARGS)
 
 bench-scaling: install toy-shards ## 1 vs 2 processes (DDP) throughput, codebook collectives, FSDP memory plan of the 5B prior (~5 min)
 	$(PY) bench/scaling.py $(ARGS)

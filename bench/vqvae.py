@@ -191,11 +191,14 @@ def heldout_clips(folder: Path, seconds: float = 1.5) -> list[dict]:
     return [{"audio": b} for b in batch.split(8)]
 
 
-def validation_clips(shards: Path, data_cfg, seconds: float = 1.5, crops_per_track: int = 4) -> list[dict]:
-    """Evenly spaced mono crops of the validation tracks of a shard folder (tracks never trained on)."""
+def validation_clips(
+    shards: Path, data_cfg, seconds: float = 1.5, crops_per_track: int = 4, hop: int = 128
+) -> list[dict]:
+    """Evenly spaced mono crops of the validation tracks of a shard folder (tracks never trained on), each a
+    multiple of `hop` samples long."""
     from jukebox_pl.data.datamodule import AudioDataModule
 
-    length = int(seconds * SR) // 128 * 128
+    length = int(seconds * data_cfg.sample_rate) // hop * hop
     dm = AudioDataModule(
         data_cfg,
         shards=str(shards),

@@ -8,7 +8,14 @@ import torch
 from jukebox_pl.config import load_config
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.vqvae.bottleneck import Bottleneck
-from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses, estimate_bandwidth, recon_loss
+from jukebox_pl.vqvae.losses import (
+    Bandwidth,
+    SpectralLosses,
+    estimate_bandwidth,
+    pooled_spectral_convergence_db,
+    recon_loss,
+    spectral_convergence_db,
+)
 from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats, hop_lengths, level_index
 
 KEYS = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "keys"
@@ -119,6 +126,20 @@ def test_losses():
     assert aura.multispectral(t, t + 0.1 * torch.randn_like(t), bw).item() > 0
     bw_est = estimate_bandwidth([t])
     assert bw_est.l2 == pytest.approx(t.var(unbiased=False).item(), rel=1e-4)
+
+
+def test_pooled_spectral_convergence_weighs_a_quiet_clip_by_its_energy():
+    torch.manual_seed(0)
+    loud = 0.5 * torch.randn(1, 1, 8192)
+    quiet = 0.003 * torch.randn(1, 1, 8192)  # a fade-in, decoded as noise 30 dB louder
+    target, recon = torch.cat([loud, quiet]), torch.cat([loud * 0.9, quiet * 30])
+    spec = SpectralLosses("reference")
+    per_clip = spectral_convergence_db(spec.spectral_convergence(target, recon)).mean().item()
+    pooled = pooled_spectral_convergence_db(*spec.spectral_error_energy(target, recon))
+    assert per_clip > 0  # the per-clip mean calls this reconstruction worse than silence
+    assert -16 < pooled < -12  # the loud clip's 10% error plus the quiet clip's noise, each by its energy
+    silence = spec.spectral_error_energy(target, torch.zeros_like(target))
+    assert pooled_spectral_convergence_db(*silence) == pytest.approx(0.0, abs=1e-3)
 
 
 def test_codebook_stats():

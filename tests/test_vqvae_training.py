@@ -107,7 +107,9 @@ def test_train_checkpoint_and_resume_at_the_same_step(shards, tmp_path):
     tags = events.Tags()
     assert {"audio/0_real", "audio/0_recon"} <= set(tags["audio"]), tags["audio"]
     assert "spectrogram/0_recon" in tags["images"]
-    assert {"train/loss", "train/multispectral", "codebook/usage", "codebook/restarts"} <= set(tags["scalars"])
+    assert {"train/loss", "train/multispectral", "codebook/codes_alive_ema", "codebook/restarts"} <= set(
+        tags["scalars"]
+    )
     assert {"val/spectral_convergence_db", "val/si_sdr", "val/codebook_usage"} <= set(tags["scalars"])
     saved = torch.load(stage / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 6 and saved["optimizer_states"] and saved["jukebox_pl"]["level_name"] == "bottom"
@@ -211,3 +213,33 @@ def test_a_run_set_to_fsdp_trains_its_vqvae_levels_under_ddp(shards, tmp_path):
     train_vqvae(tmp_path / "run", "top", "tiny", str(shards), SMALL + ["trainer.max_steps=1", "trainer.strategy=fsdp"],
                 callbacks=[seen])  # fmt: skip
     assert isinstance(seen.strategy, DDPStrategy) and not seen.strategy._ddp_kwargs.get("broadcast_buffers", True)
+
+
+def _validate(module, audio: torch.Tensor, capsys) -> str:
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(audio), batch_size=4)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    capsys.readouterr()
+    trainer.validate(module, loader, verbose=False)
+    return capsys.readouterr().err
+
+
+def test_validation_warns_in_one_line_when_a_level_collapses(capsys):
+    torch.manual_seed(0)
+    cfg = vqvae_config(None, **{"l_bins": 32, "width": 8, "depth": 1, "emb_width": 8})
+    module = VQVAELevel(cfg, "top", 22050)
+    t = torch.arange(4 * 2048) / 22050
+    audio = (0.3 * torch.sin(2 * torch.pi * 220 * t * (1 + torch.arange(8)[:, None] / 4))).reshape(8, 1, -1)
+    latents = module.model.encoder(audio).detach()
+    bottleneck = module.model.bottleneck
+    with torch.no_grad():  # every code the same vector: all held-out audio lands on code 0
+        bottleneck.k.copy_(latents.mean((0, 2)).expand_as(bottleneck.k))
+    err = _validate(module, audio, capsys)
+    lines = [line for line in err.splitlines() if "held-out audio uses" in line]
+    assert lines == [
+        "warning: top level: held-out audio uses 1 of 32 codes (under 10% of the codebook: collapsed; "
+        "README 'Real music' says what helps)"
+    ], err
+    with torch.no_grad():  # codes spread over the held-out latents: no warning
+        flat = latents.permute(0, 2, 1).reshape(-1, 8)
+        bottleneck.k.copy_(flat[torch.randperm(len(flat))[:32]])
+    assert "held-out audio uses" not in _validate(module, audio, capsys)

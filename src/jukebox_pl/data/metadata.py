@@ -40,7 +40,9 @@ MAX_ROW_CHARS = 4 * 1024 * 1024
 an over-long cell (Python's csv module alone refuses cells over 128 Ki characters) is reported by itself and
 the rest of its row is still used; a row beyond this is dropped whole."""
 
-KNOWN_FIELDS = ("path", "artist", "genre", "genres", "lyrics")
+KNOWN_FIELDS = ("path", "artist", "genre", "genres", "lyrics", "split")
+SPLIT_VALUES = ("train", "val")
+"""A `split` cell pins a track to a split (whole songs held out by name); an empty cell leaves it to the hash."""
 PATH_ALIASES = ("path", "file", "filename", "relpath")
 NAME_FIELDS = ("artist", "genre", "genres", "title", "album")
 _GENRE_SPLIT = re.compile(r"[;|,]")
@@ -52,6 +54,7 @@ class TrackMeta:
     genres: list[str] = field(default_factory=lambda: ["unknown"])
     lyrics: str = ""
     extra: dict = field(default_factory=dict)
+    split: str | None = None  # "train" / "val" when the metadata pins it, else the prep's hash split decides
 
 
 @dataclass
@@ -340,11 +343,19 @@ def _add_row(meta: Metadata, row: dict, where: str, meta_dir: Path, src: Path | 
     unknown.update(extra)
     if rel in meta.rows:
         meta.problems.append(f"{where}: {rel!r} listed twice; the later row wins")
+    split = str(row.get("split") or "").strip().lower() or None
+    if split is not None and split not in SPLIT_VALUES:
+        meta.problems.append(
+            f"{where}: column 'split': {_shown(str(row['split']))} is not one of {', '.join(SPLIT_VALUES)}; "
+            "the track's split is left to --val-fraction"
+        )
+        split = None
     meta.rows[rel] = TrackMeta(
         artist=str(row.get("artist") or "unknown").strip() or "unknown",
         genres=split_genres(genre_value),
         lyrics=_read_lyrics(str(row.get("lyrics") or ""), meta_dir, src, where, meta.problems),
         extra=extra,
+        split=split,
     )
 
 

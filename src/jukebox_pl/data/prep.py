@@ -369,6 +369,7 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
     )
     vocab.save(out / VOCAB_FILE)
     splits = assign_splits(listing.audio, opts.val_fraction, opts.seed)
+    splits.update({rel: m.split for rel, m in metadata.rows.items() if m.split and rel in splits})
     todo = [rel for rel in listing.audio if rel not in state["tracks"] and rel not in state["skipped"]]
     if len(todo) < len(listing.audio):
         log(f"resuming {out}: {len(listing.audio) - len(todo)} of {len(listing.audio)} files already done")

@@ -178,7 +178,7 @@ def summary_rows(run: Path) -> list[tuple[str, str, str]]:
                 return fmt.format(events.Scalars(tag)[-1].value) if tag in tags else "-"
 
             if kind == "vqvae":
-                train = f"loss {last('train/loss')}, {last('codebook/usage', '{:.0f}')} codes alive"
+                train = f"loss {last('train/loss')}, {last('codebook/codes_alive_ema', '{:.0f}')} codes alive"
                 val = (
                     f"SC {last('val/spectral_convergence_db', '{:.1f} dB')}, use {last('val/codebook_usage', '{:.0%}')}"
                 )

@@ -1,6 +1,6 @@
 """The hierarchical VQ-VAE: encoder/decoder stacks, the codebook bottleneck, one level's autoencoder
 (`VQVAELevelModel`), trained levels assembled for inference (`VQVAE`) and the LightningModule that trains a
-level (`VQVAELevel`).
+level (`VQVAELevel`); the paper's combined-model ablation (`HierarchicalVQVAE`, `HierarchicalVQVAEModule`).
 
 Exports are lazy: the torch modules never import Lightning; `VQVAELevel` does, when asked for.
 """
@@ -14,6 +14,8 @@ _EXPORTS = {
     "VQVAELevelModel": "jukebox_pl.vqvae.model",
     "VQVAE": "jukebox_pl.vqvae.container",
     "VQVAELevel": "jukebox_pl.vqvae.lightning",
+    "HierarchicalVQVAE": "jukebox_pl.vqvae.hierarchical",
+    "HierarchicalVQVAEModule": "jukebox_pl.vqvae.lightning",
 }
 __all__ = sorted(_EXPORTS)
 

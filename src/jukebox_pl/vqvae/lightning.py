@@ -1,22 +1,52 @@
-"""`VQVAELevel`: one VQ-VAE level as a LightningModule (losses, codebook metrics, optimiser, checkpoints)."""
+"""`VQVAELevel`: one VQ-VAE level as a LightningModule (losses, codebook metrics, optimiser, checkpoints); and
+`HierarchicalVQVAEModule`, the paper's combined-model ablation, trained the same way."""
 
 from __future__ import annotations
 
 import itertools
+import sys
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics import MeanMetric
+from torchmetrics import SumMetric
 from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
 
 from jukebox_pl.config.schema import OptimConfig, VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.training.checkpoints import check_finite
 from jukebox_pl.training.schedules import build_optimizer
-from jukebox_pl.vqvae.losses import Bandwidth, estimate_bandwidth, spectral_convergence_db
+from jukebox_pl.vqvae.hierarchical import HierarchicalVQVAE
+from jukebox_pl.vqvae.losses import Bandwidth, estimate_bandwidth, pooled_spectral_convergence_db
 from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats_from_counts, level_index, level_name
+
+TRAIN_METRIC_NAMES = {
+    "usage": "codes_alive_ema",  # codes whose EMA count is at or above the restart threshold (not restarted)
+    "used_curr": "codes_in_batch",  # codes used at least threshold times in this training batch
+    "entropy": "batch_entropy",  # of this batch's code distribution (nats)
+}
+"""The bottleneck's metric names (the reference's) -> the logged names, which say what each counts. Held-out
+code use is logged by validation (`val/codes_used`, `val/codebook_usage`, `val/codebook_perplexity`)."""
+
+SICK_USAGE = 0.10
+"""A level whose validation audio uses under this share of its codebook is reported as sick."""
+
+
+def warn_if_sick(level: str, counts: torch.Tensor) -> str | None:
+    """One warning line (stderr, rank zero) when held-out audio sits on under `SICK_USAGE` of the codes; the
+    line is returned, None for a healthy level."""
+    used, total = int((counts > 0).sum()), counts.numel()
+    if used >= SICK_USAGE * total:
+        return None
+    line = (
+        f"warning: {level} level: held-out audio uses {used} of {total} codes (under {SICK_USAGE:.0%} of the "
+        "codebook: collapsed; README 'Real music' says what helps)"
+    )
+    if rank_zero_only.rank == 0:
+        print(line, file=sys.stderr, flush=True)
+    return line
 
 
 def batch_audio(batch) -> torch.Tensor:
@@ -61,7 +91,8 @@ class VQVAELevelTraining:
         self.register_buffer("bandwidth", torch.ones(3))
         self.register_buffer("bandwidth_ready", torch.tensor(False))
         self.val_si_sdr = ScaleInvariantSignalDistortionRatio()
-        self.val_sc_db = MeanMetric()
+        self.val_sc_error = SumMetric()  # spectral convergence pooled over the validation set (see losses)
+        self.val_sc_target = SumMetric()
         self.register_buffer("val_code_counts", torch.zeros(cfg.l_bins, dtype=torch.long), persistent=False)
 
     # -- helpers ------------------------------------------------------------------------------------------
@@ -124,7 +155,8 @@ class VQVAELevelTraining:
         for name, value in out.terms.items():
             self.log(f"train/{name}", value, batch_size=n)
         for name, value in out.metrics.items():
-            self.log(f"codebook/{name}", value, prog_bar=name == "usage", batch_size=n)
+            name = TRAIN_METRIC_NAMES.get(name, name)
+            self.log(f"codebook/{name}", value, prog_bar=name == "codes_in_batch", batch_size=n)
         if isinstance(batch, dict) and "skipped" in batch:
             self.log("data/skipped", batch["skipped"].float(), batch_size=n)
         return out.loss
@@ -136,8 +168,9 @@ class VQVAELevelTraining:
         self.log("val/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=True)
         for name, value in out.terms.items():
             self.log(f"val/{name}", value, batch_size=n, sync_dist=True)
-        sc = self.model.spectral.spectral_convergence(x, out.recon)
-        self.val_sc_db.update(spectral_convergence_db(sc))
+        error, target = self.model.spectral.spectral_error_energy(x, out.recon)
+        self.val_sc_error.update(error)
+        self.val_sc_target.update(target)
         self.val_si_sdr.update(out.recon.float().mean(1), x.float().mean(1))
         self.val_code_counts += torch.bincount(out.codes.reshape(-1), minlength=self.cfg.l_bins)
         return out
@@ -146,9 +179,11 @@ class VQVAELevelTraining:
         self.val_code_counts.zero_()
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/spectral_convergence_db", self.val_sc_db.compute(), prog_bar=True)
+        sc_db = pooled_spectral_convergence_db(self.val_sc_error.compute(), self.val_sc_target.compute())
+        self.log("val/spectral_convergence_db", sc_db, prog_bar=True)
         self.log("val/si_sdr", self.val_si_sdr.compute())
-        self.val_sc_db.reset()
+        self.val_sc_error.reset()
+        self.val_sc_target.reset()
         self.val_si_sdr.reset()
         counts = self.val_code_counts.clone()
         if dist.is_available() and dist.is_initialized():
@@ -156,7 +191,10 @@ class VQVAELevelTraining:
         if counts.sum() > 0:
             stats = codebook_stats_from_counts(counts)
             self.log("val/codebook_usage", stats["usage"])
+            self.log("val/codes_used", float((counts > 0).sum()))
             self.log("val/codebook_perplexity", stats["perplexity"])
+            if not self.trainer.sanity_checking:
+                warn_if_sick(self.level_name, counts)
 
     def configure_optimizers(self):
         optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)
@@ -178,3 +216,113 @@ class VQVAELevelTraining:
 
 class VQVAELevel(VQVAELevelTraining, pl.LightningModule):
     """`VQVAELevelTraining` as a `pytorch_lightning.LightningModule` (see there for the arguments)."""
+
+
+class HierarchicalVQVAETraining:
+    """Trains the combined hierarchical VQ-VAE (the paper's ablation) as `VQVAELevelTraining` trains a level.
+
+    Without a Lightning base class (`HierarchicalVQVAEModule` binds it to `pytorch_lightning`). The loss
+    normalisation, optimiser, throughput units and checkpoint check are the separate levels' own (the same
+    functions), so the two set-ups differ only in the model. Validation logs each level's held-out code use,
+    `val/level{l}_codes_used` and `val/level{l}_perplexity`: the numbers that show the upper levels collapse.
+    """
+
+    def __init__(
+        self,
+        vqvae: VQVAEConfig | DictConfig | dict | None = None,
+        sample_rate: int = 22050,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        cfg = vqvae_config(vqvae)
+        self.save_hyperparameters(
+            {"vqvae": OmegaConf.to_container(cfg, resolve=True), "sample_rate": sample_rate, "config": config}
+        )
+        self.cfg, self.sample_rate = cfg, sample_rate
+        self.model = HierarchicalVQVAE(cfg)
+        self.register_buffer("bandwidth", torch.ones(3))
+        self.register_buffer("bandwidth_ready", torch.tensor(False))
+        self.val_sc_error = SumMetric()
+        self.val_sc_target = SumMetric()
+        self.register_buffer("val_code_counts", torch.zeros(cfg.levels, cfg.l_bins, dtype=torch.long), persistent=False)
+
+    # -- shared with the separate levels --------------------------------------------------------------------
+    bw = VQVAELevelTraining.bw
+    set_bandwidth = VQVAELevelTraining.set_bandwidth
+    on_train_start = VQVAELevelTraining.on_train_start  # bandwidth from the first `bandwidth_batches` batches
+    throughput_units = VQVAELevelTraining.throughput_units
+    configure_optimizers = VQVAELevelTraining.configure_optimizers
+    on_load_checkpoint = VQVAELevelTraining.on_load_checkpoint
+
+    @property
+    def hop_lengths(self) -> list[int]:
+        return self.model.hop_lengths
+
+    def encode(self, audio: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.encode(audio)
+
+    def decode(self, codes: list[torch.Tensor]) -> torch.Tensor:
+        return self.model.decode(codes)
+
+    @torch.no_grad()
+    def reconstruct(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio through every level's codebook and back (same length as the input)."""
+        return self.decode(self.encode(audio))[..., : audio.shape[-1]]
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x = batch_audio(batch)
+        out = self.model(x, self.bw)
+        n = x.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value, batch_size=n)
+        for name, value in out.metrics.items():  # "level{l}/<bottleneck name>"
+            level, _, metric = name.partition("/")
+            self.log(f"codebook/{level}/{TRAIN_METRIC_NAMES.get(metric, metric)}", value, batch_size=n)
+        if isinstance(batch, dict) and "skipped" in batch:
+            self.log("data/skipped", batch["skipped"].float(), batch_size=n)
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        x = batch_audio(batch)
+        out = self.model(x, self.bw)
+        n = x.shape[0]
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=True)
+        for name, value in out.terms.items():
+            self.log(f"val/{name}", value, batch_size=n, sync_dist=True)
+        error, target = self.model.spectral.spectral_error_energy(x, out.recon)
+        self.val_sc_error.update(error)
+        self.val_sc_target.update(target)
+        for level, codes in enumerate(out.codes):
+            self.val_code_counts[level] += torch.bincount(codes.reshape(-1), minlength=self.cfg.l_bins)
+        return out
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_code_counts.zero_()
+
+    def on_validation_epoch_end(self) -> None:
+        sc_db = pooled_spectral_convergence_db(self.val_sc_error.compute(), self.val_sc_target.compute())
+        self.log("val/spectral_convergence_db", sc_db, prog_bar=True)
+        self.val_sc_error.reset()
+        self.val_sc_target.reset()
+        counts = self.val_code_counts.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        for level, level_counts in enumerate(counts):
+            if level_counts.sum() > 0:
+                stats = codebook_stats_from_counts(level_counts)
+                self.log(f"val/level{level}_codes_used", float((level_counts > 0).sum()))
+                self.log(f"val/level{level}_usage", stats["usage"])
+                self.log(f"val/level{level}_perplexity", stats["perplexity"])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["jukebox_pl"] = {
+            "kind": "vqvae-hierarchical",
+            "sample_rate": self.sample_rate,
+            "hop_lengths": self.hop_lengths,
+        }
+
+
+class HierarchicalVQVAEModule(HierarchicalVQVAETraining, pl.LightningModule):
+    """`HierarchicalVQVAETraining` as a `pytorch_lightning.LightningModule` (see there for the arguments)."""

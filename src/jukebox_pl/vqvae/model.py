@@ -45,6 +45,44 @@ def hop_lengths(downs_t, strides_t) -> list[int]:
     return hops
 
 
+def block_spec(cfg: VQVAEConfig | DictConfig, level: int) -> BlockSpec:
+    """The conv blocks of one level: the config's width and depth, times the level's multiplier."""
+    mult = (cfg.multipliers or [1] * cfg.levels)[level]
+    return BlockSpec(
+        cfg.width * mult,
+        cfg.depth * mult,
+        cfg.m_conv,
+        cfg.dilation_growth_rate,
+        cfg.dilation_cycle,
+        cfg.zero_out,
+        cfg.res_scale,
+        cfg.reverse_decoder_dilation,
+        cfg.checkpoint_res,
+    )
+
+
+def reconstruction_loss(
+    cfg, spectral: SpectralLosses, x: torch.Tensor, recon: torch.Tensor, bw: Bandwidth, commit: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The VQ-VAE loss of one reconstruction: waveform terms + multispectral (+ spectral) + commit, weighted by
+    the config; returns (loss, every term by name). Shared by the separate levels and the hierarchical model."""
+    target = x.float()
+    terms = {"commit": commit}
+    recons = recon.new_zeros(())
+    for kind, weight in (("l1", cfg.loss_l1), ("l2", cfg.loss_l2), ("linf", cfg.loss_linf)):
+        if weight:
+            term = recon_loss(kind, target, recon, bw, cfg.linf_k)
+            terms[f"recons_{kind}"] = term
+            recons = recons + weight * term
+    terms["recons"] = recons
+    terms["multispectral"] = spectral.multispectral(target, recon, bw) if cfg.multispectral else recons * 0
+    loss = recons + cfg.multispectral * terms["multispectral"] + cfg.commit * commit
+    if cfg.spectral:
+        terms["spectral"] = spectral.spectral(target, recon, bw)
+        loss = loss + cfg.spectral * terms["spectral"]
+    return loss, terms
+
+
 @dataclass
 class LevelOutput:
     recon: torch.Tensor
@@ -61,18 +99,7 @@ class VQVAELevelModel(nn.Module):
         super().__init__()
         cfg = vqvae_config(cfg, **overrides)  # checked: one downs_t / strides_t / multipliers entry per level
         self.cfg, self.level = cfg, level
-        mult = (cfg.multipliers or [1] * cfg.levels)[level]
-        spec = BlockSpec(
-            cfg.width * mult,
-            cfg.depth * mult,
-            cfg.m_conv,
-            cfg.dilation_growth_rate,
-            cfg.dilation_cycle,
-            cfg.zero_out,
-            cfg.res_scale,
-            cfg.reverse_decoder_dilation,
-            cfg.checkpoint_res,
-        )
+        spec = block_spec(cfg, level)
         downs, strides = list(cfg.downs_t[: level + 1]), list(cfg.strides_t[: level + 1])
         self.encoder = Encoder(cfg.channels, cfg.emb_width, downs, strides, spec)
         self.decoder = Decoder(cfg.channels, cfg.emb_width, downs, strides, spec)
@@ -161,25 +188,9 @@ class VQVAELevelModel(nn.Module):
     def forward(self, x: torch.Tensor, bandwidth: Bandwidth | None = None) -> LevelOutput:
         """Encode, quantise (updating the codebook in training), decode, and compute every loss term."""
         self._check_length(x)
-        bw = bandwidth or Bandwidth()
-        cfg = self.cfg
         q = self.bottleneck(self.encoder(x))
         recon = self.decoder(q.quantised)
-        target = x.float()
-        terms = {"commit": q.commit_loss}
-        recons = recon.new_zeros(())
-        for kind, weight in (("l1", cfg.loss_l1), ("l2", cfg.loss_l2), ("linf", cfg.loss_linf)):
-            if weight:
-                term = recon_loss(kind, target, recon, bw, cfg.linf_k)
-                terms[f"recons_{kind}"] = term
-                recons = recons + weight * term
-        terms["recons"] = recons
-        terms["multispectral"] = self.spectral.multispectral(target, recon, bw) if cfg.multispectral else recons * 0
-        if cfg.spectral:
-            terms["spectral"] = self.spectral.spectral(target, recon, bw)
-        loss = recons + cfg.multispectral * terms["multispectral"] + cfg.commit * q.commit_loss
-        if cfg.spectral:
-            loss = loss + cfg.spectral * terms["spectral"]
+        loss, terms = reconstruction_loss(self.cfg, self.spectral, x, recon, bandwidth or Bandwidth(), q.commit_loss)
         return LevelOutput(recon, q.codes, loss, terms, q.metrics)
 
 
