@@ -12,7 +12,8 @@ otherwise), because this machine is shared and absolute timings drift by 20%.
 
 quality: the `tiny` preset trained for a fixed budget of steps per level on each shard folder of --data, once per
 spectral loss of --modes (vqvae.spectral_mode; same seed and data order for every mode), then measured on
-held-out clips: spectral convergence (dB, the reference's metric at 2048/256/1536; lower is better), auraloss's
+held-out clips: spectral convergence (dB, the reference's metric at 2048/256/1536, pooled over the clips; lower
+is better), auraloss's
 multi-resolution STFT distance at the preset's sizes (lower is better), codebook usage and perplexity, against
 the same level untrained. Held-out clips are new toy songs from another seed (every artist and genre) for a toy
 shard folder, and crops of the folder's validation tracks (never trained on) for any other (--heldout).
@@ -227,24 +228,26 @@ def is_toy(shards: Path) -> bool:
 
 def evaluate(module, loader) -> dict[str, float]:
     """Spectral convergence (dB), auraloss MR-STFT distance and codebook usage of a level on every batch."""
-    from jukebox_pl.vqvae.losses import MRSTFTSettings, spectral_convergence_db
+    from jukebox_pl.vqvae.losses import MRSTFTSettings, pooled_spectral_convergence_db
 
     module.eval()
     mrstft = MRSTFTSettings.from_config(module.cfg).build()  # the preset's sizes, whatever the training mode
     counts = torch.zeros(module.cfg.l_bins, dtype=torch.long)
-    scs, dists, n = [], 0.0, 0
+    errors, targets, dists, n = [], [], 0.0, 0
     with torch.no_grad():
         for batch in loader:
             x = batch["audio"]
             codes = module.model.encode(x)
             recon = module.model.decode(codes)
-            scs.append(spectral_convergence_db(module.model.spectral.spectral_convergence(x, recon)))
+            error, target = module.model.spectral.spectral_error_energy(x, recon)
+            errors.append(error)
+            targets.append(target)
             dists += mrstft(recon.float(), x.float()).item() * x.shape[0]
             n += x.shape[0]
             counts += torch.bincount(codes.reshape(-1), minlength=module.cfg.l_bins)
     stats = codebook_stats_from_counts(counts)
     return {
-        "sc_db": torch.cat(scs).mean().item(),
+        "sc_db": pooled_spectral_convergence_db(torch.cat(errors), torch.cat(targets)),
         "mrstft": dists / n,
         "usage": stats["usage"],
         "perplexity": stats["perplexity"],
@@ -309,9 +312,10 @@ def quality(args) -> None:
                     rows.append(row)
                     print(f"{header}\n{row}" if len(rows) == 1 else row, flush=True)
     print(
-        "\nSC dB: held-out spectral convergence at 2048/256/1536 (lower is better); MR-STFT: auraloss's "
-        "multi-resolution STFT distance at the preset's sizes (lower is better); usage / perplexity: codebook use "
-        "on the held-out clips; train s: wall time of the level's training (shared machine: noisy)."
+        "\nSC dB: held-out spectral convergence at 2048/256/1536, pooled over the clips (lower is better); "
+        "MR-STFT: auraloss's multi-resolution STFT distance at the preset's sizes (lower is better); "
+        "usage / perplexity: codebook use on the held-out clips; train s: wall time of the level's training "
+        "(shared machine: noisy)."
     )
     print(header)
     print("\n".join(rows))

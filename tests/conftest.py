@@ -14,6 +14,18 @@ from audio_fixtures import make_music_folder  # noqa: E402
 from jukebox_pl.data.prep import PrepOptions, prepare_shards  # noqa: E402
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread is ~10x faster than several on a busy machine (use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def music(tmp_path_factory) -> dict:
     return make_music_folder(tmp_path_factory.mktemp("music") / "library", n_good=8, seconds=3.0)

@@ -90,7 +90,11 @@ def test_every_part_runs_on_generated_shards(shards, tmp_path, monkeypatch):
     assert result["ablations"]["runs"]["codebook 8"]["curve"][-1]["codes_used"] <= 8
     hier = result["ablations"]["hierarchical"]["curve"][-1]
     assert {"codes_used_level0", "codes_used_level1", "codes_used_level2"} <= set(hier)
+    assert set(result["ablations"]["hierarchical"]["scrambled_level_db"]) == {"bottom", "middle", "top"}
     assert set(result["priors"]) == {"top", "top (no labels)"}
     for row in result["priors"].values():
         assert row["bits_per_token"] > 0 and row["unigram_bits"] == top["curve"][-1]["unigram_bits"]
     assert len(result["targets"]) == 4 and result["meta"]["steps"] == 4
+    tables = paper.report(result)
+    assert "| top | 4 |" in tables and "| restarts off |" in tables and "| top (no labels) |" in tables
+    assert "| middle | - |" in tables  # separated middle level not trained here; the hierarchical one was

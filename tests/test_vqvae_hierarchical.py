@@ -14,13 +14,7 @@ from jukebox_pl.vqvae.lightning import HierarchicalVQVAEModule
 T = 2048  # over half the 2048-point STFT of the bandwidth estimate and spectral metric (reflect padding)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster, and far faster when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides):

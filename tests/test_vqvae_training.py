@@ -236,8 +236,8 @@ def test_validation_warns_in_one_line_when_a_level_collapses(capsys):
     err = _validate(module, audio, capsys)
     lines = [line for line in err.splitlines() if "held-out audio uses" in line]
     assert lines == [
-        "warning: top level: held-out audio uses 1 of 32 codes (under 10% of the codebook: collapsed; "
-        "README 'Real music' says what helps)"
+        "warning: top level: held-out audio uses 1 of 32 codes at step 0 (under 10% of the codebook: collapsed; "
+        "README 'Real music' says what to do)"
     ], err
     with torch.no_grad():  # codes spread over the held-out latents: no warning
         flat = latents.permute(0, 2, 1).reshape(-1, 8)

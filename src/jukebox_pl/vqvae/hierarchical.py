@@ -25,7 +25,7 @@ from jukebox_pl.errors import UserValueError
 from jukebox_pl.vqvae.bottleneck import Bottleneck
 from jukebox_pl.vqvae.encdec import DecoderConvBlock, EncoderConvBlock
 from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses
-from jukebox_pl.vqvae.model import block_spec, hop_lengths, reconstruction_loss
+from jukebox_pl.vqvae.model import block_spec, check_audio, hop_lengths, reconstruction_loss
 
 
 @dataclass
@@ -75,13 +75,7 @@ class HierarchicalVQVAE(nn.Module):
         self.spectral = SpectralLosses.from_config(cfg)
 
     def _check_length(self, x: torch.Tensor) -> None:
-        if x.dim() != 3 or x.shape[1] != self.cfg.channels:
-            raise UserValueError(f"expected audio shaped (batch, {self.cfg.channels}, samples), got {tuple(x.shape)}")
-        if x.shape[-1] % self.hop_length:
-            raise UserValueError(
-                f"audio length {x.shape[-1]} is not a multiple of the top level's hop {self.hop_length}; "
-                f"use a sample_length divisible by {self.hop_length} (or `encode`, which pads)"
-            )
+        check_audio(x, self.cfg.channels, self.hop_length, "the top level's hop")
 
     def _latents(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Pre-quantisation latents of every level, bottom first (each encoder reads the one below)."""

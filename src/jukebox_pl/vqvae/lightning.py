@@ -34,15 +34,16 @@ SICK_USAGE = 0.10
 """A level whose validation audio uses under this share of its codebook is reported as sick."""
 
 
-def warn_if_sick(level: str, counts: torch.Tensor) -> str | None:
+def warn_if_sick(level: str, counts: torch.Tensor, step: int | None = None) -> str | None:
     """One warning line (stderr, rank zero) when held-out audio sits on under `SICK_USAGE` of the codes; the
     line is returned, None for a healthy level."""
     used, total = int((counts > 0).sum()), counts.numel()
     if used >= SICK_USAGE * total:
         return None
     line = (
-        f"warning: {level} level: held-out audio uses {used} of {total} codes (under {SICK_USAGE:.0%} of the "
-        "codebook: collapsed; README 'Real music' says what helps)"
+        f"warning: {level} level: held-out audio uses {used} of {total} codes"
+        + (f" at step {step}" if step is not None else "")
+        + f" (under {SICK_USAGE:.0%} of the codebook: collapsed; README 'Real music' says what to do)"
     )
     if rank_zero_only.rank == 0:
         print(line, file=sys.stderr, flush=True)
@@ -155,7 +156,7 @@ class VQVAELevelTraining:
         for name, value in out.terms.items():
             self.log(f"train/{name}", value, batch_size=n)
         for name, value in out.metrics.items():
-            name = TRAIN_METRIC_NAMES.get(name, name)
+            name = self.codebook_metric_name(name)
             self.log(f"codebook/{name}", value, prog_bar=name == "codes_in_batch", batch_size=n)
         if isinstance(batch, dict) and "skipped" in batch:
             self.log("data/skipped", batch["skipped"].float(), batch_size=n)
@@ -172,7 +173,7 @@ class VQVAELevelTraining:
         self.val_sc_error.update(error)
         self.val_sc_target.update(target)
         self.val_si_sdr.update(out.recon.float().mean(1), x.float().mean(1))
-        self.val_code_counts += torch.bincount(out.codes.reshape(-1), minlength=self.cfg.l_bins)
+        self.count_codes(out.codes)
         return out
 
     def on_validation_epoch_start(self) -> None:
@@ -188,13 +189,24 @@ class VQVAELevelTraining:
         counts = self.val_code_counts.clone()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
+        self.log_code_use(counts)
+
+    # -- what differs between one level and the hierarchical model ----------------------------------------
+    def codebook_metric_name(self, name: str) -> str:
+        return TRAIN_METRIC_NAMES.get(name, name)
+
+    def count_codes(self, codes: torch.Tensor) -> None:
+        self.val_code_counts += torch.bincount(codes.reshape(-1), minlength=self.cfg.l_bins)
+
+    def log_code_use(self, counts: torch.Tensor) -> None:
+        """Held-out code use of the validation (counts summed over ranks), and the sickness warning."""
         if counts.sum() > 0:
             stats = codebook_stats_from_counts(counts)
             self.log("val/codebook_usage", stats["usage"])
             self.log("val/codes_used", float((counts > 0).sum()))
             self.log("val/codebook_perplexity", stats["perplexity"])
             if not self.trainer.sanity_checking:
-                warn_if_sick(self.level_name, counts)
+                warn_if_sick(self.level_name, counts, self.global_step)
 
     def configure_optimizers(self):
         optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)
@@ -244,6 +256,7 @@ class HierarchicalVQVAETraining:
         self.register_buffer("bandwidth_ready", torch.tensor(False))
         self.val_sc_error = SumMetric()
         self.val_sc_target = SumMetric()
+        self.val_si_sdr = ScaleInvariantSignalDistortionRatio()
         self.register_buffer("val_code_counts", torch.zeros(cfg.levels, cfg.l_bins, dtype=torch.long), persistent=False)
 
     # -- shared with the separate levels --------------------------------------------------------------------
@@ -269,46 +282,21 @@ class HierarchicalVQVAETraining:
         """Audio through every level's codebook and back (same length as the input)."""
         return self.decode(self.encode(audio))[..., : audio.shape[-1]]
 
-    # -- steps ----------------------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
-        x = batch_audio(batch)
-        out = self.model(x, self.bw)
-        n = x.shape[0]
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
-        for name, value in out.terms.items():
-            self.log(f"train/{name}", value, batch_size=n)
-        for name, value in out.metrics.items():  # "level{l}/<bottleneck name>"
-            level, _, metric = name.partition("/")
-            self.log(f"codebook/{level}/{TRAIN_METRIC_NAMES.get(metric, metric)}", value, batch_size=n)
-        if isinstance(batch, dict) and "skipped" in batch:
-            self.log("data/skipped", batch["skipped"].float(), batch_size=n)
-        return out.loss
+    # -- steps: the separate levels' own, with these hooks ---------------------------------------------------
+    training_step = VQVAELevelTraining.training_step
+    validation_step = VQVAELevelTraining.validation_step
+    on_validation_epoch_start = VQVAELevelTraining.on_validation_epoch_start
+    on_validation_epoch_end = VQVAELevelTraining.on_validation_epoch_end
 
-    def validation_step(self, batch, batch_idx):
-        x = batch_audio(batch)
-        out = self.model(x, self.bw)
-        n = x.shape[0]
-        self.log("val/loss", out.loss, prog_bar=True, batch_size=n, sync_dist=True)
-        for name, value in out.terms.items():
-            self.log(f"val/{name}", value, batch_size=n, sync_dist=True)
-        error, target = self.model.spectral.spectral_error_energy(x, out.recon)
-        self.val_sc_error.update(error)
-        self.val_sc_target.update(target)
-        for level, codes in enumerate(out.codes):
-            self.val_code_counts[level] += torch.bincount(codes.reshape(-1), minlength=self.cfg.l_bins)
-        return out
+    def codebook_metric_name(self, name: str) -> str:
+        level, _, metric = name.partition("/")  # "level{l}/<bottleneck name>"
+        return f"{level}/{TRAIN_METRIC_NAMES.get(metric, metric)}"
 
-    def on_validation_epoch_start(self) -> None:
-        self.val_code_counts.zero_()
+    def count_codes(self, codes: list[torch.Tensor]) -> None:
+        for level, level_codes in enumerate(codes):
+            self.val_code_counts[level] += torch.bincount(level_codes.reshape(-1), minlength=self.cfg.l_bins)
 
-    def on_validation_epoch_end(self) -> None:
-        sc_db = pooled_spectral_convergence_db(self.val_sc_error.compute(), self.val_sc_target.compute())
-        self.log("val/spectral_convergence_db", sc_db, prog_bar=True)
-        self.val_sc_error.reset()
-        self.val_sc_target.reset()
-        counts = self.val_code_counts.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)
+    def log_code_use(self, counts: torch.Tensor) -> None:
         for level, level_counts in enumerate(counts):
             if level_counts.sum() > 0:
                 stats = codebook_stats_from_counts(level_counts)

@@ -45,6 +45,17 @@ def hop_lengths(downs_t, strides_t) -> list[int]:
     return hops
 
 
+def check_audio(x: torch.Tensor, channels: int, hop: int, hop_name: str) -> None:
+    """Audio a VQ-VAE can take whole: (batch, channels, samples) with samples a multiple of its hop."""
+    if x.dim() != 3 or x.shape[1] != channels:
+        raise UserValueError(f"expected audio shaped (batch, {channels}, samples), got {tuple(x.shape)}")
+    if x.shape[-1] % hop:
+        raise UserValueError(
+            f"audio length {x.shape[-1]} is not a multiple of {hop_name} {hop}; "
+            f"use a sample_length divisible by {hop} (or `encode`, which pads)"
+        )
+
+
 def block_spec(cfg: VQVAEConfig | DictConfig, level: int) -> BlockSpec:
     """The conv blocks of one level: the config's width and depth, times the level's multiplier."""
     mult = (cfg.multipliers or [1] * cfg.levels)[level]
@@ -110,13 +121,7 @@ class VQVAELevelModel(nn.Module):
         self.spectral = SpectralLosses.from_config(cfg)
 
     def _check_length(self, x: torch.Tensor) -> None:
-        if x.dim() != 3 or x.shape[1] != self.cfg.channels:
-            raise UserValueError(f"expected audio shaped (batch, {self.cfg.channels}, samples), got {tuple(x.shape)}")
-        if x.shape[-1] % self.hop_length:
-            raise UserValueError(
-                f"audio length {x.shape[-1]} is not a multiple of this level's hop {self.hop_length}; "
-                f"use a sample_length divisible by {self.hop_length} (or `encode`, which pads)"
-            )
+        check_audio(x, self.cfg.channels, self.hop_length, "this level's hop")
 
     # -- inference in chunks: long audio through cache-sized pieces, exact thanks to full context ----------
     def _dilation_sum(self) -> int:
