@@ -273,8 +273,8 @@ def report(result: dict) -> str:
            f"{result['heldout_seconds']:.0f} s of held-out songs."]  # fmt: skip
     levels = result.get("levels", {})
     if levels:
-        out += ["", "| level | steps | training | SC dB untrained -> trained | SI-SDR | codes used | perplexity | "
-                "high band vs real |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        out += ["", "| level | steps | wall time (evaluations included) | SC dB untrained -> trained | SI-SDR | "
+                "codes used | perplexity | high band vs real |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, lv in levels.items():
             first, last = lv["curve"][0], lv["curve"][-1]
             out.append(

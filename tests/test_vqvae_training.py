@@ -110,7 +110,11 @@ def test_train_checkpoint_and_resume_at_the_same_step(shards, tmp_path):
     assert {"train/loss", "train/multispectral", "codebook/codes_alive_ema", "codebook/restarts"} <= set(
         tags["scalars"]
     )
-    assert {"val/spectral_convergence_db", "val/si_sdr", "val/codebook_usage"} <= set(tags["scalars"])
+    assert {"val/spectral_convergence_db", "val/si_sdr", "val/codebook_usage", "val/codes_used"} <= set(tags["scalars"])
+    from jukebox_pl.stages.demo import summary_rows
+
+    (row,) = [r for r in summary_rows(run) if r[0] == "vqvae_bottom"]
+    assert "codes in a batch" in row[1] and " codes (perplexity " in row[2] and " dB" in row[2], row
     saved = torch.load(stage / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 6 and saved["optimizer_states"] and saved["jukebox_pl"]["level_name"] == "bottom"
     with pytest.raises(RunExists, match="--resume"):

@@ -178,9 +178,10 @@ def summary_rows(run: Path) -> list[tuple[str, str, str]]:
                 return fmt.format(events.Scalars(tag)[-1].value) if tag in tags else "-"
 
             if kind == "vqvae":
-                train = f"loss {last('train/loss')}, {last('codebook/codes_alive_ema', '{:.0f}')} codes alive"
+                train = f"loss {last('train/loss')}, {last('codebook/codes_in_batch', '{:.0f}')} codes in a batch"
                 val = (
-                    f"SC {last('val/spectral_convergence_db', '{:.1f} dB')}, use {last('val/codebook_usage', '{:.0%}')}"
+                    f"SC {last('val/spectral_convergence_db', '{:.1f} dB')}, {last('val/codes_used', '{:.0f}')} codes"
+                    f" (perplexity {last('val/codebook_perplexity', '{:.0f}')})"
                 )
             else:
                 train = f"music {last('train/music_bits_per_token', '{:.2f}')} bits/token"
