@@ -11,6 +11,7 @@ import torch
 from prior_settings import PRIOR, VQVAE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "paper.py"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_bench():
@@ -78,15 +79,16 @@ SMALL = [
 def test_every_part_runs_on_generated_shards(shards, tmp_path, monkeypatch):
     paper = load_bench()
     out = tmp_path / "paper.json"
-    argv = ["paper.py", "--data", str(shards), "--levels", "top", "--steps", "4", "--prior-steps", "2",
-            "--codebook-sizes", "8", "--clips", "2", "--clip-seconds", "0.4", "--work", str(tmp_path / "work"),
-            "--json", str(out), "--override", *SMALL]  # fmt: skip
+    argv = ["paper.py", "--data", str(shards), "--levels", "top", "--steps", "4", "--ablation-steps", "4",
+            "--prior-steps", "2", "--codebook-sizes", "8", "--clips", "2", "--clip-seconds", "0.4",
+            "--work", str(tmp_path / "work"), "--json", str(out), "--override", *SMALL]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     paper.main()
     result = json.loads(out.read_text())
     top = result["levels"]["top"]
     assert [r["step"] for r in top["curve"]] == [0, 1, 2, 3, 4]  # untrained, then every steps / 10 (at least 1)
     assert set(result["ablations"]["runs"]) == {"baseline", "restarts off", "spectral loss off", "codebook 8"}
+    assert all(run["curve"][-1]["step"] == 4 for run in result["ablations"]["runs"].values())
     assert result["ablations"]["runs"]["codebook 8"]["curve"][-1]["codes_used"] <= 8
     hier = result["ablations"]["hierarchical"]["curve"][-1]
     assert {"codes_used_level0", "codes_used_level1", "codes_used_level2"} <= set(hier)
