@@ -99,8 +99,13 @@ class HeldOut:
 
 
 def level_roundtrip(module):
-    model = module.model
-    return lambda x: (lambda codes: (model.decode(codes), [codes]))(model.encode(x))
+    """Audio through one level's codebook and back; its codes as a one-level list."""
+
+    def roundtrip(x):
+        codes = module.model.encode(x)
+        return module.model.decode(codes), [codes]
+
+    return roundtrip
 
 
 def hierarchical_roundtrip(module, scrambled: int | None = None):

@@ -3,11 +3,12 @@ per-level autoencoders against.
 
 Here all levels share one decoder path and one reconstruction loss (Razavi et al. 2019): the encoders are
 chained bottom-up, every level quantises its own latents, and the decoder works top-down, each lower level
-seeing its own codes next to the upsampled signal from above. The paper's point is that this model collapses
-at its upper levels: the bottom level's codes (the skip path at the finest hop) can carry the whole
-reconstruction, so the upper codebooks are barely used. `jukebox_pl.vqvae.lightning.HierarchicalVQVAEModule`
-trains it next to `VQVAELevel`, with the same config, losses and logging (per-level held-out code use in
-`val/level{l}_codes_used`); `bench/paper.py` measures the collapse.
+seeing its own codes next to the upsampled signal from above. The paper's point is that this model loses its
+upper levels: the bottom level's codes (the skip path at the finest hop) can carry the whole reconstruction.
+On real music (README "Real music") the upper codebooks still spread their codes, but the decoder ignores the
+top: random top codes cost 0.0 dB, which `bench/paper.py` measures by scrambling one level at a time.
+`jukebox_pl.vqvae.lightning.HierarchicalVQVAEModule` trains it next to `VQVAELevel`, with the same config,
+losses and logging (per-level held-out code use in `val/level{l}_codes_used`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class HierarchicalOutput:
 
 
 class HierarchicalVQVAE(nn.Module):
-    """All levels in one autoencoder with one waveform loss (the paper's collapsing ablation).
+    """All levels in one autoencoder with one waveform loss (the paper's ablation).
 
     - Encoders, bottom-up: level 0 maps audio to latents at hop h0; level l maps level l-1's *pre-quantisation*
       latents (emb_width channels) to latents at hop h_l. Each level has its own EMA codebook (`Bottleneck`).

@@ -236,7 +236,8 @@ class HierarchicalVQVAETraining:
     Without a Lightning base class (`HierarchicalVQVAEModule` binds it to `pytorch_lightning`). The loss
     normalisation, optimiser, throughput units and checkpoint check are the separate levels' own (the same
     functions), so the two set-ups differ only in the model. Validation logs each level's held-out code use,
-    `val/level{l}_codes_used` and `val/level{l}_perplexity`: the numbers that show the upper levels collapse.
+    `val/level{l}_codes_used` and `val/level{l}_perplexity` (whether the decoder uses a level is a separate
+    question: see `bench/paper.py`'s scrambled levels).
     """
 
     def __init__(
