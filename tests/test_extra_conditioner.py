@@ -10,9 +10,10 @@ import torch
 from audio_fixtures import make_music_folder
 from tests_support import TEMPO, tiny_models_with_tempo
 
-from jukebox_pl.config import load_config
+from jukebox_pl.config import conditioner_targets, load_config
 from jukebox_pl.data.prep import PrepOptions, prepare_shards
-from jukebox_pl.errors import UserValueError
+from jukebox_pl.errors import UnsafeFileError, UserValueError
+from jukebox_pl.prior import conditioning
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.stages.datamodules import prior_datamodule
@@ -50,7 +51,12 @@ def test_the_prior_reads_the_new_key_and_its_weights_are_saved():
         prior(codes, **{k: v for k, v in batch().items() if k != "tempo"})
 
 
-def test_an_unknown_target_is_named():
+def test_an_unknown_target_is_named(monkeypatch):
+    """A target no one allowed is refused before any import; an allowed one that does not exist is named."""
+    monkeypatch.setattr(conditioner_targets, "_ALLOWED", set())
+    with pytest.raises(UnsafeFileError, match=r"'nowhere.Tempo' .* is refused: .*--allow-conditioner nowhere.Tempo"):
+        tempo_prior(conditioners={"tempo": {"target": "nowhere.Tempo"}})
+    conditioning.allow_conditioners("nowhere.Tempo")
     with pytest.raises(UserValueError, match="conditioner target 'nowhere.Tempo' cannot be imported"):
         tempo_prior(conditioners={"tempo": {"target": "nowhere.Tempo"}})
 

@@ -99,12 +99,12 @@ def test_references_to_other_keys_still_work_and_are_saved_resolved(tmp_path):
 
 
 def test_an_escaped_interpolation_is_a_literal_string_also_when_saved_and_loaded_again(tmp_path):
-    cfg = load_config("tiny", [r"data.train_urls=pipe:cat \${oc.env:HOME}", r"data.val_urls=a\\\${x}"])
-    assert cfg.data.train_urls == "pipe:cat ${oc.env:HOME}" and cfg.data.val_urls == r"a\${x}"
+    cfg = load_config("tiny", [r"data.train_urls=cat \${oc.env:HOME}", r"data.val_urls=a\\\${x}"])
+    assert cfg.data.train_urls == "cat ${oc.env:HOME}" and cfg.data.val_urls == r"a\${x}"
     saved = save_config(cfg, tmp_path / "config.yaml")
     assert HOME not in saved.read_text()
     again = load_config(str(saved))
-    assert again.data.train_urls == "pipe:cat ${oc.env:HOME}" and again.data.val_urls == r"a\${x}"
+    assert again.data.train_urls == "cat ${oc.env:HOME}" and again.data.val_urls == r"a\${x}"
 
 
 def test_a_broken_interpolation_is_one_line(tmp_path):
@@ -344,6 +344,10 @@ REFUSED = [
     ("run.max_nonfinite_steps_in_a_row=0", "run.max_nonfinite_steps_in_a_row", "an integer >= 1"),
     ("prior.top.max_steps=-3", "prior.top.max_steps", "null or -1 or an integer >= 1"),
     ("prior.bottom.optim.eps=-1", "prior.bottom.optim.eps", "a finite number > 0"),
+    ("trainer.precision=bogus", "trainer.precision", "'32-true', '16-mixed'"),
+    ("vqvae.batch_size=100000000000", "vqvae.batch_size", "small enough to fit"),
+    ("vqvae.sample_length=1000000000000", "vqvae.sample_length", "small enough to fit"),
+    ("prior.middle.batch_size=100000000000", "prior.middle.batch_size", "small enough to fit"),
 ]
 
 
@@ -562,8 +566,8 @@ def test_help_still_shows_the_multi_value_flags(capsys):
     [
         (["sample", "--run", "r", "--out", "o", "--max-batch", "0"], "--max-batch", "an integer >= 1"),
         (["sample", "--run", "r", "--out", "o", "--n-samples", "-2"], "--n-samples", "an integer >= 1"),
-        (["sample", "--run", "r", "--out", "o", "--seconds", "-1"], "--seconds", "a number > 0"),
-        (["sample", "--run", "r", "--out", "o", "--seconds", "inf"], "--seconds", "a number > 0"),
+        (["sample", "--run", "r", "--out", "o", "--seconds", "-1"], "--seconds", "a number in (0, 14400]"),
+        (["sample", "--run", "r", "--out", "o", "--seconds", "inf"], "--seconds", "a number in (0, 14400]"),
         (["sample", "--run", "r", "--out", "o", "--top-p", "2"], "--top-p", "a number in [0, 1]"),
         (["sample", "--run", "r", "--out", "o", "--temperature", "-1"], "--temperature", "a number >= 0"),
         (["prep", "--src", "a", "--out", "b", "--val-fraction", "1"], "--val-fraction", "a number in [0, 1)"),

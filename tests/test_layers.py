@@ -12,16 +12,19 @@ from pathlib import Path
 import jukebox_pl
 
 PACKAGE = Path(jukebox_pl.__file__).parent
-CORE = {"errors", "config", "audio", "text", "lyrics", "training"}  # lazy.py: used by __init__ files only
+# lazy.py: used by __init__ files only
+CORE = {"errors", "machine", "user_files", "config", "audio", "text", "lyrics", "training"}
 MODELS = {"vqvae", "prior"}
 ALLOWED = {
     "errors": set(),
+    "machine": set(),  # what this machine has (memory), for bounding inputs up front
+    "user_files": {"errors"},  # the checks of a file a user names (regular, bounded, the right kind)
     "lazy": set(),
-    "config": {"errors", "config"},
-    "audio": {"errors"},
+    "config": {"errors", "machine", "user_files", "config"},
+    "audio": {"errors", "machine", "user_files"},
     "text": {"errors"},
-    "lyrics": {"errors", "text"},
-    "training": {"errors", "config", "training"},
+    "lyrics": {"errors", "text", "user_files"},
+    "training": {"errors", "machine", "config", "training"},
     "vqvae": CORE | {"vqvae"},
     "prior": CORE | MODELS,
     "data": CORE | {"data"},  # knows nothing of models
@@ -30,8 +33,8 @@ ALLOWED = {
     "unified": CORE | MODELS | {"data"},
     "stages": CORE | MODELS | {"data", "sampling", "interop", "stages"},
 }
-ORDER = ["errors", "lazy", "config", "audio", "text", "lyrics", "training", "vqvae", "prior", "data", "interop",
-         "sampling", "unified", "stages", "cli"]  # fmt: skip
+ORDER = ["errors", "machine", "user_files", "lazy", "config", "audio", "text", "lyrics", "training", "vqvae",
+         "prior", "data", "interop", "sampling", "unified", "stages", "cli"]  # fmt: skip
 
 
 def layer_of(path: Path) -> str:

@@ -47,17 +47,21 @@ def test_our_own_files_pass(tmp_path):
     assert torch.equal(safe_load(tmp_path / "ok.pt")["codes"]["top"], saved["codes"]["top"])
 
 
-def test_every_command_that_reads_a_file_refuses_it(evil, tmp_path, capsys):
-    path, marker = evil
+def reading_commands(path: pathlib.Path, tmp_path: pathlib.Path) -> list[list[str]]:
+    """Every command that reads a checkpoint or codes file the user names, each given `path`."""
     wav = tmp_path / "clip.wav"
     sf.write(wav, np.zeros(22050, dtype=np.float32), 22050)
-    commands = [
+    return [
         ["export", "--ckpt", str(path), "--out", str(tmp_path / "x.pt")],
         ["encode", "--ckpt", str(path), "--audio", str(wav), "--out", str(tmp_path / "c.pt")],
         ["decode", "--ckpt", str(path), "--codes", str(path), "--out", str(tmp_path / "d")],
         ["sample", "--prior", str(path), "--vqvae", str(path), "--out", str(tmp_path / "s"), "--no-progress"],
     ]
-    for args in commands:
+
+
+def test_every_command_that_reads_a_file_refuses_it(evil, tmp_path, capsys):
+    path, marker = evil
+    for args in reading_commands(path, tmp_path):
         assert main(args) == 2, args
         assert "is refused: it holds Python objects" in capsys.readouterr().err, args
     assert not marker.exists()

@@ -7,6 +7,7 @@ expect, so nothing downstream has to guess.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +16,15 @@ import soundfile as sf
 import soxr
 
 from jukebox_pl.errors import JukeboxError
+from jukebox_pl.machine import gib, ram_bytes
+from jukebox_pl.user_files import input_problem
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"})
 # Formats users often have that libsndfile cannot read; reported as skipped instead of silently ignored.
 UNSUPPORTED_AUDIO_EXTENSIONS = frozenset({".m4a", ".aac", ".wma", ".mp4", ".alac", ".ape", ".wv", ".mka", ".webm"})
+# Sample rates audio is read at: below 4 kHz is no music recording (a header saying 1 Hz is damaged, and
+# resampling it to 22 kHz would multiply its size by 22050); 768 kHz is the highest rate audio hardware uses.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 768000
 
 
 class AudioDecodeError(JukeboxError, RuntimeError):
@@ -46,24 +52,50 @@ def audio_info(path: str | Path) -> AudioInfo:
 
 
 def read_audio(source: str | Path | bytes, start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
-    """Decode a file (or its bytes) to float32 (channels, samples); `start`/`frames` read only a slice."""
+    """Decode a file (or its bytes) to float32 (channels, samples); `start`/`frames` read only a slice.
+
+    A path must be a regular file (a FIFO or device would block or never end), and what its header promises
+    must fit in memory: both are refused as AudioDecodeError naming the file before anything is decoded."""
     handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else str(source)
     name = "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
+    if not isinstance(source, bytes | bytearray):
+        reason = input_problem(source)
+        if reason:
+            raise AudioDecodeError(f"{name}: {reason}")
     try:
         with sf.SoundFile(handle) as f:
             if start:
                 f.seek(start)
+            n = max(0, f.frames - start) if frames < 0 else min(frames, max(0, f.frames - start))
+            _check_fits(name, n * f.channels * 4 * 2, f"{n} frames x {f.channels} channels")  # read + transpose
             data = f.read(frames=frames, dtype="float32", always_2d=True)
             sr = f.samplerate
+    except AudioDecodeError:
+        raise
     except Exception as err:
         raise AudioDecodeError(f"{name}: {err}") from None
     return np.ascontiguousarray(data.T), sr
 
 
-def resample(audio: np.ndarray, sr_in: int, sr_out: int, quality: str = "HQ") -> np.ndarray:
-    """Resample (channels, samples) float32 with soxr; a no-op when the rates match."""
+def _check_fits(name: str, need: float, what: str) -> None:
+    """Refuse work on one file whose arrays could not fit in this machine's RAM (a header that lies)."""
+    ram = ram_bytes()
+    if ram is not None and need > ram:
+        raise AudioDecodeError(f"{name}: {what} would need {gib(need)}, more than this machine's {gib(ram)} of RAM")
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int, quality: str = "HQ", name: str = "audio") -> np.ndarray:
+    """Resample (channels, samples) float32 with soxr; a no-op when the rates match. A rate outside
+    [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] or a result too big for RAM is an AudioDecodeError naming `name`."""
     if sr_in == sr_out:
         return audio
+    for rate in (sr_in, sr_out):
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise AudioDecodeError(
+                f"{name}: sample rate {rate} Hz out of range [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz"
+            )
+    out_samples = math.ceil(audio.shape[-1] * sr_out / sr_in)
+    _check_fits(name, out_samples * audio.shape[0] * 4 * 3, f"resampling to {out_samples} samples")
     out = soxr.resample(audio.T, sr_in, sr_out, quality=quality)
     return np.ascontiguousarray(out.T.astype(np.float32, copy=False))
 

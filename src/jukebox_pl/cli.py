@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from jukebox_pl.errors import JukeboxError, StopRequested, UserValueError
+from jukebox_pl.errors import JukeboxError, StopRequested, UserValueError, is_disk_full
 
 # A config override word: a dotted key, then '='. Paths rarely look like this (and `./a=b` never does).
 OVERRIDE_WORD = re.compile(r"^[A-Za-z_][\w.\-]*=")
@@ -63,6 +63,10 @@ def _number(kind: type, low: float, high: float | None = None, above: bool = Fal
 
 COUNT, POSITIVE = _number(int, 0), _number(int, 1)
 SECONDS, LENGTH = _number(float, 0), _number(float, 0, above=True)
+# A sampled song: 4 hours is far beyond what any prior was trained for (the reference's max_duration is 600 s),
+# and the codes of every level for it fit in memory; more is a typo (1e9 s would plan years of windows).
+MAX_SONG_SECONDS = 4 * 3600.0
+SONG_SECONDS = _number(float, 0, MAX_SONG_SECONDS, above=True)
 
 
 def _add_prep(sub: argparse._SubParsersAction) -> None:
@@ -223,7 +227,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from jukebox_pl.training.checkpoints import export_weights
+    from jukebox_pl.user_files import check_output_file
 
+    check_output_file(args.out, "--out")
     transform = None
     if args.merge:
         from jukebox_pl.prior.lora import merge_lora_state
@@ -290,7 +296,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         "--label", action="append", default=[], metavar="KEY=VALUE",
         help="value of an extra conditioner's key, e.g. --label tempo=120 (repeat; comma-separate one per sample)",
     )  # fmt: skip
-    p.add_argument("--seconds", type=LENGTH, default=10.0, help="song length")
+    p.add_argument("--seconds", type=SONG_SECONDS, default=10.0,
+                   help=f"song length (at most {MAX_SONG_SECONDS:g} s)")  # fmt: skip
     p.add_argument("--n-samples", type=POSITIVE, default=1)
     p.add_argument("--mode", choices=("ancestral", "continue", "primed", "upsample"), default="ancestral")
     p.add_argument("--prompt", help="primed: audio file to continue")
@@ -325,27 +332,34 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
         "dynamic on the CPU; static / compile: the fixed-shape step, eager / through torch.compile",
     )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue an interrupted output folder")
+    p.add_argument(
+        "--allow-mismatch", action="store_true", help="use a prior with another VQ-VAE than the one it learned"
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from jukebox_pl.lyrics import read_lyrics
     from jukebox_pl.sampling.models import SamplingModels, to_device
     from jukebox_pl.sampling.progress import TokenProgress
     from jukebox_pl.sampling.song import SampleRequest, sample_song
+    from jukebox_pl.user_files import check_output_folder
 
     if args.prior and not args.vqvae:
         raise UserValueError("--prior needs --vqvae (the VQ-VAE level checkpoints)")
+    check_output_folder(args.out, "--out")
+    lyrics = read_lyrics(args.lyrics) if args.lyrics else ""  # before any model is loaded
     if args.run:
-        models = SamplingModels.from_run(args.run, args.levels, args.weights)
+        models = SamplingModels.from_run(args.run, args.levels, args.weights, args.allow_mismatch)
     else:
-        models = SamplingModels.from_checkpoints(args.vqvae, args.prior, args.weights)
+        models = SamplingModels.from_checkpoints(args.vqvae, args.prior, args.weights, args.allow_mismatch)
     to_device(models, args.device)
     req = SampleRequest(
         out=args.out, artists=args.artist, genres=args.genre,
         genres_each=[g.split(",") for g in args.genre_each] or None,
-        lyrics=Path(args.lyrics).read_text() if args.lyrics else "", seconds=args.seconds,
+        lyrics=lyrics, seconds=args.seconds,
         n_samples=args.n_samples, mode=args.mode, prompt=args.prompt, prompt_seconds=args.prompt_seconds,
         codes=args.codes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         hop_fraction=[float(x) for x in args.hop_fraction.split(",")] if args.hop_fraction else None,
@@ -538,6 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
+    for command in sub.choices.values():  # a file's hparams or config may name an extra conditioner to import
+        command.add_argument(
+            "--allow-conditioner", action="append", default=[], metavar="MODULE.CLASS",
+            help="import this extra conditioner class when a checkpoint or config names it",
+        )  # fmt: skip
     return parser
 
 
@@ -578,6 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
+        if args.allow_conditioner:
+            from jukebox_pl.config.conditioner_targets import allow_conditioners
+
+            allow_conditioners(*args.allow_conditioner)
         return COMMANDS[args.command][1](args)
     except JukeboxError as err:  # the library's own user errors; anything else keeps its traceback
         print(f"jukebox-pl {args.command}: error: {err}", file=sys.stderr)
@@ -585,6 +608,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StopRequested as stop:  # SIGTERM / SIGINT: saved, and the shell's exit code for the signal
         print(f"jukebox-pl {args.command}: {stop}", file=sys.stderr)
         return stop.exit_code
+    except OSError as err:  # a full disk or quota is the user's to fix, not a bug: one line, what was written
+        if not is_disk_full(err):
+            raise
+        what = f" while writing {err.filename}" if err.filename else ""
+        print(
+            f"jukebox-pl {args.command}: error: no space left on the disk{what} ({err.strerror or err}); files "
+            "completed before it are kept: free space (or raise the quota) and run the same command again",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

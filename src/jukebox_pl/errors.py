@@ -3,6 +3,8 @@ anything else (a bug, an out-of-memory error) keeps its traceback."""
 
 from __future__ import annotations
 
+import errno
+
 
 class JukeboxError(Exception):
     """Base of every error that describes a user's mistake or bad input, never a bug."""
@@ -40,6 +42,19 @@ class DivergedError(JukeboxError, RuntimeError):
 
 class DataStarvedError(JukeboxError, RuntimeError):
     """Training received no usable sample for too long; the message names the shards and the reasons."""
+
+
+class DiskFullError(JukeboxError, OSError):
+    """The disk (or the user's quota) filled up while writing; the message says what was being written and what
+    was kept, so that the user can free space and run the same command again."""
+
+
+DISK_FULL = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether an error is the operating system's "no space left" / "quota exceeded"."""
+    return isinstance(err, OSError) and err.errno in DISK_FULL
 
 
 class StopRequested(BaseException):

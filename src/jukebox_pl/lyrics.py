@@ -92,3 +92,15 @@ def _centre_float32(n: int, total_length: int, offset: int, duration: int) -> in
     f = np.float32
     position = f(offset) + f(duration) / f(2.0)
     return int(f(n) * position / f(total_length))
+
+
+# Whole songs' lyrics are a few kB; a megabyte is far beyond any song, and bounds what a wrong path can cost.
+MAX_LYRICS_BYTES = 1 << 20
+
+
+def read_lyrics(path: str) -> str:
+    """A lyrics text file (UTF-8, at most MAX_LYRICS_BYTES); a missing, non-UTF-8, oversized or special file
+    (a FIFO, /dev/zero) is one error line naming it."""
+    from jukebox_pl.user_files import read_input_text
+
+    return read_input_text(path, "--lyrics file", MAX_LYRICS_BYTES)

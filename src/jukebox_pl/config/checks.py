@@ -137,6 +137,15 @@ DEVICES = Rule(
 )
 
 
+# What Lightning's Trainer(precision=...) accepts (lightning.fabric.connector._PRECISION_INPUT), as strings;
+# anything else fails only when the Trainer is built, after the data and models are set up.
+PRECISIONS = (
+    "64-true", "32-true", "16-mixed", "16-true", "bf16-mixed", "bf16-true", "transformer-engine",
+    "transformer-engine-float16", "64", "32", "16", "bf16",
+)  # fmt: skip
+PRECISION = Rule(", ".join(repr(p) for p in PRECISIONS), lambda v: str(v) in PRECISIONS)
+
+
 def _trainable(v: Any) -> bool:
     return isinstance(v, str) and re.fullmatch(r"all|embeddings|top-layers:[1-9]\d*|lora:[1-9]\d*", v) is not None
 
@@ -181,11 +190,14 @@ RULES: dict[str, Rule] = {
     "trainer.limit_train_batches": BATCH_LIMIT,
     "trainer.limit_val_batches": BATCH_LIMIT,
     "trainer.num_sanity_val_steps": integer(-1),  # -1 = the whole validation set
+    "trainer.precision": PRECISION,
     "run.checkpoint_every_n_steps": POSITIVE,
     "run.keep_checkpoints": integer(-1),  # -1 keeps all, 0 only last.ckpt
     "run.log_audio_every_n_steps": COUNT,  # 0 = off
     "run.n_audio_examples": COUNT,
     "run.max_nonfinite_steps_in_a_row": POSITIVE,
+    "run.max_update_ratio": WEIGHT,  # 0 = no update check
+    "run.max_loss_jump": WEIGHT,  # 0 = off
     # three prior levels (bottom, middle, top) exist in the schema and on the command line
     "vqvae.levels": integer(1, 3),
     "vqvae.downs_t": list_of(POSITIVE),
@@ -306,10 +318,42 @@ def _durations_ordered(prior: Mapping) -> Problem | None:
     return None
 
 
+def _fits_memory(key: str, value: int, need: float, what: str) -> Problem | None:
+    """A Problem when `need` bytes (a lower bound of what one training step holds) exceed this machine's memory
+    (RAM, or the GPU's when CUDA is already in use: jukebox_pl.machine.memory_limit)."""
+    from jukebox_pl.machine import gib, memory_limit
+
+    limit, kind = memory_limit()
+    if limit is None or need <= limit:
+        return None
+    return Problem(key, value, f"small enough to fit: {what} needs at least {gib(need)}, this machine has {gib(limit)} "
+                   f"of {kind}")  # fmt: skip
+
+
+def _vqvae_batch_fits(vqvae: Mapping) -> Problem | None:
+    """One step holds at least the crops, their reconstructions and the first layer's activations (width
+    channels at full rate), in float32, forward and backward: batch x sample_length x 4 bytes x (2 x channels
+    + 2 x width). A batch or crop beyond the machine is refused here, not by the kernel's OOM killer."""
+    batch, length = vqvae["batch_size"], vqvae["sample_length"]
+    need = 4.0 * batch * length * (2 * vqvae["channels"] + 2 * vqvae["width"])
+    what = f"vqvae.batch_size {batch} x vqvae.sample_length {length}"
+    one = f"one crop of vqvae.sample_length {length}"
+    problem = _fits_memory("sample_length", length, need / batch, one)  # the crop alone is too long
+    return problem or _fits_memory("batch_size", batch, need, what)
+
+
+def _prior_batch_fits(prior: Mapping) -> Problem | None:
+    """One step of a prior holds at least one layer's activations and their gradient: batch x n_ctx x width x 4
+    bytes x 2 (a bound far below the real need, so that a config that also serves sampling is never refused)."""
+    batch, n_ctx, width = prior["batch_size"], prior["n_ctx"], prior["width"]
+    need = 8.0 * batch * n_ctx * width
+    return _fits_memory("batch_size", batch, need, f"batch_size {batch} x n_ctx {n_ctx} x width {width}")
+
+
 # Checked after RULES passed (they rely on the types and ranges), per section pattern.
 CROSS_RULES: dict[str, tuple[Callable[[Mapping], Problem | None], ...]] = {
-    "vqvae": (_per_level_lists, _crop_fits_hop),
-    "prior.*": (_durations_ordered,),
+    "vqvae": (_per_level_lists, _crop_fits_hop, _vqvae_batch_fits),
+    "prior.*": (_durations_ordered, _prior_batch_fits),
 }
 
 

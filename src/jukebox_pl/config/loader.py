@@ -4,6 +4,11 @@ A config is plain data from the user: YAML files hold only standard YAML types (
 `${other.key}` references stay inside the config (resolver calls such as `${oc.env:HOME}` are refused, so
 nothing from the environment ends up in a saved config), and every numeric value is checked against the
 table in `jukebox_pl.config.checks`. Each problem is one ConfigError line naming the file or key.
+
+Nothing read from a file picks code to run: shard URLs that a file sets (`data.train_urls`, `data.val_urls`) must
+be local paths or brace patterns of them (a `pipe:` URL runs a shell command, `https:`/`gs:`/... run curl or
+gsutil); such URLs are accepted only as typed on this invocation's command line (`command_line_urls`). Extra
+conditioners a file names are imported only when allowed (`jukebox_pl.prior.conditioning`).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import difflib
 import io
 import os
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, grammar_parser
@@ -24,8 +31,10 @@ from omegaconf.errors import ConfigKeyError, GrammarParseError, OmegaConfBaseExc
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 
 from jukebox_pl.config.checks import problems, show
+from jukebox_pl.config.conditioner_targets import allow_conditioners, conditioner_allowed, named_targets, refusal
 from jukebox_pl.config.schema import RunConfig
 from jukebox_pl.errors import UserValueError
+from jukebox_pl.user_files import input_problem
 
 PRESETS = ("tiny", "small", "jukebox")
 
@@ -60,12 +69,16 @@ def configs_dir() -> Path:
     return packaged  # absent: preset_path and prior_arch_path report that no preset was found
 
 
+MAX_CONFIG_BYTES = 16 << 20  # a run's config is a few KB; a bigger file is not a config
+
+
 def preset_path(preset: str) -> Path:
     """A preset name (`tiny`, `small`, `jukebox`) or a path to a YAML file."""
     candidate = Path(preset)
     if candidate.suffix in (".yaml", ".yml"):
-        if not candidate.is_file():
-            raise ConfigError(f"config file {candidate} does not exist")
+        reason = input_problem(candidate, MAX_CONFIG_BYTES)  # a FIFO would block the read, /dev/zero never end
+        if reason:
+            raise ConfigError(f"config file {candidate} {reason}")
         return candidate
     path = configs_dir() / f"{preset}.yaml"
     if not path.is_file():
@@ -106,7 +119,7 @@ def load_config(preset: str = "tiny", overrides: Sequence[str] = (), schema: typ
     path = preset_path(preset)
     sources = [(str(path), read_config_file(path))]
     if overrides:
-        sources.append(("command line", parse_overrides(overrides)))
+        sources.append((COMMAND_LINE, parse_overrides(overrides)))
     merged = _merge(base, sources)
     arch_layers = _prior_arch_layers(merged)
     if arch_layers:
@@ -118,7 +131,72 @@ def load_config(preset: str = "tiny", overrides: Sequence[str] = (), schema: typ
     except OmegaConfBaseException as err:
         raise _explain(err, base, "interpolation") from None
     check_values(resolved, sources=sources)
+    _check_code_choices(merged, resolved, sources)
     return merged
+
+
+# -- what only the command line may choose: URLs that run programs, conditioner modules to import -------------
+
+URL_KEYS = ("data.train_urls", "data.val_urls")
+COMMAND_LINE = "command line"
+_TYPED_URLS: dict[int, frozenset[str]] = {}  # id(config returned by load_config) -> URL specs typed for it
+
+
+def url_schemes(spec: str) -> list[str]:
+    """The URLs of a shard spec (brace patterns and '::' lists expanded) that are not local files: WebDataset
+    would run a shell command for `pipe:`, curl/gsutil/ais for `https:`, `gs:`, `scp:`, ..., read stdin for `-`."""
+    import webdataset as wds
+
+    try:
+        urls = wds.shardlists.expand_urls(str(spec))
+    except Exception:  # a `${VAR}` with no WDS_VAR in the environment: the DataModule reports it when it expands
+        urls = str(spec).split("::")
+    return [u for u in urls if runs_or_fetches(u)]
+
+
+def runs_or_fetches(url: str) -> bool:
+    """True for one URL WebDataset would not open as a local file (a scheme other than `file:`, or `-`)."""
+    return url == "-" or urlparse(str(url)).scheme not in ("", "file")
+
+
+def command_line_urls(cfg: DictConfig) -> frozenset[str]:
+    """The shard URL specs typed on the command line of the `load_config` call that returned `cfg` (nothing for
+    any other config: a copy, a section, one built from a file): the only ones a DataModule may open when they
+    run a program (`pipe:`) or fetch from a network."""
+    return _TYPED_URLS.get(id(cfg), frozenset())
+
+
+def _remember_urls(merged: DictConfig, typed: set[str]) -> None:
+    key = id(merged)
+    _TYPED_URLS[key] = frozenset(typed)
+    weakref.finalize(merged, _TYPED_URLS.pop, key, None)
+
+
+def _check_code_choices(merged: DictConfig, resolved: dict, sources: Sequence[tuple[str, DictConfig]]) -> None:
+    """Refuse shard URLs that run or fetch (`pipe:`, `https:`, ...) unless typed on this command line, and extra
+    conditioners a file names unless allowed; allow the conditioners the command line names."""
+    typed = dict(sources).get(COMMAND_LINE)
+    typed_tree = OmegaConf.to_container(typed, resolve=False) if typed is not None else {}
+    typed_urls = set()
+    for key in URL_KEYS:
+        section, leaf = key.split(".")
+        value = (resolved.get(section) or {}).get(leaf)  # (a literal `${` in it must not be resolved again)
+        if not value or not url_schemes(value):
+            continue
+        # the command line's own value, resolved within the command line alone (a reference to a file's key is None)
+        own = OmegaConf.select(typed, key, default=None, throw_on_resolution_failure=False) if typed else None
+        if own != value:  # set by a file (or interpolated from one): the file would choose a program to run
+            raise ConfigError(
+                f"config key {key!r} = {value!r} (from {_origin(key, sources) or 'a config file'}) is refused: a file "
+                f"may name only local shard paths, and {url_schemes(value)[0]!r} would run a program or fetch from "
+                f"the network; give it on this command line ({key}=...) if you trust it, or use a local path"
+            )
+        typed_urls.add(value)
+    _remember_urls(merged, typed_urls)
+    allow_conditioners(*(target for _, target in named_targets(typed_tree)))
+    for key, target in named_targets(resolved):
+        if not conditioner_allowed(target):
+            raise ConfigError(refusal(target, key, _origin(key, sources) or "a config file"))
 
 
 def _merge(base: DictConfig, sources: list[tuple[str, DictConfig]]) -> DictConfig:
@@ -231,6 +309,9 @@ def _check_yaml_shape(path: Path, text: str) -> None:
 def read_config_file(path: str | Path) -> DictConfig:
     """A YAML config file as a DictConfig of plain values; any problem is one ConfigError naming the file."""
     path = Path(path)
+    reason = input_problem(path, MAX_CONFIG_BYTES)
+    if reason:
+        raise ConfigError(f"config file {path} {reason}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -334,9 +415,9 @@ def check_values(
 def prior_arch_path(arch: str) -> Path:
     """`configs/priors/<arch>.yaml`: a named prior architecture (prior_5b_lyrics, small_prior, tiny_prior, ...)."""
     folder = configs_dir() / "priors"
+    known = sorted(p.stem for p in folder.glob("*.yaml"))
     path = folder / f"{arch}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml"))
+    if arch not in known or not path.is_file():  # a name only: never a path to a YAML elsewhere (../../x)
         close = difflib.get_close_matches(arch, known, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"unknown prior arch {arch!r}; {hint}known: {', '.join(known)}")

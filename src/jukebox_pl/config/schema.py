@@ -257,8 +257,14 @@ class RunSection:
     keep_checkpoints: int = 3
     log_audio_every_n_steps: int = 500
     n_audio_examples: int = 2
-    # A step whose loss or gradient is NaN/inf is skipped (weights unchanged); this many in a row stop the run.
+    # A bad step is rolled back (weights, optimiser state, EMA copy and codebook as before it); this many in a row
+    # stop the run, with last.ckpt holding the healthy state. A step is bad when its loss or gradient is NaN/inf,
+    # its loss is over max_loss_jump x the median of the recent ones (0 = off), or its update would move the
+    # weights by over max_update_ratio x their norm (||w_after - w_before|| / ||w_before||, predicted for
+    # Adam/AdamW before the step, so no copy of the weights is kept; 0 = off).
     max_nonfinite_steps_in_a_row: int = 10
+    max_update_ratio: float = 10.0
+    max_loss_jump: float = 1000.0
 
 
 @dataclass

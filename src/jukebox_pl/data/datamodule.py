@@ -17,14 +17,14 @@ import webdataset as wds
 from lightning_utilities.core.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from jukebox_pl.config.loader import ConfigError, check_values, refuse_resolvers
+from jukebox_pl.config.loader import ConfigError, check_values, refuse_resolvers, runs_or_fetches, url_schemes
 from jukebox_pl.config.schema import DataConfig
 from jukebox_pl.data.audio_crops import AudioCrops
 from jukebox_pl.data.epochs import EpochLoader, ResumePoint
 from jukebox_pl.data.pipeline import LabelSpec, ShardFormat, SkipPolicy, TrackField, build_pipeline
 from jukebox_pl.data.prep import MANIFEST_FILE, VOCAB_FILE
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
-from jukebox_pl.errors import MissingInputError, UserValueError
+from jukebox_pl.errors import MissingInputError, UnsafeFileError, UserValueError
 from jukebox_pl.training.process_group import destroy_at_exit
 
 
@@ -95,13 +95,24 @@ class AudioData:
     Validation reads every validation track exactly once across ranks and workers. Unusable samples are
     skipped, summarised in the log and listed in `skip_log` (a file, when given); a training stream that
     yields nothing usable stops with `DataStarvedError`.
+
+    Shards are local files. A URL that runs a program or fetches from the network (`pipe:`, `https:`, `gs:`,
+    ...: WebDataset hands it to a shell, curl or gsutil) is opened only when its spec is in `allow_urls`, the specs
+    the user typed on this invocation's command line (`jukebox_pl.config.loader.command_line_urls(cfg)`), so a
+    config or manifest read from a file never chooses a command to run.
     """
 
     def __init__(
-        self, cfg: DataConfig | DictConfig | dict | None = None, skip_log: str | Path | None = None, **kwargs: Any
+        self,
+        cfg: DataConfig | DictConfig | dict | None = None,
+        skip_log: str | Path | None = None,
+        allow_urls: tuple[str, ...] | frozenset[str] = (),
+        **kwargs: Any,
     ):
         super().__init__()
         self.skip_log = str(skip_log) if skip_log else None
+        self.allow_urls = frozenset(str(u) for u in allow_urls)
+        self._permitted: set[str] = set()  # the URLs of the allowed specs that run or fetch
         self.resume_point = ResumePoint()
         crops, overrides = split_kwargs(kwargs)
         self.cfg = data_config(cfg, **overrides)
@@ -145,15 +156,32 @@ class AudioData:
         if self.manifest is not None:
             self.train_urls = [str(folder / n) for n in self.manifest["shards"]["train"]]
             self.val_urls = [str(folder / n) for n in self.manifest["shards"]["val"]]
-        if c.train_urls:
-            self.train_urls = expand_urls(c.train_urls)
-        if c.val_urls:
-            self.val_urls = expand_urls(c.val_urls)
+            self._refuse_running(self.train_urls + self.val_urls, f"the manifest {folder / MANIFEST_FILE}")
+        for key, spec in (("data.train_urls", c.train_urls), ("data.val_urls", c.val_urls)):
+            if not spec:
+                continue
+            if spec in self.allow_urls:
+                self._permitted.update(url_schemes(spec))
+            urls = expand_urls(spec)
+            self._refuse_running(urls, f"{key}={spec!r}")
+            setattr(self, key.split(".")[1], urls)
         if not self.train_urls and not self.val_urls:
             raise ConfigError("no shards: set data.shards to a `jukebox-pl prep` folder or data.train_urls")
         vocab_path = c.vocab or (str(folder / VOCAB_FILE) if folder and (folder / VOCAB_FILE).is_file() else None)
         self.vocab = LabelVocab.load(vocab_path) if vocab_path else LabelVocab()
         self._check_labels()
+
+    def _refuse_running(self, urls: list[str], source: str) -> None:
+        """UnsafeFileError for a URL that would run a program or fetch (`pipe:`, `https:`, ...) unless its spec was
+        typed on this command line (`allow_urls`): checked when the URLs are resolved and again right before
+        any loader opens them."""
+        running = [u for u in urls if runs_or_fetches(u) and u not in self._permitted]
+        if running:
+            raise UnsafeFileError(
+                f"shard URL {running[0]!r} (from {source}) is refused: a URL that runs a program or fetches from the "
+                "network is opened only when typed on this command line (data.train_urls=... / data.val_urls=...); "
+                "otherwise use local shard paths"
+            )
 
     def _check_labels(self) -> None:
         """Fail before training when the shards name artists/genres the (e.g. pretrained) vocab lacks."""
@@ -242,6 +270,7 @@ class AudioData:
             self.setup("fit")
         if not self.train_urls:
             raise UserValueError(f"no training shards in {self.cfg.shards or self.cfg.train_urls}")
+        self._refuse_running(self.train_urls, "the training shard list")
         self._check_sample_rate()
         c = self.cfg
 
@@ -277,6 +306,7 @@ class AudioData:
             self.setup("validate")
         if not self.val_urls:
             return []
+        self._refuse_running(self.val_urls, "the validation shard list")
         self._check_sample_rate()
         pipe = build_pipeline(
             self.val_urls, self.shard_format, self.label_spec, self.crops.val_batch_size or self.crops.batch_size,

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from jukebox_pl.data.safe_paths import is_inside, os_reason, read_capped, resolve_link
-from jukebox_pl.errors import MissingInputError, UserValueError
+from jukebox_pl.errors import UserValueError
+from jukebox_pl.user_files import check_input_file
 
 MAX_LYRICS_BYTES = 64 * 1024
 """Lyrics of one track, inline or from a file, in UTF-8 bytes. The longest real songs have well under 20 KB
@@ -367,9 +368,7 @@ def load_metadata(path: str | Path | None, src_dir: str | Path | None = None) ->
     Undecodable bytes are kept as lone surrogates while parsing so that they can be reported by cell."""
     if path is None:
         return Metadata()
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"metadata file {path} does not exist")
+    path = check_input_file(path, "metadata file")  # missing, a folder, a FIFO or device: one line
     if path.suffix.lower() not in (".csv", ".tsv", ".jsonl", ".ndjson", ".json"):
         raise UserValueError(f"metadata file {path} must be .csv or .jsonl, got {path.suffix!r}")
     meta = Metadata(source=str(path))

@@ -223,10 +223,12 @@ class ResampledShards(torch.utils.data.IterableDataset):
         worker, _ = worker_info()
         rng = random.Random(wds.utils.make_seed(self.seed, worker, next(self.epochs), 3))
         self.ledger.restart_clock()
+        self.ledger.expect_shards(self.urls)
         while True:
             url = rng.choice(self.urls)
             before = self.ledger.events
             yield {"url": url}
+            self.ledger.shard_read(url)  # the next shard is asked for once this one's samples were all parsed
             if self.ledger.events == before:
                 self.ledger.skip(url, "no track in shard", "the shard is empty or holds no complete sample")
             self.ledger.check()
@@ -308,7 +310,7 @@ def parse_stage(fmt: ShardFormat, counter: SkipLedger):
             if sr != fmt.sample_rate:
                 counter.skip(where, "wrong sample rate", f"track is {sr} Hz but the config asks {fmt.sample_rate} Hz")
                 continue
-            counter.track_seen()
+            counter.track_seen(where)
             yield {"key": s["__key__"], "where": where, **track}
 
     return stage
@@ -325,6 +327,7 @@ def plan_stage(
         rng = random.Random(wds.utils.make_seed(seed, worker, next(epochs)) if train else seed)
         for t in tracks:
             if t["samples"] < labels.min_track_samples:
+                ledger.track_failed(t["where"])
                 ledger.skip(t["where"], "shorter than data.min_track_seconds", f"{t['samples']} samples")
                 continue
             yield {**t, "rng": rng, "offsets": fmt.offsets(t, rng if train else None, n_val)}
@@ -380,17 +383,21 @@ def example_stage(fmt: ShardFormat, labels: LabelSpec, counter: SkipLedger, trai
     # (the lyric cache holds more tracks than are open at once, so each track's lyrics are tokenised once a visit)
 
     def stage(crops: Iterable[dict]) -> Iterator[dict]:
-        bad_tracks: set[str] = set()  # an unreadable track's other crops are not tried again
+        # an unreadable track's other crops are not decoded again, but each is counted (and listed) as a skip,
+        # so that a stream of nothing but bad tracks starves on count instead of spinning silently
+        bad_tracks: dict[str, str] = {}
         for c in crops:
             if c["key"] in bad_tracks:
+                counter.skip(c["where"], "unusable crop", f"its track failed before: {bad_tracks[c['key']]}")
                 continue
             info = c["info"]
             try:
                 example = fmt.example(c, c["rng"] if train else None)
                 fields = {f.name: f.value(info) for f in labels.fields}
             except SkipTrack as err:
+                bad_tracks[c["key"]] = " ".join(str(err).split())[:200]
+                counter.track_failed(c["where"])
                 counter.skip(c["where"], "unusable crop", err)
-                bad_tracks.add(c["key"])
                 continue
             example |= {
                 **label_ids(info, labels.vocab, labels.max_genres),

@@ -8,6 +8,7 @@ file lets an interrupted run resume without mixing in a different run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,8 +25,11 @@ import webdataset as wds
 
 from jukebox_pl.audio import (
     AUDIO_EXTENSIONS,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
     UNSUPPORTED_AUDIO_EXTENSIONS,
     AudioDecodeError,
+    audio_info,
     encode_audio,
     level_dbfs,
     limit_channels,
@@ -35,7 +39,8 @@ from jukebox_pl.audio import (
 from jukebox_pl.data.metadata import Metadata, TrackMeta, load_metadata
 from jukebox_pl.data.safe_paths import walk_source
 from jukebox_pl.data.vocab import LabelVocab
-from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
+from jukebox_pl.errors import DiskFullError, MissingInputError, RefusedError, UserValueError, is_disk_full
+from jukebox_pl.user_files import check_input_file
 
 STATE_FILE = ".prep_state.json"
 MANIFEST_FILE = "manifest.json"
@@ -70,14 +75,15 @@ class PrepOptions:
         """What defines the dataset; a resume must match it exactly (workers and overwrite do not count)."""
         fp = {k: v for k, v in asdict(self).items() if k not in ("workers", "overwrite", "out")}
         fp["src"] = str(Path(self.src).resolve())
-        fp["metadata"] = _file_digest(self.metadata)
-        fp["base_vocab"] = _file_digest(self.base_vocab)
+        fp["metadata"] = _file_digest(self.metadata, "--metadata file")
+        fp["base_vocab"] = _file_digest(self.base_vocab, "--base-vocab file")
         return fp
 
 
-def _file_digest(path: str | None) -> str | None:
+def _file_digest(path: str | None, what: str) -> str | None:
     if not path:
         return None
+    check_input_file(path, what)  # a FIFO would block the digest for ever, a folder would be a traceback
     h = hashlib.sha1()
     with open(path, "rb") as fh:  # in blocks: a metadata file may be large
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -175,12 +181,21 @@ class TrackResult:
 def load_track(
     src: str, rel: str, sr: int, bits: int, min_seconds: float, max_seconds: float | None, silence_db: float
 ) -> TrackResult:
-    """Decode, check and re-encode one file (runs in a worker process)."""
+    """Decode, check and re-encode one file (runs in a worker process). The header is checked first, so a
+    damaged one (a rate of 1 Hz, hours of frames) is skipped before anything is decoded or resampled."""
+    path = Path(src, rel)
     try:
-        audio, source_sr = read_audio(Path(src, rel))
+        info = audio_info(path)
+        if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+            return TrackResult(
+                rel, False, f"sample rate {info.sample_rate} Hz out of range [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz"
+            )
+        if max_seconds is not None and info.seconds > max_seconds:
+            return TrackResult(rel, False, f"too long: {info.seconds:.1f} s > --max-seconds {max_seconds:g}")
+        audio, source_sr = read_audio(path)
     except AudioDecodeError as err:
         reason = str(err).split(": ", 1)[-1]
-        if "does not exist" in reason and Path(src, rel).is_file():  # libsndfile's words for unknown data
+        if "does not exist" in reason and path.is_file():  # libsndfile's words for unknown data
             reason = "unrecognised or corrupt audio data"
         return TrackResult(rel, False, f"cannot decode as audio ({reason})")
     except MemoryError:
@@ -197,7 +212,12 @@ def load_track(
     peak_db, rms_db = level_dbfs(audio)
     if rms_db < silence_db:
         return TrackResult(rel, False, f"silent: RMS {rms_db:.1f} dBFS < {silence_db:g} dBFS")
-    audio = resample(limit_channels(audio), source_sr, sr)
+    try:
+        audio = resample(limit_channels(audio), source_sr, sr, name=rel)
+    except AudioDecodeError as err:  # the resampled track would not fit in memory
+        return TrackResult(rel, False, f"too large to resample ({str(err).split(': ', 1)[-1]})")
+    except MemoryError:
+        return TrackResult(rel, False, "too large to resample in memory")
     subtype = {16: "PCM_16", 24: "PCM_24"}[bits]
     flac = encode_audio(audio, sr, "FLAC", subtype)
     return TrackResult(
@@ -339,6 +359,11 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
         raise UserValueError(f"--bits must be 16 or 24, got {opts.bits}")
     if not 0.0 <= opts.val_fraction < 1.0:
         raise UserValueError(f"--val-fraction must be in [0, 1), got {opts.val_fraction}")
+    if not MIN_SAMPLE_RATE <= opts.sr <= MAX_SAMPLE_RATE:
+        raise UserValueError(f"--sr {opts.sr} Hz is out of range: must be in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz")
+    if out.exists() and not out.is_dir():
+        raise PrepRefused(f"--out {out} is an existing file, not a folder; name a new or empty folder for the shards")
+    base_vocab = LabelVocab.load(opts.base_vocab) if opts.base_vocab else LabelVocab()  # before any work
     exclude = out.resolve() if out.resolve().is_relative_to(src.resolve()) else None
     listing = discover(src, exclude=exclude)
     metadata = load_metadata(opts.metadata, src)
@@ -362,7 +387,7 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
         log(f"{out} is already complete; nothing to do")
         return json.loads((out / MANIFEST_FILE).read_text())
 
-    vocab = LabelVocab.load(opts.base_vocab) if opts.base_vocab else LabelVocab()
+    vocab = base_vocab
     vocab.extend(
         artists=[m.artist for m in metadata.rows.values()],
         genres=[g for m in metadata.rows.values() for g in m.genres],
@@ -399,9 +424,17 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
                 sample, record = _make_sample(result, meta, vocab, opts.sr, splits[result.rel], metadata)
                 sinks[record["split"]].write(sample, record)
                 advance(result.frames / opts.sr / 3600)
-    except BaseException:
+    except BaseException as err:
         for sink in sinks.values():
             sink.abort()
+        if is_disk_full(err):
+            with contextlib.suppress(OSError):  # the state of the committed shards is already on disk
+                _atomic_json(state_path, state)
+            raise DiskFullError(
+                f"no space left on the disk while writing shards to {out} ({err.strerror}); the "
+                f"{len(state['shards'])} complete shard(s) are kept: free space and run the same command again "
+                "to resume"
+            ) from None
         _atomic_json(state_path, state)  # keep the skips found so far
         raise
     for sink in sinks.values():

@@ -26,12 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+from jukebox_pl.user_files import os_reason, probe_readable, read_capped
 
-
-def os_reason(err: OSError) -> str:
-    """The operating system's words for an error ("Permission denied"), without the repeated path."""
-    return err.strerror or type(err).__name__
+__all__ = ["is_inside", "os_reason", "read_capped", "resolve_link", "walk_source"]
 
 
 def resolve_link(path: str | Path) -> tuple[Path | None, str]:
@@ -49,39 +46,6 @@ def resolve_link(path: str | Path) -> tuple[Path | None, str]:
 def is_inside(path: Path, roots: list[Path]) -> bool:
     """Whether a resolved path lies in (or is) one of the resolved roots."""
     return any(path == root or path.is_relative_to(root) for root in roots)
-
-
-def read_capped(path: Path, max_bytes: int) -> tuple[bytes | None, str]:
-    """Read a regular file of at most `max_bytes` without ever holding more than that; None and why otherwise.
-
-    The size is checked on the open file before reading, so a huge file is never read whole, and a FIFO or
-    device is refused rather than blocking the run."""
-    try:
-        fd = os.open(path, _OPEN_FLAGS | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as err:
-        return None, f"cannot be read ({os_reason(err)})"
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            return None, "is not a regular file"
-        if info.st_size > max_bytes:
-            return None, f"is {info.st_size} bytes, over the {max_bytes}-byte limit"
-        try:
-            data = fh.read(max_bytes + 1)
-        except OSError as err:
-            return None, f"cannot be read ({os_reason(err)})"
-    if len(data) > max_bytes:  # it grew after the size check
-        return None, f"is over the {max_bytes}-byte limit"
-    return data, ""
-
-
-def _probe_readable(path: str) -> str:
-    """Open and close a file to learn early (with a clear reason) that a decoder could not read it."""
-    try:
-        os.close(os.open(path, _OPEN_FLAGS))
-    except OSError as err:
-        return f"cannot be read ({os_reason(err)})"
-    return ""
 
 
 @dataclass
@@ -222,7 +186,7 @@ class _Walk:
         if not stat.S_ISREG(info.st_mode):
             self.skip(rel, "not a regular file (a FIFO, socket or device); never opened")
             return
-        reason = _probe_readable(path) if self.probe(rel) else ""
+        reason = probe_readable(path) if self.probe(rel) else ""
         if reason:
             self.skip(rel, reason)
             return

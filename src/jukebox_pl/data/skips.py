@@ -30,7 +30,9 @@ def shard_of(where: str) -> str:
 class SkipLedger:
     """Counts skipped samples per (shard, reason), logs a summary every `report_seconds`, appends every skip to
     `log_file` (one tab-separated line: shard, key, reason, detail), and raises `DataStarvedError` when no
-    usable example arrived for `max_in_a_row` skips or `starve_seconds` seconds.
+    usable example arrived for `max_in_a_row` skips or `starve_seconds` seconds, or, before any usable example,
+    as soon as every shard of the stream (`expect_shards`) has been read and every track in them has failed
+    (an all-corrupt dataset stops in seconds, not after `starve_seconds`).
 
     The count rides along in every batch as `skipped` (`count`), as before.
     """
@@ -53,6 +55,12 @@ class SkipLedger:
         self._unreported: Counter[tuple[str, str]] = Counter()
         self._last_report = clock()
         self._last_example = clock()
+        # until the first usable example: which shards were read, which tracks seen, which of them failed
+        self.examples = 0
+        self._expected: set[str] = set()
+        self._read: set[str] = set()
+        self._seen: set[str] = set()
+        self._failed: set[str] = set()
 
     # -- what the pipeline stages call ---------------------------------------------------------------------
     def skip(self, where: str, reason: str, detail: object = "") -> None:
@@ -74,8 +82,30 @@ class SkipLedger:
         """Anything a shard produced: a parsed track or a skip."""
         return self.tracks + self.count
 
-    def track_seen(self) -> None:
+    def track_seen(self, where: str | None = None) -> None:
         self.tracks += 1
+        if where is not None and not self.examples and self._expected:
+            self._seen.add(where)
+
+    def track_failed(self, where: str) -> None:
+        """A track (`url:key`) none of whose crops could be used so far (its skip is counted by `skip`)."""
+        if not self.examples and self._expected:
+            self._failed.add(where)
+
+    def expect_shards(self, urls: list[str]) -> None:
+        """The shards this stream reads: once each was read and all their tracks failed, it has starved."""
+        self._expected = set(urls)
+
+    def shard_read(self, url: str) -> None:
+        """Every sample of `url` went down the pipeline (its tracks are seen, or it held none)."""
+        if not self.examples and url in self._expected:
+            self._read.add(url)
+
+    @property
+    def all_failed(self) -> bool:
+        """No usable example yet, every expected shard read, and every track seen in them failed (shards without
+        any track count one skip per visit and reach `max_in_a_row` in moments)."""
+        return not self.examples and bool(self._seen) and self._read >= self._expected and self._failed >= self._seen
 
     def restart_clock(self) -> None:
         """A (re)started stream: the time without examples counts from now (workers start long after the
@@ -86,17 +116,25 @@ class SkipLedger:
         """A usable example left the stream: the starvation clocks restart."""
         self.in_a_row = 0
         self._last_example = self.clock()
+        if not self.examples:  # the all-failed rule is over: free its sets
+            self._read, self._seen, self._failed = set(), set(), set()
+        self.examples += 1
         self._maybe_report()
 
     def check(self) -> None:
         """Raise when the stream has starved (called on every skip and on every shard opened)."""
         waited = self.clock() - self._last_example
-        if self.in_a_row >= self.max_in_a_row or waited >= self.starve_seconds:
-            why = (
-                f"{self.in_a_row} samples in a row were unusable (data.max_skips_in_a_row={self.max_in_a_row})"
-                if self.in_a_row >= self.max_in_a_row
-                else f"no usable sample for {waited:.0f} s (data.starve_seconds={self.starve_seconds:g})"
-            )
+        all_failed = self.all_failed
+        if self.in_a_row >= self.max_in_a_row or waited >= self.starve_seconds or all_failed:
+            if all_failed:
+                why = (
+                    f"every one of the {len(self._seen)} tracks in the {len(self._expected)} shard(s) failed and no "
+                    f"usable sample arrived ({self.count} skips)"
+                )
+            elif self.in_a_row >= self.max_in_a_row:
+                why = f"{self.in_a_row} samples in a row were unusable (data.max_skips_in_a_row={self.max_in_a_row})"
+            else:
+                why = f"no usable sample for {waited:.0f} s (data.starve_seconds={self.starve_seconds:g})"
             raise DataStarvedError(
                 f"training data starved: {why}; skipped so far: {self.describe(self.by_reason) or 'nothing'}"
                 f"{self._file_hint()}. Check the shards and the data.* settings (`jukebox-pl inspect-data` reads a few "

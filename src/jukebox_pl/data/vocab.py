@@ -20,10 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jukebox_pl.errors import MissingInputError, UserKeyError, UserValueError
+from jukebox_pl.errors import UserKeyError, UserValueError
 from jukebox_pl.text import normalize_label, reference_norm
+from jukebox_pl.user_files import read_input_text
 
 UNKNOWN = "unknown"
+MAX_VOCAB_BYTES = 64 << 20  # the reference's tables (~10k artists) are well under 1 MB
 STYLES = ("jukebox-pl", "openai-v2", "openai-v3")
 # The reference's max_bow_genre_size: genre ids one label may hold (its Labeller asserts the count).
 MAX_GENRES = {"jukebox-pl": None, "openai-v2": 5, "openai-v3": 1}
@@ -176,13 +178,17 @@ class LabelVocab:
         try:
             style = _check_style(raw.get("style", "jukebox-pl"))
             vocab = cls(artists=dict(raw["artists"]), genres=dict(raw["genres"]), style=style)
-        except (KeyError, TypeError, AttributeError) as err:
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
             raise UserValueError(
-                f"{where} is not a jukebox-pl vocab.json (needs 'artists' and 'genres'): {err}"
+                f"{where} is not a jukebox-pl vocab.json (needs 'artists' and 'genres', each a mapping of names "
+                f"to ids): {type(err).__name__} {err}"
             ) from None
         for kind, table in (("artists", vocab.artists), ("genres", vocab.genres)):
             if not table or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in table.values()):
                 raise UserValueError(f"{where}: {kind} must map names to ids >= 0 (and hold at least one)")
+            odd = next((name for name in table if not isinstance(name, str)), None)
+            if odd is not None:
+                raise UserValueError(f"{where}: {kind} must map names (strings) to ids, not {odd!r}")
             if style != "jukebox-pl":
                 continue  # the reference's tables: id 0 may have several names, or none named 'unknown'
             if table.get(UNKNOWN) != 0:
@@ -199,10 +205,9 @@ class LabelVocab:
     @classmethod
     def load(cls, path: str | Path) -> LabelVocab:
         path = Path(path)
+        text = read_input_text(path, "vocabulary file", MAX_VOCAB_BYTES)  # missing, FIFO, huge: one line
         try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MissingInputError(f"vocabulary file {path} does not exist") from None
+            raw = json.loads(text)
         except json.JSONDecodeError as err:
             raise UserValueError(f"{path} is not a jukebox-pl vocab.json: {err}") from None
         if not isinstance(raw, dict):

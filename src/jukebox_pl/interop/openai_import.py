@@ -31,7 +31,14 @@ from jukebox_pl.errors import MissingInputError, RefusedError, UnsafeFileError, 
 from jukebox_pl.interop.openai_hps import ModelSpec, read_hps, spec_from_hps
 from jukebox_pl.interop.reference_prior import reference_key
 from jukebox_pl.interop.reference_vqvae import load_reference_level, reference_levels, strip_module_prefix
-from jukebox_pl.training.checkpoints import EXPORT_FORMAT, atomic_torch_save, load_mapped, unsafe_global
+from jukebox_pl.training.checkpoints import (
+    EXPORT_FORMAT,
+    atomic_torch_save,
+    load_mapped,
+    torch_error_text,
+    unsafe_global,
+)
+from jukebox_pl.vqvae.fingerprint import codes_fingerprint, level_print
 from jukebox_pl.vqvae.model import VQVAELevelModel, hop_lengths, level_index, level_name
 
 SHOWN = 10  # keys listed in a refusal before "and N more"
@@ -53,42 +60,96 @@ class ReferenceObject(dict):
             self.update(state)
 
 
+# Plain containers pickle spells as globals (protocol 2 writes a set as `builtins.set` + REDUCE); everything
+# else a reference file holds is a tensor (torch's own allow-list) or one of the reference's `jukebox.*` classes.
+PLAIN_GLOBALS = {f"builtins.{t.__name__}": t for t in (dict, list, tuple, set, frozenset, bytearray, complex)}
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A trusted reference file named a global outside what such a file holds; nothing of it was called."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def trusted_global(module: str, name: str) -> Any:
+    """What `--trust-pickle` lets a reference file name: its own classes (as `ReferenceObject`), plain containers,
+    and exactly what torch's weights_only unpickler allows (tensor rebuilders, storages, dtypes, OrderedDict).
+    Anything else (`posix.system`, `builtins.exec`, `subprocess.Popen`, `builtins.getattr`, ...) is refused by
+    name before it can be called."""
+    if module == "jukebox" or module.startswith("jukebox."):
+        return ReferenceObject  # the reference package need not be installed
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    full = f"{module}.{name}"
+    allowed = {**_get_allowed_globals(), **PLAIN_GLOBALS}
+    if full in allowed:
+        return allowed[full]
+    raise RefusedGlobal(full)
+
+
 class _ReferenceUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if module == "jukebox" or module.startswith("jukebox."):
-            return ReferenceObject  # the reference package need not be installed
-        return super().find_class(module, name)
+        return trusted_global(module, name)
 
 
-REFERENCE_PICKLE = types.SimpleNamespace(Unpickler=_ReferenceUnpickler, load=pickle.load, __name__="pickle")
+def _reference_load(file, **kwargs):
+    """`pickle.load` through the restricted unpickler (torch calls it for the legacy format's header records)."""
+    return _ReferenceUnpickler(file, **kwargs).load()
+
+
+REFERENCE_PICKLE = types.SimpleNamespace(Unpickler=_ReferenceUnpickler, load=_reference_load, __name__="pickle")
 
 
 def _torch_load(path: Path, weights_only: bool):
-    """Memory-mapped where the format allows; the reference's own classes stand in as dicts when trusted."""
+    """Memory-mapped where the format allows; with `weights_only=False`, the restricted reference unpickler."""
     return load_mapped(path, weights_only, **({} if weights_only else {"pickle_module": REFERENCE_PICKLE}))
+
+
+def _unreadable(path: Path, err: BaseException) -> UserValueError:
+    """A file that is no torch file at all (torch's advice to load it unsafely is left out)."""
+    reason = next(iter(torch_error_text(str(err)).splitlines()), "")
+    return UserValueError(f"{path} is not a readable torch file: {type(err).__name__}: {reason}")
+
+
+def _refused(path: Path, name: str) -> UnsafeFileError:
+    return UnsafeFileError(
+        f"{path} is refused, with or without --trust-pickle: it names the global {name}, which a reference "
+        "checkpoint never holds (only its jukebox.* classes, tensors and plain containers); nothing of it ran"
+    )
 
 
 def read_reference_file(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict | None]:
     """(state dict without any `module.` prefix, the file's `hps` or None) of a reference checkpoint file: a dict
     with `model` (and `hps`, `step`, `opt`) or a bare state dict. Tensors and plain data only, unless the file
-    needs pickle and `trust_pickle` says it may (the reference pickled its `Hyperparams` class)."""
+    needs pickle and `trust_pickle` says it may (the reference pickled its `Hyperparams` class): then only the
+    reference's own classes are added to what a weights-only load allows (`trusted_global`)."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"reference checkpoint {path} does not exist")
     try:
         obj = _torch_load(path, weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # a pickled class, a truncated download, not a torch file
         detail = unsafe_global(err)
         if detail is None:
-            raise UserValueError(f"{path} is not a readable torch file: {str(err).splitlines()[0]}") from None
+            raise _unreadable(path, err) from None
+        named = detail.removeprefix("Unsupported global: GLOBAL ") if detail.startswith("Unsupported") else None
+        if named is not None and not (named.split(".")[0] == "jukebox" or named in PLAIN_GLOBALS):
+            raise _refused(path, named) from None  # no reference file holds it: --trust-pickle would not help
         if not trust_pickle:
             raise UnsafeFileError(
                 f"{path} needs pickle to load ({detail}): the reference wrote its files that way. If you trust "
                 "where the file comes from (e.g. OpenAI's own download), pass --trust-pickle"
             ) from None
-        obj = _torch_load(path, weights_only=False)
-    except Exception as err:  # truncated download, not a torch file
-        raise UserValueError(f"{path} is not a readable torch file: {type(err).__name__}: {err}") from None
+        obj = None
+    if obj is None:
+        try:
+            obj = _torch_load(path, weights_only=False)
+        except RefusedGlobal as err:
+            raise _refused(path, err.name) from None
+        except Exception as err:
+            raise _unreadable(path, err) from None
     if not isinstance(obj, Mapping):
         raise UserValueError(f"{path} holds a {type(obj).__name__}, not a reference checkpoint")
     hps = obj.get("hps") if isinstance(obj.get("model"), Mapping) else None
@@ -197,7 +258,7 @@ def write_vqvae(run: Path, levels: dict[int, dict], spec: ModelSpec, source: str
     return written
 
 
-def write_prior(run: Path, state: dict, spec: ModelSpec, source: str, vocab) -> Path:
+def write_prior(run: Path, state: dict, spec: ModelSpec, source: str, vocab, fingerprint: dict | None = None) -> Path:
     v = spec.vqvae
     idx = level_index(spec.level, v["levels"])
     hp = {
@@ -217,11 +278,27 @@ def write_prior(run: Path, state: dict, spec: ModelSpec, source: str, vocab) -> 
         "state_dict": {f"model.{k}": t for k, t in state.items()},
         "meta": {"kind": "prior", "level": idx, "level_name": spec.level, "levels": v["levels"],
                  "sample_rate": spec.sample_rate, "n_ctx": spec.prior["n_ctx"], "imported_from": source,
-                 "hps": spec.source},
+                 "hps": spec.source, "vqvae_fingerprint": fingerprint},
     }  # fmt: skip
     path = atomic_torch_save(export, run / f"prior_{spec.level}" / "export.pt")
     save_config(stage_config(spec), run / f"prior_{spec.level}" / "config.yaml")
     return path
+
+
+def imported_fingerprint(run: Path, spec: ModelSpec, codebooks: dict[int, dict]) -> dict | None:
+    """The fingerprint of the VQ-VAE levels an imported prior reads: from the VQ-VAE imported with it, else from
+    the one already in the run folder; None (sampling then warns) when the run has none yet."""
+    n = spec.vqvae["levels"]
+    idx = level_index(spec.level, n)
+    needed = [i for i in (idx, idx + 1) if i < n]
+    if not all(i in codebooks for i in needed):
+        if not all((run / f"vqvae_{level_name(i, n)}" / "export.pt").is_file() for i in needed):
+            return None
+        from jukebox_pl.vqvae.container import VQVAE
+
+        vqvae = VQVAE.from_checkpoints([run / f"vqvae_{level_name(i, n)}" / "export.pt" for i in needed])
+        return codes_fingerprint(vqvae, idx)
+    return {level_name(i, n): codebooks[i] for i in needed}
 
 
 @dataclass
@@ -270,11 +347,15 @@ def import_openai(
     levels_seen: dict[str, str] = {}
     tables: dict[str, Any] = {}  # label version -> the reference's id tables, read once
     top_vocab = (-1, None)  # (level index, vocabulary) of the highest prior: the run's vocab.json
-    for item in items:
+    codebooks: dict[int, dict] = {}  # level -> its fingerprint entry, from the VQ-VAE imported here
+    # the VQ-VAE first, so that every prior records the codebooks it is paired with (`vqvae.fingerprint`)
+    for item in sorted(items, key=lambda i: i.kind != "vqvae"):
         state, file_hps = read_reference_file(item.path, trust_pickle)
         spec = resolve_spec(item, file_hps)
         if spec.kind == "vqvae":
             converted = convert_vqvae(state, spec, item.path)
+            hops = hop_lengths(spec.vqvae["downs_t"], spec.vqvae["strides_t"])
+            codebooks.update({lv: level_print(st, hops[lv]) for lv, st in converted.items()})
             report.written += write_vqvae(run, converted, spec, str(item.path))
             report.lines.append(f"{item.path}: VQ-VAE ({spec.source}), {len(state)} keys -> {len(converted)} levels")
             continue
@@ -292,7 +373,8 @@ def import_openai(
             idx = level_index(spec.level, spec.vqvae["levels"])
             top_vocab = max(top_vocab, (idx, vocab), key=lambda pair: pair[0])
         mapped = convert_prior(state, spec, item.path)
-        report.written.append(write_prior(run, mapped, spec, str(item.path), vocab))
+        fingerprint = imported_fingerprint(run, spec, codebooks)
+        report.written.append(write_prior(run, mapped, spec, str(item.path), vocab, fingerprint))
         dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in mapped.values()})
         report.lines.append(
             f"{item.path}: {spec.level} prior ({spec.source}), {len(state)} keys placed, weights {'/'.join(dtypes)}"

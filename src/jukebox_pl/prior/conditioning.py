@@ -13,18 +13,33 @@ config:
           tempo: {target: my_project.tempo.TempoConditioner, column: extra.bpm}
 
 The class is built as `target(width=<prior width>, n_ctx=<prior n_ctx>, **the other keys)`.
+
+Importing a module runs its code, so a target is imported only when this invocation allowed it: named on the
+command line (`prior.top.conditioners=...`, `jukebox_pl.config.load_config` overrides), passed to
+`--allow-conditioner`, or to `allow_conditioners(...)` by a library user. A target named only by a file (a
+downloaded checkpoint's hyper-parameters, a run's saved config) resolves when its module is already imported
+(nothing new runs) or lives in jukebox_pl, and is refused otherwise, naming the key, the target and the file.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from jukebox_pl.errors import UserValueError
+from jukebox_pl.config.conditioner_targets import (  # noqa: F401 - allow_conditioners & co. are public here too
+    _normal,
+    allow_conditioners,
+    check_file_conditioners,
+    conditioner_allowed,
+    named_targets,
+    refusal,
+)
+from jukebox_pl.errors import UnsafeFileError, UserValueError
 
 
 @dataclass
@@ -77,11 +92,14 @@ class Conditioner(nn.Module):
             raise UserValueError(f"{what} is conditioned on {about}: pass {', '.join(missing)}")
 
 
-def resolve_target(target: str) -> type[Conditioner]:
-    """`package.module.ClassName` (or `package.module:ClassName`) -> the Conditioner subclass."""
-    module, _, name = target.replace(":", ".").rpartition(".")
+def resolve_target(target: str, key: str = "conditioners.<name>.target", source: str = "a config") -> type[Conditioner]:
+    """`package.module.ClassName` (or `package.module:ClassName`) -> the Conditioner subclass; a module is
+    imported only when `conditioner_allowed` (see the module's docstring), else UnsafeFileError."""
+    module, _, name = _normal(target).rpartition(".")
+    if not conditioner_allowed(target):
+        raise UnsafeFileError(refusal(target, key, source))
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = getattr(sys.modules.get(module) or importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as err:
         raise UserValueError(f"conditioner target {target!r} cannot be imported: {err}") from None
     if not (isinstance(cls, type) and issubclass(cls, Conditioner)):
@@ -89,18 +107,21 @@ def resolve_target(target: str) -> type[Conditioner]:
     return cls
 
 
-def split_spec(name: str, spec: dict) -> tuple[type[Conditioner], dict]:
-    """A config entry {target: ..., **kwargs} -> (class, kwargs)."""
+def split_spec(name: str, spec: dict, source: str = "a config", at: str = "") -> tuple[type[Conditioner], dict]:
+    """A config entry {target: ..., **kwargs} -> (class, kwargs); `at` (`prior.top`) and `source` name where the
+    entry came from in messages."""
     spec = dict(spec)
     if "target" not in spec:
         raise UserValueError(f"conditioner {name!r} needs a `target` (a Conditioner class path); got {sorted(spec)}")
-    return resolve_target(spec.pop("target")), spec
+    key = f"{at}.conditioners.{name}.target" if at else f"conditioners.{name}.target"
+    return resolve_target(spec.pop("target"), key, source), spec
 
 
-def extra_track_fields(specs: dict[str, dict]) -> dict[str, dict]:
-    """Every track field the configured extra conditioners read (for the DataModules)."""
+def extra_track_fields(specs: dict[str, dict], at: str = "prior.<level>") -> dict[str, dict]:
+    """Every track field the configured extra conditioners read (for the DataModules); `at` names the section
+    in messages."""
     fields: dict[str, dict] = {}
     for name, spec in (specs or {}).items():
-        cls, kwargs = split_spec(name, spec)
+        cls, kwargs = split_spec(name, spec, at=at)
         fields |= cls.track_fields(**kwargs)
     return fields

@@ -26,6 +26,7 @@ from jukebox_pl.prior.sharding import is_sharded, mixed_precision, shard_prior
 from jukebox_pl.training.checkpoints import check_finite
 from jukebox_pl.training.schedules import build_optimizer
 from jukebox_pl.training.sharded import local, local_rows
+from jukebox_pl.vqvae.fingerprint import check_pairing, codes_fingerprint
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
@@ -77,6 +78,8 @@ class PriorTraining:
         if pcfg.ema_decay is not None:
             self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
         self.__dict__["_vqvae"] = vqvae  # not a submodule: frozen, not trained, not in the checkpoint
+        # which VQ-VAE's codes this prior learns (recorded in its checkpoints; sampling checks the pairing)
+        self.vqvae_fingerprint: dict | None = codes_fingerprint(vqvae, idx) if vqvae is not None else None
         self.__dict__["_vqvae_device"] = None
         self._kept_rows: dict[str, int] = {}  # label table -> leading rows that never change (fine-tuning)
         self._free_null: set[str] = set()  # tables whose row 0 learns all the same (the guidance null)
@@ -299,11 +302,25 @@ class PriorTraining:
             "sample_rate": self.sample_rate,
             "hop_length": self.hop_length,
             "n_ctx": self.cfg.n_ctx,
+            "vqvae_fingerprint": self._codes_fingerprint(),
         }
 
+    def _codes_fingerprint(self) -> dict | None:
+        if self.vqvae_fingerprint is None and self._vqvae is not None:  # loaded on demand from vqvae_checkpoints
+            self.vqvae_fingerprint = codes_fingerprint(self._vqvae, self.level)
+        return self.vqvae_fingerprint
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        check_prior_level(checkpoint.get("jukebox_pl", {}), self.level, self.vcfg.levels, "this checkpoint")
+        meta = checkpoint.get("jukebox_pl", {})
+        check_prior_level(meta, self.level, self.vcfg.levels, "this checkpoint")
         check_finite(checkpoint.get("state_dict", {}), "this checkpoint")
+        recorded, own = meta.get("vqvae_fingerprint"), self._codes_fingerprint()
+        where = self.__dict__.get("_checkpoint_path") or "the checkpoint resumed from"
+        if recorded and own:  # a resumed prior keeps learning the codes it learned, never another VQ-VAE's
+            what = ", ".join(self.hparams.get("vqvae_checkpoints") or []) or "the VQ-VAE it is given"
+            check_pairing(recorded, self._vqvae, self.level, str(where), what)
+        elif recorded:
+            self.vqvae_fingerprint = recorded
 
 
 class PriorModule(PriorTraining, pl.LightningModule):

@@ -11,7 +11,8 @@ from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.training.checkpoints import load_any
-from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.vqvae.container import VQVAE, level_checkpoint
+from jukebox_pl.vqvae.fingerprint import check_pairing
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --weights: priors stored and computed in half precision
@@ -54,7 +55,16 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
         from jukebox_pl.prior.quantize import quantize_weights
 
         quantize_weights(model, weights)
+    # which VQ-VAE's codes it learned (None in files older than the record), checked by `check_vqvae`
+    model.vqvae_fingerprint = info["meta"].get("vqvae_fingerprint")
     return model, hp
+
+
+def check_vqvae(prior: JukeboxPrior, vqvae: VQVAE, prior_path, vqvae_what: str, allow: bool = False) -> None:
+    """A prior is sampled only with the VQ-VAE whose codes it learned (`jukebox_pl.vqvae.fingerprint`)."""
+    hint = ", or pass --allow-mismatch to use them together anyway"
+    check_pairing(getattr(prior, "vqvae_fingerprint", None), vqvae, prior.level, str(prior_path), vqvae_what,
+                  allow, hint)  # fmt: skip
 
 
 def load_assigned(model: torch.nn.Module, state: dict[str, torch.Tensor], path) -> None:
@@ -126,8 +136,11 @@ class SamplingModels:
         return level_name(level, self.n_levels)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, levels: int | None = None, weights: str = "fp32") -> SamplingModels:
-        """The VQ-VAE levels and the priors of the top `levels` levels (all by default) of a run folder."""
+    def from_run(
+        cls, run_dir: str | Path, levels: int | None = None, weights: str = "fp32", allow_mismatch: bool = False
+    ) -> SamplingModels:
+        """The VQ-VAE levels and the priors of the top `levels` levels (all by default) of a run folder; a prior
+        that learned another VQ-VAE's codes is refused unless `allow_mismatch`."""
         vqvae = VQVAE.from_run(run_dir)
         n = vqvae.n_levels
         wanted = list(range(n - (levels or n), n))
@@ -138,15 +151,21 @@ class SamplingModels:
             raise MissingInputError(f"the VQ-VAE levels {missing} are not trained in {run_dir}")
         priors, vocabs = {}, {}
         for i in wanted:
-            prior, hp = load_prior(prior_checkpoint(run_dir, level_name(i, n)), weights)
+            path = prior_checkpoint(run_dir, level_name(i, n))
+            prior, hp = load_prior(path, weights)
+            vq_files = [str(level_checkpoint(run_dir, level_name(j, n))) for j in (i, i + 1) if j in vqvae.available()]
+            check_vqvae(prior, vqvae, path, " and ".join(vq_files), allow_mismatch)
             priors[i] = prior
             if (vocab := vocab_of(hp)) is not None:
                 vocabs[i] = vocab
         return cls(vqvae, priors, cls.main_vocab(vocabs), vqvae.sample_rate, vocabs)
 
     @classmethod
-    def from_checkpoints(cls, vqvae: list[str], priors: list[str], weights: str = "fp32") -> SamplingModels:
-        """Explicit VQ-VAE level and prior checkpoints (or exports), e.g. a released set fine-tuned elsewhere."""
+    def from_checkpoints(
+        cls, vqvae: list[str], priors: list[str], weights: str = "fp32", allow_mismatch: bool = False
+    ) -> SamplingModels:
+        """Explicit VQ-VAE level and prior checkpoints (or exports), e.g. a released set fine-tuned elsewhere; a
+        prior that learned another VQ-VAE's codes is refused unless `allow_mismatch`."""
         container = VQVAE.from_checkpoints(vqvae)
         loaded, vocabs = {}, {}
         for path in priors:
@@ -157,6 +176,7 @@ class SamplingModels:
                 raise UserValueError(
                     f"{path} is a prior for a {prior.levels}-level VQ-VAE, the VQ-VAE has {container.n_levels}"
                 )
+            check_vqvae(prior, container, path, " and ".join(map(str, vqvae)), allow_mismatch)
             loaded[prior.level] = prior
             if (vocab := vocab_of(hp)) is not None:
                 vocabs[prior.level] = vocab

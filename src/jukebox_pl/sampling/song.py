@@ -16,12 +16,15 @@ import numpy as np
 import torch
 
 from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
+from jukebox_pl.data.code_checks import check_codes
 from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.prior.guidance import GUIDED_INPUTS
 from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.sampling.models import SamplingModels
-from jukebox_pl.training.checkpoints import atomic_torch_save, safe_load
+from jukebox_pl.training.checkpoints import INTERRUPTED_SAVE, atomic_torch_save, clean_interrupted_saves, safe_load
+from jukebox_pl.training.run_lock import LOCK_FILE, holds, lock_folder, release
+from jukebox_pl.user_files import check_input_file
 
 MODES = ("ancestral", "continue", "primed", "upsample")
 STATE_FILE, CODES_FILE = "state.pt", "codes.pt"
@@ -106,7 +109,10 @@ def known_codes(models: SamplingModels, req: SampleRequest, n: int) -> tuple[dic
     if req.mode in ("continue", "upsample"):
         if not req.codes:
             raise UserValueError(f"--mode {req.mode} needs --codes (a codes.pt written by `jukebox-pl sample`)")
-        saved = safe_load(req.codes, "codes file")
+        saved = safe_load(check_input_file(req.codes, "--codes file"), "codes file")
+        if not isinstance(saved, dict):
+            raise UserValueError(f"--codes file {req.codes} is not a codes.pt written by `jukebox-pl sample`")
+        check_codes(req.codes, saved.get("codes"), _prior_bins(models))
         codes = {models.level(name): c for name, c in saved["codes"].items()}
         codes = {k: (v if v.shape[0] == n else v[:1].repeat(n, 1)) for k, v in codes.items()}
         if top not in codes:
@@ -116,8 +122,8 @@ def known_codes(models: SamplingModels, req: SampleRequest, n: int) -> tuple[dic
         return codes, None
     if not req.prompt:
         raise UserValueError("--mode primed needs --prompt AUDIO (and --prompt-seconds)")
-    audio, sr = read_audio(req.prompt)
-    mono = to_mono(resample(audio, sr, models.sample_rate))
+    audio, sr = read_audio(check_input_file(req.prompt, "--prompt file"))
+    mono = to_mono(resample(audio, sr, models.sample_rate, name=req.prompt))
     hop_top = models.vqvae.hop_length(top)
     keep = int(req.prompt_seconds * models.sample_rate) // hop_top * hop_top if req.prompt_seconds else mono.shape[-1]
     keep = min(keep, mono.shape[-1] // hop_top * hop_top)
@@ -126,6 +132,19 @@ def known_codes(models: SamplingModels, req: SampleRequest, n: int) -> tuple[dic
     x = torch.from_numpy(np.ascontiguousarray(mono[..., :keep], dtype=np.float32)).reshape(1, 1, -1)
     encoded = models.vqvae.encode(x, levels=[i for i in models.vqvae.available()])
     return {k: v.repeat(n, 1) for k, v in encoded.items()}, None
+
+
+def _prior_bins(models: SamplingModels):
+    """A level name's codebook size, as its prior (or VQ-VAE level) reads it; None for a level the run lacks."""
+
+    def bins(name: str) -> int | None:
+        level = models.level(name)
+        if level in models.vqvae.available():
+            return int(models.vqvae.level(level).cfg.l_bins)
+        prior = models.priors.get(level)
+        return getattr(prior, "bins", None)
+
+    return bins
 
 
 def guidance_scales(models, levels: list[int], scales: list[float] | None, inputs: list[str] | None) -> dict:
@@ -168,17 +187,53 @@ def plan_levels(models: SamplingModels, req: SampleRequest) -> list[int]:
     return wanted
 
 
+def owned_by_sample(name: str) -> bool:
+    """The lock and what an interrupted save left: files of `sample`'s own even before its state exists."""
+    return name == LOCK_FILE or INTERRUPTED_SAVE.match(name) is not None
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """`--out` is a new or empty folder, or (with --resume) one of this command's own, recognised by the
+    sampling state it writes before anything else: a folder holding other files is never written into."""
+    if out.exists() and not out.is_dir():
+        raise RefusedError(f"--out {out} is a file, not a folder; give a new or empty folder for the sample")
+    state_path = out / STATE_FILE
+    if state_path.is_file() and not resume:
+        raise RefusedError(f"{out} holds an interrupted or finished sample; pass --resume or choose another --out")
+    if resume and not state_path.is_file():
+        raise MissingInputError(f"nothing to resume in {out} (no {STATE_FILE})")
+    listed = out.iterdir() if out.is_dir() and not resume else ()
+    foreign = sorted(p.name for p in listed if not owned_by_sample(p.name))
+    if foreign:
+        raise RefusedError(
+            f"--out {out} is not empty and was not written by `jukebox-pl sample` (it holds {foreign[0]}"
+            f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); give a new or empty folder"
+        )
+
+
 def sample_song(models: SamplingModels, req: SampleRequest, progress=None, totals=None) -> dict:
     """Run (or resume) one request; returns a summary. `progress(level, n)` is told of every n sampled tokens,
-    `totals({level: tokens})` of the plan before sampling starts."""
+    `totals({level: tokens})` of the plan before sampling starts. `req.out` is locked while it runs: a second
+    process on the same folder is refused, naming this one."""
     if req.mode not in MODES:
         raise UserValueError(f"unknown mode {req.mode!r}; choose one of {', '.join(MODES)}")
     out = Path(req.out)
+    check_out(out, req.resume)
+    held, new = holds(out), not out.exists()
+    lock_folder(out, "--out")  # creates the folder
+    clean_interrupted_saves(out)  # what a killed save left: held now, so no save of ours is under way
+    try:
+        return _sample_song(models, req, out, progress, totals)
+    finally:
+        if not held:
+            release(out)
+        if new and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_FILE}:  # refused: leave no trace
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            out.rmdir()
+
+
+def _sample_song(models: SamplingModels, req: SampleRequest, out: Path, progress, totals) -> dict:
     state_path = out / STATE_FILE
-    if state_path.is_file() and not req.resume:
-        raise RefusedError(f"{out} holds an interrupted or finished sample; pass --resume or choose another --out")
-    if req.resume and not state_path.is_file():
-        raise MissingInputError(f"nothing to resume in {out} (no {STATE_FILE})")
     artists, genres, artist_names = resolve_labels(models, req)
     out.mkdir(parents=True, exist_ok=True)
     n, top = len(artists), models.n_levels - 1

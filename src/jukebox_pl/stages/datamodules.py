@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from jukebox_pl.config.loader import ConfigError, check_values
+from jukebox_pl.config.loader import ConfigError, check_values, command_line_urls
 from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.datamodule import AudioDataModule
 from jukebox_pl.data.pipeline import TrackField
@@ -27,6 +27,7 @@ def vqvae_datamodule(cfg: DictConfig, skip_log: str | Path | None = None) -> Aud
         channels=v.channels,
         seed=cfg.seed,
         skip_log=skip_log,
+        allow_urls=command_line_urls(cfg),
     )
 
 
@@ -40,8 +41,11 @@ def prior_datamodule(cfg: DictConfig, level: int | str, skip_log: str | Path | N
     lyric_tokens = p.n_tokens if p.lyrics != "none" else 0
     common = dict(
         batch_size=p.batch_size, n_lyric_tokens=lyric_tokens, lyrics_vocab=p.lyrics_vocab, seed=cfg.seed,
-        skip_log=skip_log,
-        fields=tuple(TrackField(name, **spec) for name, spec in extra_track_fields(p.conditioners).items()),
+        skip_log=skip_log, allow_urls=command_line_urls(cfg),
+        fields=tuple(
+            TrackField(name, **spec)
+            for name, spec in extra_track_fields(p.conditioners, f"prior.{level_name(idx, levels)}").items()
+        ),
     )  # fmt: skip
     if cfg.data.shards and is_code_shards(cfg.data.shards):
         from jukebox_pl.data.code_datamodule import CodeDataModule

@@ -28,7 +28,9 @@ from jukebox_pl.audio import AudioDecodeError, read_audio
 from jukebox_pl.data.code_shards import CODES_FORMAT, CODES_KIND, INT16_CODES, codes_ext
 from jukebox_pl.data.prep import MANIFEST_FILE, SPLITS, VOCAB_FILE, _atomic_json, _describe_mismatch
 from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
+from jukebox_pl.training.run_lock import LOCK_FILE, lock_folder, release
 from jukebox_pl.vqvae.container import VQVAE, level_checkpoint
+from jukebox_pl.vqvae.fingerprint import codebook_sha1, encoder_sha1
 from jukebox_pl.vqvae.model import level_index, level_name
 
 STATE_FILE = ".encode_state.json"
@@ -46,19 +48,12 @@ class BadTrack(UserValueError):
 
 # -- what defines a code-shard folder (a resume must match it exactly) ----------------------------------------
 def encoder_fingerprint(vqvae: VQVAE, level: int) -> str:
-    """sha1 of what decides a level's codes (encoder weights + codebook), not the decoder or EMA statistics.
+    """sha1 of what decides a level's codes (encoder weights + codebook; `jukebox_pl.vqvae.fingerprint`).
 
     Hashing weights rather than checkpoint paths means a moved or re-exported checkpoint still resumes, while a
     checkpoint trained further (same path, new weights) is refused.
     """
-    h = hashlib.sha1()
-    state = vqvae.level(level).state_dict()
-    for name in sorted(state):
-        if name.startswith("encoder.") or name == "bottleneck.k":
-            t = state[name].detach().cpu().contiguous()
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    return encoder_sha1(vqvae.level(level).state_dict())
 
 
 def _source_digest(manifest: dict) -> str:
@@ -126,7 +121,7 @@ def _check_out(out: Path, src: Path, fp: dict) -> dict | None:
         raise EncodeRefused(f"--out {out} is the audio shard folder itself; choose another folder")
     state_path = out / STATE_FILE
     if not state_path.is_file():
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
             raise EncodeRefused(
                 f"--out {out} is not empty and was not written by `jukebox-pl encode-shards`; choose an empty folder"
             )
@@ -277,6 +272,7 @@ def encode_shards(
     _check_model(vqvae, levels, source, src)
     fp = fingerprint(src, source, vqvae, levels)
     state = _check_out(out, src, fp)
+    lock_folder(out, "--out")  # one encode-shards per folder (creates it)
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.glob("*.tar.tmp"):  # a shard that was being written when the last run stopped
         tmp.unlink()
@@ -310,6 +306,7 @@ def encode_shards(
     _atomic_json(out / MANIFEST_FILE, manifest)
     state["complete"] = True
     _atomic_json(state_path, state)
+    release(out)
     return manifest
 
 
@@ -337,6 +334,7 @@ def build_manifest(
         "vqvae": {
             "checkpoints": [str(Path(p).resolve()) for p in checkpoints] if checkpoints else None,
             "encoder_sha1": {n: state["fingerprint"][f"encoder_{n}"] for n in names.values()},
+            "codebook_sha1": {n: codebook_sha1(vqvae.level(i).state_dict()) for i, n in names.items()},
         },
         "fingerprint": state["fingerprint"],
         "counts": {

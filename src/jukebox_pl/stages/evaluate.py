@@ -45,6 +45,7 @@ def evaluate_prior(
     from jukebox_pl.sampling.models import load_prior
     from jukebox_pl.stages.datamodules import prior_datamodule
     from jukebox_pl.vqvae.container import VQVAE
+    from jukebox_pl.vqvae.fingerprint import check_pairing
 
     ckpt, run = base_of(source, level)
     preset = stage_config(ckpt)
@@ -60,6 +61,8 @@ def evaluate_prior(
         dm = prior_datamodule(cfg, hp["level"])
         dm.setup("validate")
         vqvae = VQVAE.from_run(run)
+        # measured on another VQ-VAE's codes, the figures would mean nothing
+        check_pairing(getattr(model, "vqvae_fingerprint", None), vqvae, hp["level"], str(ckpt), f"the VQ-VAE of {run}")
         with torch.device("meta"):  # no memory: the module only carries the loaded model
             module = PriorModule(hp["prior"], hp["level"], hp["vqvae_cfg"], hp["sample_rate"], y_bins=hp["y_bins"],
                                  vqvae=vqvae)  # fmt: skip

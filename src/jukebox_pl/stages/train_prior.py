@@ -20,6 +20,7 @@ from jukebox_pl.training.checkpoints import load_any
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
 from jukebox_pl.training.strategies import ddp_strategy, fully_sharded_strategy
 from jukebox_pl.vqvae.container import level_checkpoint
+from jukebox_pl.vqvae.fingerprint import VQVAEMismatch, check_pairing, encoder_sha1
 from jukebox_pl.vqvae.model import level_index, level_name
 
 
@@ -93,6 +94,26 @@ def load_prior_weights(
     return grew
 
 
+def check_same_vqvae(vqvae, level: int, ckpts: list, manifest: dict | None, shards, base: dict | None, init) -> None:
+    """A prior learns the codes of the VQ-VAE it is given: code shards written by `encode-shards` with another
+    VQ-VAE, or a base prior (`--init`, fine-tuning) that learned another one's codes, would teach it codes that
+    mean something else. Refused in one line naming both sides (`jukebox_pl.vqvae.fingerprint`)."""
+    files = " and ".join(map(str, ckpts))
+    recorded = ((manifest or {}).get("vqvae") or {}).get("encoder_sha1") or {}
+    for idx in (level, level + 1):
+        if idx >= vqvae.n_levels or idx not in vqvae.available():
+            continue
+        name = level_name(idx, vqvae.n_levels)
+        own = encoder_sha1(vqvae.level(idx).state_dict())
+        if name in recorded and recorded[name] != own:
+            raise VQVAEMismatch(
+                f"the code shards {shards} were encoded by another VQ-VAE than {files} ({name} encoder "
+                f"{recorded[name]} vs {own}); encode them again with this one (`jukebox-pl encode-shards`)"
+            )
+    if base is not None:
+        check_pairing(base["meta"].get("vqvae_fingerprint"), vqvae, level, str(init), files)
+
+
 def train_prior(
     run_dir: str | Path,
     level: str,
@@ -133,10 +154,12 @@ def train_prior(
     y_bins = (dm.vocab.n_genres, dm.vocab.n_artists) if dm.vocab is not None else None
     from jukebox_pl.vqvae.container import VQVAE
 
+    frozen = VQVAE.from_checkpoints(ckpts)
+    check_same_vqvae(frozen, idx, ckpts, getattr(dm, "manifest", None), cfg.data.shards, base, init)
     module = PriorModule(
         pcfg, idx, cfg.vqvae, cfg.data.sample_rate, y_bins=y_bins,
         vqvae_checkpoints=[relative_to_run(c, run_dir) for c in ckpts],
-        vqvae=VQVAE.from_checkpoints(ckpts), config=OmegaConf.to_container(cfg, resolve=True),
+        vqvae=frozen, config=OmegaConf.to_container(cfg, resolve=True),
         vocab=dm.vocab.to_dict() if dm.vocab is not None else None,
     )  # fmt: skip
     kept = {}
@@ -157,5 +180,6 @@ def train_prior(
     trainer = build_trainer(
         run, [Throughput("tokens"), *(callbacks or [])], strategy=training_strategy(cfg.trainer.strategy)
     )
+    module.__dict__["_checkpoint_path"] = run.ckpt_path  # a resumed prior's pairing check names its file
     fit(trainer, module, dm, run.ckpt_path)
     return module

@@ -2,7 +2,8 @@
 
 A process killed while writing `last.ckpt` must not leave half a file where the only resume point was (the
 file is written beside its target and renamed over it, which POSIX makes atomic), and a diverged run must not
-replace good weights with NaN (refused before anything is written).
+replace good weights with NaN (refused before anything is written). Every tensor's checksum is written with it
+and compared when a run resumes, so a checkpoint damaged after it was written is refused naming the tensor.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from jukebox_pl.training.checkpoints import atomic_torch_save, check_finite
+from jukebox_pl.training.tensor_checksums import verify_checksums, with_checksums
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -22,6 +24,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         check_finite(checkpoint.get("state_dict", {}), f"the checkpoint for {path} (not written)")
         if "://" in str(path) or storage_options is not None:
-            super().save_checkpoint(checkpoint, path, storage_options)
+            super().save_checkpoint(with_checksums(checkpoint), path, storage_options)
             return
         atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, *args, **kwargs) -> dict[str, Any]:
+        """Lightning's loader, then the checksums."""
+        checkpoint = super().load_checkpoint(path, *args, **kwargs)
+        verify_checksums(checkpoint, f"checkpoint {path}")
+        return checkpoint

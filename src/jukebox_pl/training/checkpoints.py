@@ -7,7 +7,7 @@ file is when it is neither.
 from __future__ import annotations
 
 import os
-import pickle
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +15,16 @@ from typing import Any
 
 import torch
 
-from jukebox_pl.errors import DivergedError, MissingInputError, UnsafeFileError, UserValueError
+from jukebox_pl.config.conditioner_targets import check_file_conditioners
+from jukebox_pl.errors import (
+    DiskFullError,
+    DivergedError,
+    MissingInputError,
+    UnsafeFileError,
+    UserValueError,
+    is_disk_full,
+)
+from jukebox_pl.training.tensor_checksums import ChecksumMismatch, verify_checksums, with_checksums
 
 EXPORT_FORMAT = "jukebox-pl/weights-v1"
 
@@ -49,28 +58,116 @@ def check_finite(state: Mapping[str, object], what: str) -> None:
         )
 
 
+TEMP_SUFFIX = ".tmp"
+INTERRUPTED_SAVE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # `.last.ckpt.k2j4x0_q.tmp`: mkstemp's name for a save
+
+
+def current_umask() -> int:
+    """The process's umask (read without changing it where /proc allows; `os.umask` has no getter)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` to a temporary file in the target's folder, flushed to disk, then renamed over the target."""
+    """`torch.save` to a temporary file in the target's folder, flushed to disk, then renamed over the target.
+    A dict's tensors get their checksums (`tensor_checksums`); the file gets the mode the umask gives any new
+    file (a temporary file is created 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    obj = with_checksums(obj)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if disk_full_in(err):  # torch wraps the OSError of its writes in a RuntimeError
+            kept = f"{path} keeps what it held before" if path.exists() else f"{path} was not written"
+            raise DiskFullError(
+                f"no space left on the disk while writing {path}: {kept}; free some space and run the same "
+                "command again"
+            ) from None
         raise
     return path
 
 
-def unsafe_global(err: pickle.UnpicklingError) -> str | None:
-    """The global a `weights_only` load refused ("Unsupported global: GLOBAL os.system"), None for other errors."""
-    text = str(err)
-    start = text.find("Unsupported global")
-    return text[start:].split(" was not an allowed global")[0] if start >= 0 else None
+def disk_full_in(err: BaseException | None) -> bool:
+    """Whether a "no space left" / "quota exceeded" error is this one or what it was raised from."""
+    seen = 0
+    while err is not None and seen < 8:
+        if is_disk_full(err):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def clean_interrupted_saves(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that saves into `folder` left when their process was killed mid-write (the
+    caller holds the folder, so no save is under way); returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for tmp in folder.iterdir():
+        if INTERRUPTED_SAVE.match(tmp.name) and tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+# What torch's weights_only unpickler says when it refuses something a pickle asked for (its wording differs by
+# case: a blocked module such as `posix`, a global outside its allow-list, a call or object of a class it does not
+# know). Each is a file that wanted to run or build Python objects: refused, never "damaged".
+_REFUSALS = (
+    re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global"),
+    re.compile(r"Trying to load unsupported GLOBAL (\S+) whose module \S+ is blocked"),
+    re.compile(r"(Trying to call reduce for unrecognized function [^\n]*)"),
+    re.compile(r"(Can only (?:create new object|build) [^\n]*)"),
+    re.compile(r"(Only persistent_load of storage is allowed[^\n]*)"),
+    re.compile(r"``(torch\.\w+(?:\.\w+)*)`` must be imported"),
+)
+# Opcodes that import a global or build an object, which torch's unpickler reports as "Unsupported operand N"
+# (STACK_GLOBAL, INST, OBJ, NEWOBJ_EX, EXT1/2/4); other unknown opcodes mean bytes that are no pickle at all.
+_OBJECT_OPCODES = frozenset(b"\x93io\x92\x82\x83\x84")
+
+
+def torch_error_text(text: str) -> str:
+    """torch's own reason, without the advice it wraps around it (which invites an unsafe `weights_only=False`)."""
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    elif text.startswith("Weights only load failed") and "\n\n" in text:
+        text = text.split("\n\n", 1)[1]
+    return text.split("\n\nCheck the documentation", 1)[0].strip()
+
+
+def unsafe_global(err: BaseException) -> str | None:
+    """What a `weights_only` load refused to run or build, however torch words it ("Unsupported global: GLOBAL
+    posix.system", a blocked module, a REDUCE of an unknown function, an object-building opcode); None when the
+    error is something else (bytes that are no torch file, a truncated archive)."""
+    inner = torch_error_text(str(err))
+    for i, pattern in enumerate(_REFUSALS):
+        match = pattern.search(inner)
+        if match is None:
+            continue
+        if i > 1:
+            return match.group(1).rstrip(".")
+        name = match.group(1)
+        return f"Unsupported global: GLOBAL {name if '.' in name else 'builtins.' + name}"  # torch drops `builtins.`
+    operand = re.search(r"Unsupported operand (\d+)", inner)
+    if operand and int(operand.group(1)) in _OBJECT_OPCODES:
+        return f"the pickle opcode {int(operand.group(1))}, which imports a global or builds an object"
+    return None
 
 
 def load_mapped(path: str | Path, weights_only: bool = True, **kwargs) -> Any:
@@ -86,28 +183,33 @@ def load_mapped(path: str | Path, weights_only: bool = True, **kwargs) -> Any:
 
 def safe_load(path: str | Path, what: str = "file") -> Any:
     """The one loader for every file jukebox-pl reads (checkpoints, exports, codes files, sampling state):
-    tensors and plain data only (`weights_only=True`), so a crafted pickle is refused before any of it runs."""
+    tensors and plain data only (`weights_only=True`), so a crafted pickle is refused before any of it runs, and
+    a file naming an extra conditioner that is not allowed (`allow_conditioners`) is refused before its module is
+    imported. torch's advice to retry with `weights_only=False` never reaches the user: that load would run it."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"{what} {path} does not exist")
     try:
-        return load_mapped(path)
-    except pickle.UnpicklingError as err:
+        obj = load_mapped(path)
+    except Exception as err:  # a crafted pickle, a truncated download, an audio file: a user problem, named
         detail = unsafe_global(err)
-        if detail is None:  # not a pickle at all (an audio file, a truncated download): a plain bad file
-            raise UserValueError(f"{what} {path} is not a readable torch file: {str(err).splitlines()[0]}") from None
-        raise UnsafeFileError(
-            f"{what} {path} is refused: it holds Python objects beyond tensors and plain data ({detail}); "
-            "files written by jukebox-pl never do — it was made by another program or tampered with"
-        ) from None
-    except Exception as err:  # a truncated or foreign file: a user problem, named
-        raise UserValueError(f"{what} {path} is not a readable torch file: {type(err).__name__}: {err}") from None
+        if detail is not None:
+            raise UnsafeFileError(
+                f"{what} {path} is refused: it holds Python objects beyond tensors and plain data ({detail}); "
+                "files written by jukebox-pl never do — it was made by another program or tampered with"
+            ) from None
+        reason = next(iter(torch_error_text(str(err)).splitlines()), "")
+        raise UserValueError(f"{what} {path} is not a readable torch file: {type(err).__name__}: {reason}") from None
+    check_file_conditioners(obj, f"{what} {path}")
+    return obj
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint or export as a dict, its tensors checked against the checksums written with them."""
     obj = safe_load(path, "checkpoint")
     if not isinstance(obj, dict):
         raise UserValueError(f"{path} holds a {type(obj).__name__}, not a jukebox-pl checkpoint")
+    verify_checksums(obj, f"checkpoint {path}")
     return obj
 
 
@@ -135,7 +237,7 @@ def load_any(path: str | Path) -> dict[str, Any]:
     """A checkpoint or export, normalised by `describe`; crafted pickles and non-finite weights are refused."""
     try:
         info = describe(read_checkpoint(path))
-    except (UnsafeFileError, MissingInputError):
+    except (UnsafeFileError, MissingInputError, ChecksumMismatch):
         raise
     except ValueError as err:
         raise UserValueError(f"{path}: {err}") from None

@@ -3,30 +3,32 @@ filled up, a copy cut short), the newest intact `stepNNNNNNNN.ckpt` beside it, s
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
 from lightning_utilities.core.rank_zero import rank_zero_warn
 
 from jukebox_pl.errors import MissingInputError
-from jukebox_pl.training.checkpoints import load_mapped, safe_load
+from jukebox_pl.training.checkpoints import load_mapped, safe_load, unsafe_global
+from jukebox_pl.training.tensor_checksums import damaged_tensors, describe_damage
 
 STEP_FILE = re.compile(r"^step(\d+)\.ckpt$")
 
 
 def is_intact(path: Path) -> str | None:
-    """None when the file opens as a checkpoint, else why not. The archive and its index are read, the tensor
-    data only mapped (cheap even for a multi-GB prior); a crafted pickle is refused, not passed over."""
+    """None when the file opens as a checkpoint, else why not. The archive is mapped, not copied, and each
+    tensor read once to compare its checksum (the resume reads it next from the page cache); tensors whose
+    bytes differ from their checksums make the file damaged. A crafted pickle (any global or object torch
+    refuses, however it words it) is refused with UnsafeFileError, which stops the resume: it is never passed
+    over as damaged, or the run would silently continue from an older file."""
     try:
-        load_mapped(path)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):
+        obj = load_mapped(path)
+    except Exception as err:  # truncated archive, zero bytes, not a zip, or a refused pickle
+        if unsafe_global(err) is not None:
             safe_load(path, "checkpoint")  # raises UnsafeFileError naming the file and what it held
-        return f"{type(err).__name__}: {str(err).splitlines()[0]}"
-    except Exception as err:  # truncated archive, zero bytes, not a zip
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    return None
+    bad = damaged_tensors(obj)
+    return describe_damage(bad) if bad else None
 
 
 def numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:

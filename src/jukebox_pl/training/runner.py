@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from lightning_utilities.core.rank_zero import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -31,10 +31,11 @@ from jukebox_pl.errors import (
     UnsafeFileError,
 )
 from jukebox_pl.training.checkpoint_io import SafeCheckpointIO
-from jukebox_pl.training.checkpoints import unsafe_global
+from jukebox_pl.training.checkpoints import clean_interrupted_saves, unsafe_global
 from jukebox_pl.training.determinism import StepSeeds
 from jukebox_pl.training.finite import FiniteGuard
 from jukebox_pl.training.resume import resume_checkpoint
+from jukebox_pl.training.run_lock import holds, lock_folder, release
 from jukebox_pl.training.slurm import restart_count, slurm_environment
 from jukebox_pl.training.stopping import GracefulStop
 
@@ -69,8 +70,26 @@ class StageRun:
 
 
 def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[str], resume: bool) -> StageRun:
-    """Resolve the config of one stage and decide whether it starts or resumes; never overwrite silently."""
+    """Resolve the config of one stage and decide whether it starts or resumes; never overwrite silently.
+
+    Everything is checked before anything is written (a refused `--resume` leaves `config.yaml` as it was), and
+    the stage folder is locked for the rest of the process (`run_lock`): a second process on it is refused."""
     stage_dir = Path(run_dir) / stage
+    held = holds(stage_dir)
+    try:
+        return _prepare_stage(stage_dir, stage, preset, overrides, resume)
+    except BaseException:
+        if not held:  # a refused start does not keep the folder locked
+            release(stage_dir)
+        raise
+
+
+def _prepare_stage(stage_dir: Path, stage: str, preset: str, overrides: list[str], resume: bool) -> StageRun:
+    if stage_dir.is_dir():  # another process on it is named before anything else is said about the folder
+        lock_folder(stage_dir, "stage folder")
+        if holds(stage_dir):  # (rank 0 only) no save into it is under way: what is there was interrupted
+            for tmp in clean_interrupted_saves(stage_dir / "checkpoints"):
+                rank_zero_info(f"removed {tmp}, left by a save that was interrupted")
     last = stage_dir / "checkpoints" / "last.ckpt"
     if not resume and restart_count() and last.is_file():
         rank_zero_info(f"requeued SLURM job (restart {restart_count()}): resuming {stage} from {last}")
@@ -79,6 +98,8 @@ def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[
         ckpt = str(resume_checkpoint(stage_dir / "checkpoints"))
         saved = stage_dir / CONFIG_FILE
         cfg = load_config(str(saved), overrides) if saved.is_file() else load_config(preset, overrides)
+        if saved.is_file():
+            check_resume_config(load_config(str(saved)), cfg, stage, saved)
         rank_zero_info(describe_step_limit(cfg, saved, overrides))
     else:
         if last.is_file():
@@ -88,10 +109,48 @@ def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[
             )
         cfg = load_config(preset, overrides)
         ckpt = None
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    lock_folder(stage_dir, "stage folder")  # creates the folder
     save_config(cfg, stage_dir / CONFIG_FILE)
     rank_zero_info(f"resolved config of {stage} ({'resuming ' + ckpt if ckpt else 'new run'}):\n{to_yaml(cfg)}")
     return StageRun(cfg, stage_dir, ckpt)
+
+
+# What the weights' shapes (or the meaning of the codes) depend on: a resumed stage may not change these.
+VQVAE_SHAPE_KEYS = (
+    "levels", "downs_t", "strides_t", "emb_width", "l_bins", "width", "depth", "m_conv", "dilation_growth_rate",
+    "dilation_cycle", "multipliers", "channels", "reverse_decoder_dilation",
+)  # fmt: skip
+PRIOR_SHAPE_KEYS = (
+    "arch", "n_ctx", "width", "depth", "heads", "attn_order", "blocks", "m_attn", "m_mlp", "merged_decoder", "labels",
+    "y_bins", "t_bins", "lyrics", "n_tokens", "lyrics_vocab", "prime_width", "prime_depth", "prime_heads",
+    "prime_attn_order", "prime_blocks", "prime_m_attn", "prime_m_mlp", "cond_width", "cond_depth", "cond_m_conv",
+    "cond_dilation_growth_rate", "cond_dilation_cycle", "conditioners", "ema_decay",
+)  # fmt: skip
+
+
+def shape_keys(stage: str) -> list[str]:
+    """The config keys a stage's checkpoint is shaped by: the VQ-VAE's (a prior reads its codes) and, for a prior
+    stage, its own level's."""
+    keys = ["data.sample_rate", *(f"vqvae.{k}" for k in VQVAE_SHAPE_KEYS)]
+    if stage.startswith("prior_"):
+        keys += [f"prior.{stage.removeprefix('prior_')}.{k}" for k in PRIOR_SHAPE_KEYS]
+    return keys
+
+
+def check_resume_config(saved: DictConfig, cfg: DictConfig, stage: str, path: Path) -> None:
+    """A resume may change the schedule, the data and the logging, never what the saved weights are shaped by:
+    refused (one line naming the key, both values and the saved config) before anything is written."""
+    for key in shape_keys(stage):
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if isinstance(before, DictConfig | ListConfig):
+            before = OmegaConf.to_container(before, resolve=True)
+        if isinstance(now, DictConfig | ListConfig):
+            now = OmegaConf.to_container(now, resolve=True)
+        if before != now:
+            raise RefusedError(
+                f"--resume cannot change {key} ({before!r} in {path}, {now!r} asked): the saved weights are shaped "
+                "by it; resume without that override, or start a new run in another --run folder"
+            )
 
 
 def describe_step_limit(cfg: DictConfig, saved: Path, overrides: list[str]) -> str:
@@ -161,7 +220,7 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
     )
     cbs = [
         StepSeeds(cfg.seed),
-        FiniteGuard(cfg.run.max_nonfinite_steps_in_a_row),
+        FiniteGuard(cfg.run.max_nonfinite_steps_in_a_row, cfg.run.max_update_ratio, cfg.run.max_loss_jump),
         ckpt,
         SaveLast(run.last, cfg.run.checkpoint_every_n_steps),
         GracefulStop(run.last, requeue=slurm is not None),
@@ -180,7 +239,8 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
 
 def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None) -> None:
     """`trainer.fit`, resuming from `ckpt_path` as tensors and plain data only: a crafted checkpoint is refused
-    (one line naming the file) and its payload never runs."""
+    (one line naming the file) and its payload never runs. The stage folder's lock (`prepare_stage`) is given
+    back when the fit ends, so the same process (a notebook, a test) can hand the folder to another one."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:  # Lightning's own SIGTERM path (a signal before training started): exit 0 otherwise
@@ -196,6 +256,8 @@ def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None) -> None:
         raise UnsafeFileError(
             f"checkpoint {ckpt_path} is refused: it holds Python objects beyond tensors and plain data ({detail})"
         ) from None
+    finally:
+        release(trainer.default_root_dir)
 
 
 def stopped(trainer: pl.Trainer, err: StopRequested) -> StopRequested:
@@ -205,8 +267,8 @@ def stopped(trainer: pl.Trainer, err: StopRequested) -> StopRequested:
         what = f"{stop.last} holds step {trainer.global_step}"
     elif stop is not None and stop.last.is_file():
         what = f"{stop.last} holds the last periodic save"
-    else:
-        what = "nothing was saved yet"
+    else:  # nothing to resume from: the advice to resume would fail
+        return StopRequested(f"{err}; nothing was saved yet, so run the same command again to start over", err.signum)
     return StopRequested(f"{err}; {what}; continue with --resume (RESUME=1)", err.signum)
 
 

@@ -59,6 +59,11 @@ class Bottleneck(nn.Module):
         self._initialised_seen = False  # the loaded buffer decides again
         super()._load_from_state_dict(*args, **kwargs)
 
+    def on_state_restored(self) -> None:
+        """The buffers were copied back from a snapshot (a rolled-back training step, `FiniteGuard`): the buffer
+        decides again whether the codebook is initialised."""
+        self._initialised_seen = False
+
     def _random_vectors(self, x: torch.Tensor) -> torch.Tensor:
         """`l_bins` random rows of x (tiled with a little noise when x has fewer rows), taken from rank 0."""
         n, width = x.shape
