@@ -132,6 +132,8 @@ def test_sigterm_is_honoured_while_waiting_for_data_that_never_comes(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-3000:]
     assert "stopped by SIGTERM" in err
+    last = err.strip().splitlines()[-1]  # nothing to resume from: the advice is to start again, not to resume
+    assert "nothing was saved yet, so run the same command again" in last and "--resume" not in last, last
 
 
 @pytest.mark.parametrize("workers", [0, 1])
