@@ -10,7 +10,6 @@ import pytest
 import torch
 from prior_settings import VQVAE
 
-import jukebox_pl.training.checkpoints as checkpoints
 from jukebox_pl.cli import main
 from jukebox_pl.stages.train_vqvae import train_vqvae
 from jukebox_pl.training.checkpoints import atomic_torch_save, clean_interrupted_saves, load_any
@@ -134,10 +133,15 @@ def test_a_run_resumes_only_from_an_intact_checkpoint(shards, tmp_path, capsys):
     assert not stale.exists(), "the interrupted save's temporary file is removed at the next start"
 
 
-def onto_full_disk(fd: int, mode: str):
-    """Instead of a save's temporary file, /dev/full: torch's writer fails as on a full disk (in a RuntimeError)."""
-    os.close(fd)
-    return open("/dev/full", mode)  # noqa: SIM115 - closed by the `with` in atomic_torch_save
+def onto_full_disk(monkeypatch) -> None:
+    """Every `torch.save` writes to /dev/full: torch's writer fails as on a full disk (in a RuntimeError)."""
+    real = torch.save
+
+    def save(obj, _file, *args, **kwargs):
+        with open("/dev/full", "wb") as full:
+            real(obj, full, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
 
 
 def test_a_full_disk_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch):
@@ -145,7 +149,7 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch):
 
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"the previous save")
-    monkeypatch.setattr(checkpoints.os, "fdopen", onto_full_disk)
+    onto_full_disk(monkeypatch)
     with pytest.raises(DiskFullError, match=r"no space left on the disk while writing .*last\.ckpt: .* keeps what"):
         atomic_torch_save({"w": torch.ones(100_000)}, target)
     assert target.read_bytes() == b"the previous save" and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
@@ -154,7 +158,7 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch):
 def test_export_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     source = tmp_path / "model.ckpt"
     fake_checkpoint(source)
-    monkeypatch.setattr(checkpoints.os, "fdopen", onto_full_disk)
+    onto_full_disk(monkeypatch)
     assert main(["export", "--ckpt", str(source), "--out", str(tmp_path / "out.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no space left" in err[0] and "out.pt was not written" in err[0], err
@@ -172,3 +176,14 @@ def test_an_interrupted_save_in_a_sample_folder_is_not_foreign(tmp_path):
     (out / "index.html").write_text("someone else's")
     with pytest.raises(RefusedError, match="index.html"):
         check_out(out, resume=False)
+
+
+def test_training_on_a_full_disk_stops_in_one_line(shards, tmp_path, capsys, monkeypatch):
+    """The checkpoint writer meets a full disk mid-run: one line saying what was being written, exit 2."""
+    onto_full_disk(monkeypatch)
+    args = ["train", "vqvae", "--level", "bottom", "--run", str(tmp_path), "--data", str(shards), *RUN]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no space left on the disk while writing" in err[-1] and ".ckpt" in err[-1], err[-3:]
+    assert err[-1].endswith("free some space, then run the same command again"), err[-1]
+    assert "Traceback" not in "\n".join(err)

@@ -94,10 +94,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         if disk_full_in(err):  # torch wraps the OSError of its writes in a RuntimeError
             kept = f"{path} keeps what it held before" if path.exists() else f"{path} was not written"
-            raise DiskFullError(
-                f"no space left on the disk while writing {path}: {kept}; free some space and run the same "
-                "command again"
-            ) from None
+            full = DiskFullError(
+                f"no space left on the disk while writing {path}: {kept}; free some space and try again"
+            )
+            full.what = f"no space left on the disk while writing {path}: {kept}"  # for callers that know what next
+            raise full from None
         raise
     return path
 

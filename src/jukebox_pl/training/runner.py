@@ -24,6 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
 from jukebox_pl.errors import (
+    DiskFullError,
     DivergedError,
     JukeboxError,
     RefusedError,
@@ -247,6 +248,11 @@ def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None) -> None:
         raise stopped(trainer, StopRequested("stopped by SIGTERM", signal.SIGTERM)) from None
     except StopRequested as err:
         raise stopped(trainer, err) from None
+    except DiskFullError as err:  # a checkpoint could not be written: what is on disk, and how to go on
+        stop = next((c for c in trainer.callbacks if isinstance(c, GracefulStop)), None)
+        saved = stop is not None and stop.last.is_file()
+        how = "continue with --resume (RESUME=1)" if saved else "run the same command again"
+        raise DiskFullError(f"{getattr(err, 'what', err)}; free some space, then {how}") from None
     except JukeboxError as err:  # raised in a DataLoader worker, it arrives wrapped in the worker's traceback
         raise unwrap_worker_error(err) from None
     except pickle.UnpicklingError as err:
