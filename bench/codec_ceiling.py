@@ -23,7 +23,7 @@ import numpy as np
 from jukebox_pl.data.toy import timbre_features
 from jukebox_pl.stages.demo import artist_classifier, ceiling, resynthesised
 from jukebox_pl.stages.train_vqvae import train_vqvae
-from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 VARIANTS = {
     "demo": [],

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from jukebox_pl.data.toy import rhythm_features, timbre_features
 from jukebox_pl.sampling.models import SamplingModels
-from jukebox_pl.sampling.song import SampleRequest, sample_song
 from jukebox_pl.stages.demo import (
     artist_classifier,
     ceiling,
@@ -39,6 +38,7 @@ from jukebox_pl.stages.demo import (
     resynthesised,
     toy_songs,
 )
+from jukebox_pl.stages.sample import SampleRequest, sample_song
 
 LABELS = {"artist": (artist_classifier, timbre_features), "genre": (genre_classifier, rhythm_features)}
 

@@ -35,14 +35,14 @@ import pytorch_lightning as pl
 from jukebox_pl.data.prep import PrepOptions, prepare_shards
 from jukebox_pl.data.toy import ARTISTS, make_toy_dataset
 from jukebox_pl.sampling.models import SamplingModels
-from jukebox_pl.sampling.song import SampleRequest, sample_song
 from jukebox_pl.stages.demo import artist_classifier, recognition, stage_state
 from jukebox_pl.stages.evaluate import evaluate_prior
 from jukebox_pl.stages.finetune import finetune
+from jukebox_pl.stages.sample import SampleRequest, sample_song
 from jukebox_pl.stages.train_prior import train_prior
 from jukebox_pl.stages.train_vqvae import train_vqvae
-from jukebox_pl.training.checkpoints import load_any
-from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.training.checkpoints.read_write import load_any
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 MODES = ("all", "embeddings", "top-layers:2", "lora:8")
 QUIET = ["trainer.enable_progress_bar=false"]

@@ -184,7 +184,7 @@ def song_seconds(rates: dict, hops: dict, batch: int) -> dict:
 
 
 def logits_agreement(device, dtype) -> dict:
-    from jukebox_pl.interop.reference_prior import load_reference_transformer
+    from jukebox_pl.interop.reference_prior_weights import load_reference_transformer
 
     state = torch.load(FIXTURE / "state_dict.pt", map_location="cpu", weights_only=True)
     io = torch.load(FIXTURE / "io.pt", map_location="cpu", weights_only=True)

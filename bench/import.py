@@ -36,12 +36,12 @@ import resource, sys, time
 t = time.perf_counter()
 step, path, out, hps = sys.argv[1:5]
 if step == "import":
-    from jukebox_pl.interop.openai_import import ImportItem, import_openai
+    from jukebox_pl.stages.import_openai import ImportItem, import_openai
     kind = "vqvae" if hps == "vqvae" else "prior"
     import_openai(out, [ImportItem(kind, path, hps)])
 else:
     from jukebox_pl.sampling.models import load_prior
-    from jukebox_pl.vqvae.container import VQVAE
+    from jukebox_pl.vqvae.vqvae import VQVAE
     if hps == "vqvae":
         VQVAE.from_run(out)
     else:

@@ -32,10 +32,10 @@ from jukebox_pl.config import load_config
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.prior.quantize import quantize_weights
-from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.sampling.models import SamplingModels
-from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.sampling.song_sampler import SongSampler, SongSpec
 from jukebox_pl.vqvae.model import VQVAELevelModel, hop_lengths, level_name
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 
 def build(preset: str, weights: str, overrides: tuple[str, ...] = ()) -> SamplingModels:

@@ -7,8 +7,8 @@ from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.sampling.models import SamplingModels
-from jukebox_pl.vqvae.container import VQVAE
 from jukebox_pl.vqvae.model import VQVAELevelModel
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 SR = 22050
 VOCAB = LabelVocab().extend(["Organ Ondine", "Reed Rasmus"], ["march", "waltz"])

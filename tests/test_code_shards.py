@@ -21,9 +21,9 @@ from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
 from jukebox_pl.stages.encode_shards import EncodeRefused, encode_shards
-from jukebox_pl.training.checkpoints import EXPORT_FORMAT
-from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.training.checkpoints.read_write import EXPORT_FORMAT
 from jukebox_pl.vqvae.model import VQVAELevelModel
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 SR = 22050
 HOPS = {0: 4, 1: 16}

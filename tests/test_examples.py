@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.data.prep import PrepOptions, prepare_shards
 from jukebox_pl.data.toy import ARTISTS, make_toy_dataset
-from jukebox_pl.training.checkpoints import EXPORT_FORMAT
+from jukebox_pl.training.checkpoints.read_write import EXPORT_FORMAT
 from jukebox_pl.vqvae.model import VQVAELevelModel
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -15,7 +15,7 @@ from jukebox_pl.data.prep import PrepOptions, prepare_shards
 from jukebox_pl.errors import UnsafeFileError, UserValueError
 from jukebox_pl.prior import conditioning
 from jukebox_pl.prior.model import JukeboxPrior
-from jukebox_pl.sampling.engine import SongSampler, SongSpec
+from jukebox_pl.sampling.song_sampler import SongSampler, SongSpec
 from jukebox_pl.stages.datamodules import prior_datamodule
 
 SR = 22050

@@ -311,7 +311,7 @@ def test_prep_on_a_full_disk_says_what_it_kept(tmp_path, capsys, monkeypatch):
 
 
 def test_any_command_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
-    from jukebox_pl.training import checkpoints
+    from jukebox_pl.training.checkpoints import read_write as checkpoints
 
     def full(ckpt, out, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(out))
@@ -322,7 +322,7 @@ def test_any_command_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_other_os_errors_keep_their_traceback(monkeypatch):
-    from jukebox_pl.training import checkpoints
+    from jukebox_pl.training.checkpoints import read_write as checkpoints
 
     def broken(ckpt, out, **kwargs):
         raise OSError(errno.EIO, "Input/output error")

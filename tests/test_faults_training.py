@@ -222,7 +222,7 @@ def _checkpoint_folder(tmp_path: Path, names: dict[str, bytes | None]) -> Path:
 
 def test_resume_picks_last_then_the_newest_intact_step_file(tmp_path):
     from jukebox_pl.errors import MissingInputError, UnsafeFileError
-    from jukebox_pl.training.resume import resume_checkpoint
+    from jukebox_pl.training.checkpoints.resume import resume_checkpoint
 
     ok = _checkpoint_folder(tmp_path / "ok", {"last.ckpt": None, "step00000002.ckpt": None})
     assert resume_checkpoint(ok).name == "last.ckpt"
@@ -436,8 +436,8 @@ class Unpicklable:
 
 
 def test_checkpoints_are_written_atomically_and_never_with_non_finite_weights(tmp_path):
-    from jukebox_pl.training.checkpoint_io import SafeCheckpointIO
-    from jukebox_pl.training.checkpoints import atomic_torch_save
+    from jukebox_pl.training.checkpoints.lightning_io import SafeCheckpointIO
+    from jukebox_pl.training.checkpoints.read_write import atomic_torch_save
 
     target = tmp_path / "last.ckpt"
     atomic_torch_save({"step": 1}, target)

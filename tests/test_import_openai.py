@@ -15,7 +15,7 @@ import torch
 
 from jukebox_pl.cli import main
 from jukebox_pl.sampling.models import load_prior
-from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox"
 RELEASED_KEYS = FIXTURES / "keys" / "released"
@@ -111,7 +111,7 @@ RELEASED = {
 @pytest.mark.parametrize("name", sorted(RELEASED))
 def test_every_released_layout_converts_with_nothing_missing_or_left_over(name, tmp_path, capsys):
     from jukebox_pl.interop.openai_hps import released_spec
-    from jukebox_pl.interop.openai_import import prior_model
+    from jukebox_pl.interop.reference_files import prior_model
 
     hps, level = RELEASED[name]
     source = released_file(name, tmp_path)
@@ -225,7 +225,7 @@ def test_each_level_is_sampled_with_its_own_label_ids(tmp_path):
     from sampling_models import tiny_models
 
     from jukebox_pl.interop.ids import read_reference_ids
-    from jukebox_pl.sampling.song import SampleRequest, level_labels, resolve_labels
+    from jukebox_pl.stages.sample import SampleRequest, level_labels, resolve_labels
 
     ids = write_ids(tmp_path / "ids")
     models = tiny_models()

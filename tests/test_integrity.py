@@ -12,9 +12,9 @@ from prior_settings import VQVAE
 
 from jukebox_pl.cli import main
 from jukebox_pl.stages.train_vqvae import train_vqvae
-from jukebox_pl.training.checkpoints import atomic_torch_save, clean_interrupted_saves, load_any
-from jukebox_pl.training.resume import resume_checkpoint
-from jukebox_pl.training.tensor_checksums import CHECKSUM_KEY, ChecksumMismatch, verify_checksums
+from jukebox_pl.training.checkpoints.checksums import CHECKSUM_KEY, ChecksumMismatch, verify_checksums
+from jukebox_pl.training.checkpoints.read_write import atomic_torch_save, clean_interrupted_saves, load_any
+from jukebox_pl.training.checkpoints.resume import resume_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +69,7 @@ def test_the_cli_refuses_a_damaged_file_in_one_line(tmp_path, capsys):
 def test_checksums_follow_values_not_storage():
     base = torch.arange(12.0).reshape(3, 4)
     saved = {"t": base.t(), "half": base[:, :2].to(torch.bfloat16), "n": torch.tensor(3), "empty": torch.zeros(0)}
-    from jukebox_pl.training.tensor_checksums import with_checksums
+    from jukebox_pl.training.checkpoints.checksums import with_checksums
 
     written = with_checksums(saved)
     assert set(written[CHECKSUM_KEY]) == {"t", "half", "n", "empty"}
@@ -167,7 +167,7 @@ def test_export_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
 def test_an_interrupted_save_in_a_sample_folder_is_not_foreign(tmp_path):
     """A sample killed while writing its first state leaves only a temporary file: the folder is still its own."""
     from jukebox_pl.errors import RefusedError
-    from jukebox_pl.sampling.song import check_out
+    from jukebox_pl.stages.sample import check_out
 
     out = tmp_path / "song"
     out.mkdir()

@@ -30,11 +30,11 @@ ALLOWED = {
     "data": CORE | {"data"},  # knows nothing of models
     "interop": CORE | MODELS | {"data", "interop"},  # the reference's id tables become a LabelVocab
     "sampling": CORE | MODELS | {"data", "sampling"},
-    "unified": CORE | MODELS | {"data"},
+    "unified_lightning": CORE | MODELS | {"data"},
     "stages": CORE | MODELS | {"data", "sampling", "interop", "stages"},
 }
 ORDER = ["errors", "machine", "user_files", "lazy", "config", "audio", "text", "lyrics", "training", "vqvae",
-         "prior", "data", "interop", "sampling", "unified", "stages", "cli"]  # fmt: skip
+         "prior", "data", "interop", "sampling", "unified_lightning", "stages", "cli"]  # fmt: skip
 
 
 def layer_of(path: Path) -> str:

@@ -205,9 +205,9 @@ def test_an_imported_prior_records_the_vqvae_it_was_imported_with(tmp_path, caps
     import torch
     from test_import_openai import FIXTURES, reference_file
 
-    from jukebox_pl.interop.openai_import import ImportItem, import_openai
-    from jukebox_pl.vqvae.container import VQVAE
+    from jukebox_pl.stages.import_openai import ImportItem, import_openai
     from jukebox_pl.vqvae.fingerprint import codes_fingerprint
+    from jukebox_pl.vqvae.vqvae import VQVAE
 
     vq, vq_hps = reference_file(FIXTURES, "small_vqvae", tmp_path)
     prior, prior_hps = reference_file(FIXTURES, "small_prior_w128_d6", tmp_path)

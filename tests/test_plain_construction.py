@@ -7,7 +7,7 @@ import torch
 
 from jukebox_pl import JukeboxPrior, PriorConfig, VQVAEConfig, VQVAELevelModel
 from jukebox_pl.config import ConfigError
-from jukebox_pl.vqvae.container import VQVAE
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 
 def test_a_named_architecture_in_a_plain_dict_is_honoured():

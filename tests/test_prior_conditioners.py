@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jukebox_pl.prior.conditioners import LabelConditioner, RangeEmbedding, UpperLevelConditioner
+from jukebox_pl.prior.builtin_conditioners import LabelConditioner, RangeEmbedding, UpperLevelConditioner
 
 KEYS = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "keys" / "released"
 

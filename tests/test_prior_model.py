@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from jukebox_pl.config import load_config
+from jukebox_pl.prior.logit_filters import filter_logits
 from jukebox_pl.prior.model import JukeboxPrior
-from jukebox_pl.prior.sampling import filter_logits
 
 SR, Y_BINS = 22050, (4, 6)  # (genres, artists)
 

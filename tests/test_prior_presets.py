@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from jukebox_pl.config import ConfigError, load_config
-from jukebox_pl.interop.reference_prior import reference_key
+from jukebox_pl.interop.reference_prior_weights import reference_key
 from jukebox_pl.prior.model import JukeboxPrior
 
 KEYS = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "keys" / "released"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jukebox_pl.interop.reference_prior import load_reference_transformer
+from jukebox_pl.interop.reference_prior_weights import load_reference_transformer
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "small_prior_w128_d6"

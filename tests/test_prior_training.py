@@ -17,7 +17,7 @@ from jukebox_pl.config import ConfigError
 from jukebox_pl.prior.lightning import PriorModule
 from jukebox_pl.stages.train_prior import load_prior_weights, train_prior
 from jukebox_pl.stages.train_vqvae import train_vqvae
-from jukebox_pl.training.checkpoints import export_weights, load_any
+from jukebox_pl.training.checkpoints.read_write import export_weights, load_any
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +345,7 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     from jukebox_pl.data.vocab import LabelVocab
     from jukebox_pl.errors import UserValueError
     from jukebox_pl.stages.finetune_labels import write_fine_tuning_vocab
-    from jukebox_pl.training.checkpoints import load_any
+    from jukebox_pl.training.checkpoints.read_write import load_any
 
     (tmp_path / "base").mkdir(), (tmp_path / "tuned").mkdir(), (tmp_path / "clash").mkdir()
     base_run = fresh_run(vqvae_run, tmp_path / "base")

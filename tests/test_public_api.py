@@ -63,7 +63,7 @@ def test_every_exported_name_resolves():
     }
     assert required <= set(jukebox_pl.__all__)
     from jukebox_pl.prior.lightning import PriorModule
-    from jukebox_pl.vqvae.container import VQVAE
+    from jukebox_pl.vqvae.vqvae import VQVAE
 
     assert jukebox_pl.VQVAE is VQVAE and jukebox_pl.PriorModule is PriorModule
     assert issubclass(jukebox_pl.ConfigError, jukebox_pl.JukeboxError)

@@ -13,9 +13,9 @@ from jukebox_pl.data.pipeline import label_ids
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.interop.ids import read_reference_ids
-from jukebox_pl.sampling.engine import genre_slots
 from jukebox_pl.sampling.models import vocab_of
-from jukebox_pl.sampling.song import SampleRequest, resolve_labels
+from jukebox_pl.sampling.song_sampler import genre_slots
+from jukebox_pl.stages.sample import SampleRequest, resolve_labels
 from jukebox_pl.text import reference_norm
 
 V2_ARTISTS = "unknown;0\nvarious;0\n;0\nandr_s_schiff;1\nalan_jackson;2\nthe_beatles;3\nac_dc;4\n"

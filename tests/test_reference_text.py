@@ -19,9 +19,9 @@ import torch
 
 from jukebox_pl.config import load_config
 from jukebox_pl.lyrics import LyricsTokenizer, lyric_window
-from jukebox_pl.prior.conditioners import LabelConditioner, RangeEmbedding
+from jukebox_pl.prior.builtin_conditioners import LabelConditioner, RangeEmbedding
+from jukebox_pl.prior.logit_filters import filter_logits
 from jukebox_pl.prior.model import Conditioning, JukeboxPrior
-from jukebox_pl.prior.sampling import filter_logits
 
 # -- cleaning --------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import torch
 from jukebox_pl.cli import main
 from jukebox_pl.errors import UnsafeFileError
 from jukebox_pl.stages.codes import read_codes
-from jukebox_pl.training.checkpoints import load_any, safe_load
+from jukebox_pl.training.checkpoints.read_write import load_any, safe_load
 
 
 class Payload:

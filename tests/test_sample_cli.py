@@ -13,10 +13,10 @@ import torch
 from prior_settings import COMMON, PRIOR, VQVAE
 
 from jukebox_pl.cli import main
-from jukebox_pl.sampling import engine
+from jukebox_pl.sampling import song_sampler
 from jukebox_pl.stages.train_prior import train_prior
 from jukebox_pl.stages.train_vqvae import train_vqvae
-from jukebox_pl.vqvae.container import VQVAE as Container
+from jukebox_pl.vqvae.vqvae import VQVAE as Container
 
 SR, HOP_TOP = 22050, 128
 
@@ -139,7 +139,7 @@ def test_unknown_artist_is_named_with_close_matches(run, tmp_path, capsys):
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, tmp_path, monkeypatch):
     args = ("--artist", "Artist 0", "--seconds", "1.5", "--seed", "3", "--hop-fraction", "0.5,0.5")
     assert sample(run, tmp_path / "full", *args) == 0
-    original, calls = engine.SongSampler._window, {"n": 0}
+    original, calls = song_sampler.SongSampler._window, {"n": 0}
 
     def interrupted(self, *a):
         calls["n"] += 1
@@ -147,10 +147,10 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(run, tmp_path,
             raise KeyboardInterrupt
         return original(self, *a)
 
-    monkeypatch.setattr(engine.SongSampler, "_window", interrupted)
+    monkeypatch.setattr(song_sampler.SongSampler, "_window", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sample(run, tmp_path / "cut", *args)
-    monkeypatch.setattr(engine.SongSampler, "_window", original)
+    monkeypatch.setattr(song_sampler.SongSampler, "_window", original)
     assert sample(run, tmp_path / "cut", *args) == 2  # refuses to overwrite without --resume
     assert sample(run, tmp_path / "cut", *args, "--resume") == 0
     full = torch.load(tmp_path / "full" / "codes.pt", weights_only=False)["codes"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sampling_models import SR, tiny_models
 
-from jukebox_pl.sampling.engine import SongSampler, SongSpec
+from jukebox_pl.sampling.song_sampler import SongSampler, SongSpec
 from jukebox_pl.sampling.windows import next_window, window_starts
 
 
@@ -86,7 +86,7 @@ def test_primed_sampling_starts_from_the_prompt_audio_codes():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_three_levels_sample_with_priors_in_half_precision(tmp_path, dtype):
     """What `--weights bf16|fp16` loads: every prior held in half precision, the song still comes out whole."""
-    from jukebox_pl.sampling.song import SampleRequest, sample_song
+    from jukebox_pl.stages.sample import SampleRequest, sample_song
 
     models = tiny_models()
     for prior in models.priors.values():

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from jukebox_pl.config.sections import prior_config, vqvae_config
-from jukebox_pl.unified import AudioDataModule, PriorModule, VQVAELevel
+from jukebox_pl.unified_lightning import AudioDataModule, PriorModule, VQVAELevel
 
 VQ = dict(levels=2, downs_t=[2, 2], strides_t=[2, 2], l_bins=16, emb_width=8, width=8, depth=1, bandwidth_batches=1)
 

@@ -25,8 +25,8 @@ from jukebox_pl.config.loader import ConfigError, command_line_urls, load_config
 from jukebox_pl.data.datamodule import AudioDataModule
 from jukebox_pl.errors import UnsafeFileError
 from jukebox_pl.prior import conditioning
-from jukebox_pl.training.checkpoints import safe_load
-from jukebox_pl.training.resume import resume_checkpoint
+from jukebox_pl.training.checkpoints.read_write import safe_load
+from jukebox_pl.training.checkpoints.resume import resume_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

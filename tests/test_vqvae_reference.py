@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from jukebox_pl.config import load_config
-from jukebox_pl.interop.reference_vqvae import load_reference_level
+from jukebox_pl.interop.reference_vqvae_weights import load_reference_level
 from jukebox_pl.vqvae.losses import Bandwidth
 from jukebox_pl.vqvae.model import VQVAELevelModel
 

@@ -14,10 +14,10 @@ import torch
 from jukebox_pl.cli import main
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.stages.train_vqvae import train_vqvae
-from jukebox_pl.training.checkpoints import load_any
+from jukebox_pl.training.checkpoints.read_write import load_any
 from jukebox_pl.training.runner import RunExists
-from jukebox_pl.vqvae.container import VQVAE
 from jukebox_pl.vqvae.lightning import VQVAELevel
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 SMALL = [
     "vqvae.l_bins=32",

@@ -9,8 +9,8 @@ from jukebox_pl.config import load_config
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.prior.model import JukeboxPrior
 from jukebox_pl.sampling.models import SamplingModels
-from jukebox_pl.vqvae.container import VQVAE
 from jukebox_pl.vqvae.model import VQVAELevelModel
+from jukebox_pl.vqvae.vqvae import VQVAE
 
 TEMPO = "{tempo: {target: toy_conditioner.TempoConditioner, column: extra.bpm}}"
 

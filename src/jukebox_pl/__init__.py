@@ -15,7 +15,7 @@ _EXPORTS = {
     "Decoder": "jukebox_pl.vqvae.encdec",
     "Bottleneck": "jukebox_pl.vqvae.bottleneck",
     "VQVAELevelModel": "jukebox_pl.vqvae.model",
-    "VQVAE": "jukebox_pl.vqvae.container",
+    "VQVAE": "jukebox_pl.vqvae.vqvae",
     "AutoregressiveTransformer": "jukebox_pl.prior.transformer",
     "Transformer": "jukebox_pl.prior.transformer",
     "JukeboxPrior": "jukebox_pl.prior.model",
@@ -30,9 +30,9 @@ _EXPORTS = {
     "LabelVocab": "jukebox_pl.data.vocab",
     "LyricsTokenizer": "jukebox_pl.lyrics",
     # sampling
-    "SongSampler": "jukebox_pl.sampling.engine",
-    "SampleRequest": "jukebox_pl.sampling.song",
-    "sample_song": "jukebox_pl.sampling.song",
+    "SongSampler": "jukebox_pl.sampling.song_sampler",
+    "SampleRequest": "jukebox_pl.stages.sample",
+    "sample_song": "jukebox_pl.stages.sample",
     "SamplingModels": "jukebox_pl.sampling.models",
     # configuration and errors
     "load_config": "jukebox_pl.config.loader",

@@ -226,7 +226,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from jukebox_pl.training.checkpoints import export_weights
+    from jukebox_pl.training.checkpoints.read_write import export_weights
     from jukebox_pl.user_files import check_output_file
 
     check_output_file(args.out, "--out")
@@ -344,7 +344,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     from jukebox_pl.lyrics import read_lyrics
     from jukebox_pl.sampling.models import SamplingModels, to_device
     from jukebox_pl.sampling.progress import TokenProgress
-    from jukebox_pl.sampling.song import SampleRequest, sample_song
+    from jukebox_pl.stages.sample import SampleRequest, sample_song
     from jukebox_pl.user_files import check_output_folder
 
     if args.prior and not args.vqvae:
@@ -491,7 +491,7 @@ class ImportFile(argparse.Action):
     (a --hps before any file applies to every file without its own), so one command imports a whole set."""
 
     def __call__(self, parser, namespace, value, option_string=None):
-        from jukebox_pl.interop.openai_import import ImportItem
+        from jukebox_pl.stages.import_openai import ImportItem
 
         items = getattr(namespace, "items", None) or []
         if option_string in ("--vqvae", "--prior"):
@@ -527,7 +527,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from jukebox_pl.interop.openai_import import import_openai
+    from jukebox_pl.stages.import_openai import import_openai
 
     for item in args.items:
         item.hps = item.hps if item.hps is not None else args.default_hps

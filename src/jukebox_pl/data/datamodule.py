@@ -1,6 +1,6 @@
 """`AudioDataModule`: labelled audio crops from `prep` shards, the LightningDataModule VQ-VAE levels and priors
 train on. The logic lives in `AudioData` (no Lightning base), so the same class can be bound to the unified
-`lightning` package as well (`jukebox_pl.unified`)."""
+`lightning` package as well (`jukebox_pl.unified_lightning`)."""
 
 from __future__ import annotations
 

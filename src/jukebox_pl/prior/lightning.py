@@ -22,10 +22,10 @@ from jukebox_pl.config.sections import prior_config, vqvae_config
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.guidance import drop_conditions
 from jukebox_pl.prior.model import JukeboxPrior
-from jukebox_pl.prior.sharding import is_sharded, mixed_precision, shard_prior
-from jukebox_pl.training.checkpoints import check_finite
+from jukebox_pl.prior.transformer import ResAttnBlock
+from jukebox_pl.training.checkpoints.read_write import check_finite
+from jukebox_pl.training.distributed import is_sharded, local, local_rows, mixed_precision, shard_per_block
 from jukebox_pl.training.schedules import build_optimizer
-from jukebox_pl.training.sharded import local, local_rows
 from jukebox_pl.vqvae.fingerprint import check_pairing, codes_fingerprint
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
@@ -34,9 +34,9 @@ class PriorTraining:
     """Trains the prior of one level; plug it into any Lightning project with your own DataModule.
 
     The training logic without a Lightning base class: `PriorModule` binds it to `pytorch_lightning`,
-    `jukebox_pl.unified.PriorModule` to the unified `lightning` package.
+    `jukebox_pl.unified_lightning.PriorModule` to the unified `lightning` package.
 
-    `vqvae` (a `jukebox_pl.vqvae.container.VQVAE` with this level and, for upsamplers, the level above) is
+    `vqvae` (a `jukebox_pl.vqvae.vqvae.VQVAE` with this level and, for upsamplers, the level above) is
     needed only for audio batches; it stays frozen, is never saved in the prior's checkpoints, and is reloaded
     from `vqvae_checkpoints` when a checkpoint is restored.
     """
@@ -143,7 +143,7 @@ class PriorTraining:
                     "audio batches need the frozen VQ-VAE: pass vqvae=VQVAE.from_run(RUN) (or vqvae_checkpoints), "
                     "or train on code shards from `jukebox-pl encode-shards`"
                 )
-            from jukebox_pl.vqvae.container import VQVAE
+            from jukebox_pl.vqvae.vqvae import VQVAE
 
             self.__dict__["_vqvae"] = VQVAE.from_checkpoints([self._find_stage_file(p) for p in paths])
         return self._vqvae
@@ -275,7 +275,7 @@ class PriorTraining:
 
     def configure_model(self) -> None:
         """Under `trainer.strategy=fsdp` (Lightning's ModelParallelStrategy, which hands the module a device mesh)
-        shard the weights and the EMA copy per transformer block (`jukebox_pl.prior.sharding`); with any other
+        shard the weights and the EMA copy per transformer block (`jukebox_pl.training.distributed`); with any other
         strategy nothing happens."""
         mesh = getattr(self, "_device_mesh", None)
         if mesh is None or is_sharded(self.model):
@@ -283,9 +283,9 @@ class PriorTraining:
         trainer = self._trainer
         policy = mixed_precision(trainer.precision if trainer is not None else None)
         mesh = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
-        shard_prior(self.model, mesh, policy)
+        shard_per_block(self.model, ResAttnBlock, mesh, policy)
         if self.ema_model is not None:
-            shard_prior(self.ema_model, mesh, policy)
+            shard_per_block(self.ema_model, ResAttnBlock, mesh, policy)
 
     def configure_optimizers(self):
         optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)

@@ -26,7 +26,7 @@ from jukebox_pl.config.sections import prior_config
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.prior.attention import attn_kinds
-from jukebox_pl.prior.conditioners import (
+from jukebox_pl.prior.builtin_conditioners import (
     LabelConditioner,
     LyricsEncoderConditioner,
     MergedLyricsConditioner,
@@ -35,7 +35,7 @@ from jukebox_pl.prior.conditioners import (
 from jukebox_pl.prior.conditioning import Conditioner, Window, split_spec
 from jukebox_pl.prior.decoding import StaticDecoder, prime_chunk, resolve_decode
 from jukebox_pl.prior.guidance import GUIDED_INPUTS, check_dropout, guide, with_nulls
-from jukebox_pl.prior.sampling import sample_token
+from jukebox_pl.prior.logit_filters import sample_token
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
 LYRICS_MODES = ("none", "encoder", "merged")

@@ -10,10 +10,10 @@ import torch
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.model import JukeboxPrior
-from jukebox_pl.training.checkpoints import load_any
-from jukebox_pl.vqvae.container import VQVAE, level_checkpoint
+from jukebox_pl.training.checkpoints.read_write import load_any
 from jukebox_pl.vqvae.fingerprint import check_pairing
 from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
+from jukebox_pl.vqvae.vqvae import VQVAE, level_checkpoint
 
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --weights: priors stored and computed in half precision
 

@@ -17,7 +17,7 @@ import torch
 
 from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
 from jukebox_pl.data.toy import NearestCentroid, rhythm_features, timbre_features
-from jukebox_pl.training.checkpoints import load_any
+from jukebox_pl.training.checkpoints.read_write import load_any
 
 LEVELS = ("top", "middle", "bottom")
 # Chosen with bench/conditioning.py (3 sampling seeds, README): priors trained with label and lyrics dropout and
@@ -208,7 +208,7 @@ def run_demo(
 
     from jukebox_pl.sampling.gallery import annotate_gallery
     from jukebox_pl.sampling.models import SamplingModels
-    from jukebox_pl.sampling.song import SampleRequest, sample_song
+    from jukebox_pl.stages.sample import SampleRequest, sample_song
 
     t0 = time.perf_counter()
     run_dir, toy_dir = Path(run), Path(toy)

@@ -29,9 +29,9 @@ from jukebox_pl.data.code_shards import CODES_FORMAT, CODES_KIND, INT16_CODES, c
 from jukebox_pl.data.prep import MANIFEST_FILE, SPLITS, VOCAB_FILE, _atomic_json, _describe_mismatch
 from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.training.run_lock import LOCK_FILE, lock_folder, release
-from jukebox_pl.vqvae.container import VQVAE, level_checkpoint
 from jukebox_pl.vqvae.fingerprint import codebook_sha1, encoder_sha1
 from jukebox_pl.vqvae.model import level_index, level_name
+from jukebox_pl.vqvae.vqvae import VQVAE, level_checkpoint
 
 STATE_FILE = ".encode_state.json"
 STATE_VERSION = 1

@@ -44,8 +44,8 @@ def evaluate_prior(
     from jukebox_pl.prior.lightning import PriorModule
     from jukebox_pl.sampling.models import load_prior
     from jukebox_pl.stages.datamodules import prior_datamodule
-    from jukebox_pl.vqvae.container import VQVAE
     from jukebox_pl.vqvae.fingerprint import check_pairing
+    from jukebox_pl.vqvae.vqvae import VQVAE
 
     ckpt, run = base_of(source, level)
     preset = stage_config(ckpt)

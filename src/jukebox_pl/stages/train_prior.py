@@ -16,17 +16,17 @@ from jukebox_pl.prior.trainable import LABEL_TABLES
 from jukebox_pl.stages.datamodules import prior_datamodule
 from jukebox_pl.stages.finetune_labels import fine_tuning_labels, rows_from_artist
 from jukebox_pl.training.callbacks import Throughput
-from jukebox_pl.training.checkpoints import load_any
+from jukebox_pl.training.checkpoints.read_write import load_any
+from jukebox_pl.training.distributed import ddp_strategy, fully_sharded_strategy
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
-from jukebox_pl.training.strategies import ddp_strategy, fully_sharded_strategy
-from jukebox_pl.vqvae.container import level_checkpoint
 from jukebox_pl.vqvae.fingerprint import VQVAEMismatch, check_pairing, encoder_sha1
 from jukebox_pl.vqvae.model import level_index, level_name
+from jukebox_pl.vqvae.vqvae import level_checkpoint
 
 
 def training_strategy(name: str):
     """DDP without buffer broadcasts, or FSDP (for the 1B/5B presets) with the prior sharding itself per
-    transformer block (`PriorTraining.configure_model`, `jukebox_pl.training.sharded`)."""
+    transformer block (`PriorTraining.configure_model`, `jukebox_pl.training.distributed`)."""
     if name == "fsdp":
         return fully_sharded_strategy()
     return ddp_strategy(name)
@@ -152,7 +152,7 @@ def train_prior(
     dm = prior_datamodule(cfg, name, skip_log=run.skip_log)
     dm.setup("fit")
     y_bins = (dm.vocab.n_genres, dm.vocab.n_artists) if dm.vocab is not None else None
-    from jukebox_pl.vqvae.container import VQVAE
+    from jukebox_pl.vqvae.vqvae import VQVAE
 
     frozen = VQVAE.from_checkpoints(ckpts)
     check_same_vqvae(frozen, idx, ckpts, getattr(dm, "manifest", None), cfg.data.shards, base, init)

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from jukebox_pl.config.loader import load_config
 from jukebox_pl.stages.datamodules import vqvae_datamodule
 from jukebox_pl.training.callbacks import AudioLogger, Throughput
+from jukebox_pl.training.distributed import ddp_strategy
 from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
-from jukebox_pl.training.strategies import ddp_strategy
 from jukebox_pl.vqvae.lightning import VQVAELevel
 from jukebox_pl.vqvae.model import level_index, level_name
 

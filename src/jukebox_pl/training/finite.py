@@ -47,7 +47,7 @@ from lightning_utilities.core.rank_zero import rank_zero_warn
 from pytorch_lightning.callbacks import Callback
 
 from jukebox_pl.errors import DivergedError
-from jukebox_pl.training.sharded import local
+from jukebox_pl.training.distributed import local
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ from jukebox_pl.errors import (
     StopRequested,
     UnsafeFileError,
 )
-from jukebox_pl.training.checkpoint_io import SafeCheckpointIO
-from jukebox_pl.training.checkpoints import clean_interrupted_saves, unsafe_global
+from jukebox_pl.training.checkpoints.lightning_io import SafeCheckpointIO
+from jukebox_pl.training.checkpoints.read_write import clean_interrupted_saves, unsafe_global
+from jukebox_pl.training.checkpoints.resume import resume_checkpoint
 from jukebox_pl.training.determinism import StepSeeds
 from jukebox_pl.training.finite import FiniteGuard
-from jukebox_pl.training.resume import resume_checkpoint
 from jukebox_pl.training.run_lock import holds, lock_folder, release
 from jukebox_pl.training.slurm import restart_count, slurm_environment
 from jukebox_pl.training.stopping import GracefulStop

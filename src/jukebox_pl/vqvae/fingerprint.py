@@ -55,7 +55,7 @@ def level_print(state: Mapping[str, torch.Tensor], hop: int) -> dict:
 
 def codes_fingerprint(vqvae, level: int) -> dict:
     """{level name: {codebook, hop, l_bins}} of the levels a prior of `level` reads (its own and the one above)
-    among those `vqvae` (a `jukebox_pl.vqvae.container.VQVAE`) holds."""
+    among those `vqvae` (a `jukebox_pl.vqvae.vqvae.VQVAE`) holds."""
     n = vqvae.n_levels
     out = {}
     for idx in (level, level + 1):

@@ -16,7 +16,7 @@ from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
 
 from jukebox_pl.config.schema import OptimConfig, VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
-from jukebox_pl.training.checkpoints import check_finite
+from jukebox_pl.training.checkpoints.read_write import check_finite
 from jukebox_pl.training.schedules import build_optimizer
 from jukebox_pl.vqvae.hierarchical import HierarchicalVQVAE
 from jukebox_pl.vqvae.losses import Bandwidth, estimate_bandwidth, pooled_spectral_convergence_db
@@ -63,7 +63,7 @@ class VQVAELevelTraining:
     """Trains one level's autoencoder and codebook on raw audio; usable in any Lightning project.
 
     The training logic without a Lightning base class: `VQVAELevel` binds it to `pytorch_lightning`,
-    `jukebox_pl.unified.VQVAELevel` to the unified `lightning` package.
+    `jukebox_pl.unified_lightning.VQVAELevel` to the unified `lightning` package.
 
     The loss normalisation ("bandwidth") is estimated from the first `bandwidth_batches` training batches at
     the start of a fit (averaged over ranks) and then stored in the checkpoint, so a resumed run keeps it.

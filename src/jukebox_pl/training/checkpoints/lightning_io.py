@@ -12,8 +12,8 @@ from typing import Any
 
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from jukebox_pl.training.checkpoints import atomic_torch_save, check_finite
-from jukebox_pl.training.tensor_checksums import verify_checksums, with_checksums
+from jukebox_pl.training.checkpoints.checksums import verify_checksums, with_checksums
+from jukebox_pl.training.checkpoints.read_write import atomic_torch_save, check_finite
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

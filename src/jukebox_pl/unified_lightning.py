@@ -6,7 +6,7 @@ LightningModule class, so the training logic lives in base-free classes (`VQVAEL
 `pytorch_lightning`, and the classes here for `lightning`:
 
     import lightning as L
-    from jukebox_pl.unified import AudioDataModule, VQVAELevel
+    from jukebox_pl.unified_lightning import AudioDataModule, VQVAELevel
 
     L.Trainer(max_steps=100).fit(VQVAELevel(vqvae_config(...), "top", 22050), datamodule=AudioDataModule(...))
 
@@ -19,7 +19,9 @@ from lightning_utilities.core.imports import RequirementCache
 
 _LIGHTNING = RequirementCache("lightning")
 if not _LIGHTNING:
-    raise ModuleNotFoundError(f"jukebox_pl.unified needs the unified `lightning` package: {_LIGHTNING.message}")
+    raise ModuleNotFoundError(
+        f"jukebox_pl.unified_lightning needs the unified `lightning` package: {_LIGHTNING.message}"
+    )
 
 import lightning.pytorch as L  # noqa: E402
 

@@ -24,7 +24,7 @@ from jukebox_pl.errors import (
     UserValueError,
     is_disk_full,
 )
-from jukebox_pl.training.tensor_checksums import ChecksumMismatch, verify_checksums, with_checksums
+from jukebox_pl.training.checkpoints.checksums import ChecksumMismatch, verify_checksums, with_checksums
 
 EXPORT_FORMAT = "jukebox-pl/weights-v1"
 

@@ -20,9 +20,14 @@ from jukebox_pl.data.code_checks import check_codes
 from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.lyrics import LyricsTokenizer
 from jukebox_pl.prior.guidance import GUIDED_INPUTS
-from jukebox_pl.sampling.engine import SongSampler, SongSpec
 from jukebox_pl.sampling.models import SamplingModels
-from jukebox_pl.training.checkpoints import INTERRUPTED_SAVE, atomic_torch_save, clean_interrupted_saves, safe_load
+from jukebox_pl.sampling.song_sampler import SongSampler, SongSpec
+from jukebox_pl.training.checkpoints.read_write import (
+    INTERRUPTED_SAVE,
+    atomic_torch_save,
+    clean_interrupted_saves,
+    safe_load,
+)
 from jukebox_pl.training.run_lock import LOCK_FILE, holds, lock_folder, release
 from jukebox_pl.user_files import check_input_file
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 
 from jukebox_pl.errors import UserKeyError
-from jukebox_pl.interop.reference_vqvae import unwrap_checkpoint
+from jukebox_pl.interop.reference_vqvae_weights import unwrap_checkpoint
 
 
 def reference_key(key: str) -> tuple[str, bool]:

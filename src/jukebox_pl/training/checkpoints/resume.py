@@ -9,8 +9,8 @@ from pathlib import Path
 from lightning_utilities.core.rank_zero import rank_zero_warn
 
 from jukebox_pl.errors import MissingInputError
-from jukebox_pl.training.checkpoints import load_mapped, safe_load, unsafe_global
-from jukebox_pl.training.tensor_checksums import damaged_tensors, describe_damage
+from jukebox_pl.training.checkpoints.checksums import damaged_tensors, describe_damage
+from jukebox_pl.training.checkpoints.read_write import load_mapped, safe_load, unsafe_global
 
 STEP_FILE = re.compile(r"^step(\d+)\.ckpt$")
 

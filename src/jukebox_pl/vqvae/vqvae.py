@@ -9,7 +9,7 @@ from torch import nn
 
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.errors import MissingInputError, UserKeyError, UserValueError
-from jukebox_pl.training.checkpoints import load_any
+from jukebox_pl.training.checkpoints.read_write import load_any
 from jukebox_pl.vqvae.model import VQVAELevelModel, level_index, level_name
 
 
