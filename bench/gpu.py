@@ -39,24 +39,24 @@ import time
 from pathlib import Path
 
 import torch
+from bench_presets import PRIOR_PRESETS
 
+from jukebox_pl.config.levels import Levels
+from jukebox_pl.config.loader import load_config
 from jukebox_pl.config.sections import prior_config
 from jukebox_pl.prior.decoding import StaticDecoder, prime_chunk
-from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.prior.model import build_prior
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
-SHAPES = {  # name -> (level index in a 3-level VQ-VAE, hop length at 44.1 kHz)
-    "prior_5b": (2, 128),
-    "prior_1b_lyrics": (2, 128),
-    "upsampler_level_0": (0, 8),
+SHAPES = {  # name -> its level in the released 3-level VQ-VAE (the `jukebox` preset: hops 8 / 32 / 128 at 44.1 kHz)
+    "prior_5b": 2,
+    "prior_1b_lyrics": 2,
+    "upsampler_level_0": 0,
 }
-UPPER = {0: (2, 2), 1: (2, 2)}  # the released VQ-VAE's (downs_t, strides_t) of the level above levels 0 and 1
+RELEASED = Levels.from_config(load_config("jukebox"))
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "openai_jukebox" / "small_prior_w128_d6"
-TRAIN = {  # bench/prior.py's presets
-    "tiny": dict(bins=128, width=128, depth=6, heads=2, attn_order=2),
-    "small": dict(bins=2048, width=1024, depth=48, heads=1, attn_order=2),
-}
+TRAIN = PRIOR_PRESETS  # bench/prior.py's presets
 REFERENCE_SECONDS_PER_AUDIO_SECOND = 9 * 3600 / 60  # ~9 V100 hours per minute of audio
 
 
@@ -64,10 +64,9 @@ REFERENCE_SECONDS_PER_AUDIO_SECOND = 9 * 3600 / 60  # ~9 V100 hours per minute o
 def meta_decoder(name: str, **scaled) -> AutoregressiveTransformer:
     """The autoregressive transformer of a released prior on the meta device (exact shapes, no memory); its
     labels/lyrics/upper-level conditioners run once per window, not per token, so decoding speed is this part's."""
-    level, hop = SHAPES[name]
     pcfg = prior_config({"arch": name, **scaled})
     with torch.device("meta"):
-        prior = JukeboxPrior(pcfg, level, 3, 2048, hop, 44100, UPPER.get(level), tuple(pcfg.y_bins))
+        prior = build_prior(RELEASED, SHAPES[name], pcfg, tuple(pcfg.y_bins))
     return prior.prior
 
 
@@ -169,12 +168,13 @@ def decode(model, device, batch: int, prompt: int, tokens: int, chunk: int, bw: 
     }  # fmt: skip
 
 
-def song_seconds(rates: dict, hops: dict, batch: int) -> dict:
-    """Compute-seconds per audio second per level and in all, from decoding and priming rates at `batch`."""
+def song_seconds(rates: dict, batch: int) -> dict:
+    """Compute-seconds per audio second per level (of the released VQ-VAE) and in all, from decoding and priming
+    rates at `batch`."""
     fraction = {"top": 0.125, "middle": 0.5, "bottom": 0.5}
     out = {}
     for level, r in rates.items():
-        per_audio_second = 44100 / hops[level]
+        per_audio_second = RELEASED.tokens_per_second(RELEASED.index(level))
         h = fraction[level]
         reprimed = (1 - h) / h  # tokens re-primed per new token
         per_token = 1 / r["tokens_per_s_per_stream"] + reprimed * batch / r["prime_tokens_per_s"]
@@ -266,12 +266,11 @@ def run(args, device: str, dry: bool) -> dict:
             torch.cuda.empty_cache()
     result["decoding"] = decoding
     if "prior_5b" in shapes and "upsampler_level_0" in shapes:
-        hops = {"top": 128, "middle": 32, "bottom": 8}
         result["song"] = {}
         for batch in batches:
             rates = {"top": decoding[f"prior_5b_b{batch}"], "middle": decoding[f"upsampler_level_0_b{batch}"],
                      "bottom": decoding[f"upsampler_level_0_b{batch}"]}  # fmt: skip
-            song = song_seconds(rates, hops, batch)
+            song = song_seconds(rates, batch)
             result["song"][f"b{batch}"] = song
             print(f"  song at batch {batch:>2}: {song['song']:.1f} compute-s per audio second (top {song['top']:.2f}, "
                   f"middle {song['middle']:.2f}, bottom {song['bottom']:.2f}); one minute in "

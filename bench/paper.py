@@ -35,13 +35,14 @@ import torch
 from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
 from jukebox_pl.config import load_config
+from jukebox_pl.config.levels import Levels
 from jukebox_pl.stages.datamodules import vqvae_datamodule
 from jukebox_pl.stages.evaluate import evaluate_prior, quiet_lightning
 from jukebox_pl.stages.train_prior import train_prior
 from jukebox_pl.stages.train_vqvae import train_vqvae
 from jukebox_pl.vqvae.lightning import HierarchicalVQVAEModule
 from jukebox_pl.vqvae.losses import Magnitudes, pooled_spectral_convergence_db
-from jukebox_pl.vqvae.model import codebook_stats_from_counts, hop_lengths
+from jukebox_pl.vqvae.model import codebook_stats_from_counts
 
 sys.path.insert(0, str(Path(__file__).parent))
 from vqvae import validation_clips  # noqa: E402
@@ -379,7 +380,7 @@ def main() -> None:
     if not (Path(args.data) / "manifest.json").is_file():
         raise SystemExit(f"{args.data} has no shards (no manifest.json): run `make real-music` or `jukebox-pl prep`")
     cfg = load_config("tiny", [*args.override, f"data.shards={args.data}"])
-    top_hop = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)[-1]
+    top_hop = Levels.from_config(cfg).hops[-1]
     clips = [b["audio"] for b in validation_clips(Path(args.data), cfg.data, args.clip_seconds, args.clips, top_hop)]
     held = HeldOut(clips, cfg.data.sample_rate, args.high_hz)
     result: dict = {"meta": meta(args), "heldout_seconds": round(held.seconds, 1)}

@@ -47,14 +47,12 @@ import time
 from pathlib import Path
 
 import torch
+from bench_presets import PRIOR_PRESETS
 
 from jukebox_pl.prior.quantize import quantize_weights
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
-PRESETS = {
-    "tiny": dict(bins=128, width=128, depth=6, heads=2, attn_order=2),
-    "small": dict(bins=2048, width=1024, depth=48, heads=1, attn_order=2),
-}
+PRESETS = PRIOR_PRESETS
 BLOCK_CTX = 128
 RESULT_TAG = "@@PRIOR_BENCH_RESULT "
 

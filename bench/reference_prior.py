@@ -9,12 +9,11 @@ progress bars are replaced by a clock). Its own training forward (loss in bits/t
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from pathlib import Path
 
 import torch
+from reference_cpu import use_reference
 
 
 class Clock:
@@ -35,11 +34,7 @@ class Clock:
 
 def load(checkout: str | Path):
     """The reference's autoregressive module, importable and runnable on the CPU."""
-    sys.path.insert(0, str(Path(checkout).resolve()))
-    sys.modules.setdefault("librosa", types.ModuleType("librosa"))
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-    torch.cuda.LongTensor = torch.LongTensor  # its asserts name the CUDA type
+    use_reference(checkout)
     import jukebox.prior.autoregressive as ar
 
     return ar

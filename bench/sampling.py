@@ -29,28 +29,26 @@ import time
 import torch
 
 from jukebox_pl.config import load_config
+from jukebox_pl.config.levels import Levels
 from jukebox_pl.data.vocab import LabelVocab
-from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.prior.model import build_prior
 from jukebox_pl.prior.quantize import quantize_weights
 from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.sampling.song_sampler import SongSampler, SongSpec
-from jukebox_pl.vqvae.model import VQVAELevelModel, hop_lengths, level_name
+from jukebox_pl.vqvae.model import build_vqvae_level
 from jukebox_pl.vqvae.vqvae import VQVAE
 
 
 def build(preset: str, weights: str, overrides: tuple[str, ...] = ()) -> SamplingModels:
     torch.manual_seed(0)
     cfg = load_config(preset, list(overrides))
-    v, n = cfg.vqvae, cfg.vqvae.levels
-    hops = hop_lengths(v.downs_t, v.strides_t)
-    vqvae = VQVAE({i: VQVAELevelModel(v, i).eval() for i in range(n)}, cfg.data.sample_rate)
+    levels = Levels.from_config(cfg)
+    vqvae = VQVAE({i: build_vqvae_level(cfg, i).eval() for i in range(len(levels))}, levels.sample_rate)
     priors = {}
-    for i in range(n):
-        pcfg = cfg.prior[level_name(i, n)]
-        upper = None if i == n - 1 else (v.downs_t[i + 1], v.strides_t[i + 1])
-        prior = JukeboxPrior(pcfg, i, n, v.l_bins, hops[i], cfg.data.sample_rate, upper, y_bins=(4, 5)).eval()
+    for i in range(len(levels)):
+        prior = build_prior(levels, i, cfg.prior[levels.name(i)], y_bins=(4, 5)).eval()
         priors[i] = quantize_weights(prior, weights)
-    return SamplingModels(vqvae, priors, LabelVocab().extend(["a", "b"], ["g"]), cfg.data.sample_rate)
+    return SamplingModels(vqvae, priors, LabelVocab().extend(["a", "b"], ["g"]), levels.sample_rate)
 
 
 @torch.inference_mode()
@@ -122,7 +120,7 @@ def end_to_end(models: SamplingModels, batch: int, seconds: float) -> dict:
         t0 = time.perf_counter()
         sampler.levels = [level]
         sampler.run()
-        out[level_name(level, models.n_levels)] = (time.perf_counter() - t0) / batch / (total / models.sample_rate)
+        out[models.name(level)] = (time.perf_counter() - t0) / batch / (total / models.sample_rate)
     return out
 
 
@@ -149,7 +147,7 @@ def main(argv=None) -> None:
             total = 0.0
             for level in sorted(models.priors, reverse=True):
                 r = level_rates(models, level, batch, args.tokens)
-                name = level_name(level, models.n_levels)
+                name = models.name(level)
                 total += r["sample_s_per_audio_s"] + r["decode_s_per_audio_s"]
                 results.append({"preset": preset, "level": name, "batch": batch, **r})
                 print(f"{preset:<6} {name:<7} {batch:>3} {r['n_ctx']:>6} {r['hop']:>4} {r['prime_tok_s']:>11.1f} "
@@ -185,7 +183,7 @@ def side_by_side(args) -> None:
             song["reference"] += ref["sample_s_per_audio_s"]
             song["jukebox-pl"] += ours["sample_s_per_audio_s"]
             ratio = ref["sample_s_per_audio_s"] / ours["sample_s_per_audio_s"]
-            name = level_name(level, models.n_levels)
+            name = models.name(level)
             rows.append({"level": name, "batch": batch, "reference": ref, "jukebox_pl": ours, "ratio": ratio})
             print(f"{name:<7} {batch:>3} {ref['prime_tok_s']:>9.0f} {ours['prime_tok_s']:>9.0f} "
                   f"{ref['sample_tok_s']:>10.1f} {ours['sample_tok_s']:>10.1f} {ref['sample_s_per_audio_s']:>8.1f} "

@@ -140,15 +140,14 @@ def collectives(reps: int) -> dict:
 # -- 3. memory plan -----------------------------------------------------------------------------------------
 def memory_plan(gpus: int, gpu_gb: float, batch: int) -> dict:
     from jukebox_pl.config import load_config
-    from jukebox_pl.prior.model import JukeboxPrior
+    from jukebox_pl.config.levels import Levels
+    from jukebox_pl.prior.model import build_prior
     from jukebox_pl.prior.transformer import ResAttnBlock
-    from jukebox_pl.vqvae.model import hop_lengths
 
     cfg = load_config("jukebox")
-    v, p = cfg.vqvae, cfg.prior.top
-    hop = hop_lengths(v.downs_t, v.strides_t)[-1]
+    levels, p = Levels.from_config(cfg), cfg.prior.top
     with torch.device("meta"):
-        prior = JukeboxPrior(p, v.levels - 1, v.levels, v.l_bins, hop, cfg.data.sample_rate, None, tuple(p.y_bins))
+        prior = build_prior(levels, "top", p, tuple(p.y_bins))
     params = sum(t.numel() for t in prior.parameters())
     blocks = [m for m in prior.modules() if isinstance(m, ResAttnBlock)]
     largest_unit = max(sum(t.numel() for t in b.parameters()) for b in blocks)
@@ -170,7 +169,7 @@ def memory_plan(gpus: int, gpu_gb: float, batch: int) -> dict:
     # one block recomputed: q, k, v, the attention output, the MLP's 4x hidden layer and its GELU (bf16), and the
     # fp32 attention scores + softmax over block_ctx keys (the widest kind: previous-row attends to one block)
     recompute = batch * n_ctx * width * 2 * (4 + 2 * 4) + 2 * batch * heads * n_ctx * block_ctx * 4
-    logits = batch * n_ctx * v.l_bins * 4 * 2  # fp32 logits and their gradient
+    logits = batch * n_ctx * levels.codebook_size * 4 * 2  # fp32 logits and their gradient
     plan["activations (checkpointed)"] = kept + recompute + logits
     total = sum(plan.values())
     print(f"  jukebox preset top prior ({p.arch}): {params / 1e9:.3f} B parameters, {depth} blocks "

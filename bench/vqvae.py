@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 import types
@@ -33,7 +32,7 @@ import torch
 
 from jukebox_pl.config import load_config
 from jukebox_pl.vqvae.losses import Bandwidth
-from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats_from_counts
+from jukebox_pl.vqvae.model import build_vqvae_level, codebook_stats_from_counts
 
 SR, BATCH, LENGTH = 22050, 4, 44032  # 2 s at 22050 Hz, a multiple of the top hop 256
 
@@ -50,7 +49,7 @@ def _timed(fn, repeats: int) -> list[float]:
 def ours_step():
     # the reference's own spectral loss, so the side-by-side timing compares the same computation
     cfg = load_config("small", ["vqvae.spectral_mode=reference"]).vqvae
-    models = [VQVAELevelModel(cfg, level) for level in range(cfg.levels)]
+    models = [build_vqvae_level(cfg, level) for level in range(cfg.levels)]
     params = [p for m in models for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=3e-4)
     x = torch.randn(BATCH, 1, LENGTH) * 0.1
@@ -65,10 +64,9 @@ def ours_step():
 
 def reference_step(checkout: Path):
     """The reference's small_vqvae training step (its VQVAE.forward, loss, backward, Adam)."""
-    sys.path.insert(0, str(checkout))
-    sys.modules.setdefault("librosa", types.ModuleType("librosa"))
-    torch.Tensor.cuda = lambda self, *a, **k: self  # CPU only
-    torch.nn.Module.cuda = lambda self, *a, **k: self
+    from reference_cpu import use_reference
+
+    use_reference(checkout)
     import jukebox.utils.audio_utils as audio_utils
     import jukebox.utils.dist_adapter as dist_adapter
     from jukebox.vqvae.vqvae import VQVAE

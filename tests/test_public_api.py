@@ -58,7 +58,7 @@ def test_every_exported_name_resolves():
         *("AutoregressiveTransformer", "Transformer", "JukeboxPrior", "PriorModule"),
         *("AudioDataModule", "CodeDataModule", "LabelVocab", "LyricsTokenizer", "prepare_shards", "PrepOptions"),
         *("SongSampler", "SampleRequest", "sample_song", "SamplingModels"),
-        *("load_config", "ConfigError", "JukeboxError"),
+        *("load_config", "ConfigError", "JukeboxError", "Levels", "build_vqvae_level", "build_prior"),
         *("RunConfig", "DataConfig", "VQVAEConfig", "PriorConfig", "TrainerConfig"),
     }
     assert required <= set(jukebox_pl.__all__)

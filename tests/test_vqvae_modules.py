@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from jukebox_pl.config import load_config
+from jukebox_pl.config.levels import hop_lengths, level_index
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.vqvae.bottleneck import Bottleneck
 from jukebox_pl.vqvae.losses import (
@@ -16,7 +17,7 @@ from jukebox_pl.vqvae.losses import (
     recon_loss,
     spectral_convergence_db,
 )
-from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats, hop_lengths, level_index
+from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats
 
 KEYS = Path(__file__).resolve().parent / "fixtures" / "openai_jukebox" / "keys"
 

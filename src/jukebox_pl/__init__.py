@@ -19,6 +19,8 @@ _EXPORTS = {
     "AutoregressiveTransformer": "jukebox_pl.prior.transformer",
     "Transformer": "jukebox_pl.prior.transformer",
     "JukeboxPrior": "jukebox_pl.prior.model",
+    "build_vqvae_level": "jukebox_pl.vqvae.model",
+    "build_prior": "jukebox_pl.prior.model",
     # Lightning modules and data modules
     "VQVAELevel": "jukebox_pl.vqvae.lightning",
     "PriorModule": "jukebox_pl.prior.lightning",
@@ -36,6 +38,7 @@ _EXPORTS = {
     "SamplingModels": "jukebox_pl.sampling.models",
     # configuration and errors
     "load_config": "jukebox_pl.config.loader",
+    "Levels": "jukebox_pl.config.levels",
     "ConfigError": "jukebox_pl.config.loader",
     "JukeboxError": "jukebox_pl.errors",
     "RunConfig": "jukebox_pl.config.schema",

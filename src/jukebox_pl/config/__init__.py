@@ -6,6 +6,7 @@ Exports are lazy, so `import jukebox_pl.config` does not load OmegaConf until a 
 from jukebox_pl.lazy import lazy_exports
 
 _EXPORTS = {
+    "Levels": "jukebox_pl.config.levels",
     "PRESETS": "jukebox_pl.config.loader",
     "ConfigError": "jukebox_pl.config.loader",
     "load_config": "jukebox_pl.config.loader",

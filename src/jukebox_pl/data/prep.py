@@ -37,6 +37,7 @@ from jukebox_pl.audio import (
     resample,
 )
 from jukebox_pl.data.metadata import Metadata, TrackMeta, load_metadata
+from jukebox_pl.data.resumable_folder import resume_state, write_json_atomic
 from jukebox_pl.data.safe_paths import walk_source
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.errors import DiskFullError, MissingInputError, RefusedError, UserValueError, is_disk_full
@@ -307,42 +308,22 @@ class ShardSink:
             self.writer = None
 
 
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def _describe_mismatch(old: dict, new: dict) -> str:
-    diffs = [
-        f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
-    ]
-    return "; ".join(diffs)
-
-
 def _check_out_dir(opts: PrepOptions, out: Path, fingerprint: dict, files_digest: str, n_files: int) -> dict | None:
     """Return the state to resume from, None for a fresh start, or raise PrepRefused."""
-    state_path = out / STATE_FILE
     if opts.overwrite and out.exists():
         for p in list(out.glob("*.tar")) + list(out.glob("*.tar.tmp")):
             p.unlink()
         for name in (STATE_FILE, MANIFEST_FILE, VOCAB_FILE):
             (out / name).unlink(missing_ok=True)
         return None
-    if not state_path.exists():
-        if out.exists() and any(out.iterdir()):
-            raise PrepRefused(
-                f"--out {out} is not empty and was not written by `jukebox-pl prep`; "
-                "choose an empty folder, or pass --overwrite to delete its shards and start again"
-            )
+    state = resume_state(
+        out, STATE_FILE, command="prep", key="options", fingerprint=fingerprint, version=STATE_VERSION,
+        refused=PrepRefused, contents="shards of a different prep run",
+        empty_hint="choose an empty folder, or pass --overwrite to delete its shards and start again",
+        restart="use a new --out, or --overwrite to replace them",
+    )  # fmt: skip
+    if state is None:
         return None
-    state = json.loads(state_path.read_text())
-    if state.get("version") != STATE_VERSION or state.get("options") != fingerprint:
-        mismatch = _describe_mismatch(state.get("options", {}), fingerprint)
-        raise PrepRefused(
-            f"--out {out} holds shards of a different prep run ({mismatch}); "
-            "use a new --out, or --overwrite to replace them"
-        )
     if state.get("files_digest") != files_digest:
         before = state.get("n_files")
         raise PrepRefused(
@@ -404,14 +385,14 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
         state["shards"][shard] = [r["path"] for r in records]
         for r in records:
             state["tracks"][r["path"]] = r
-        _atomic_json(state_path, state)
+        write_json_atomic(state_path, state)
 
     next_index = {
         s: 1 + max((int(n.split("-")[1].split(".")[0]) for n in state["shards"] if n.startswith(s)), default=-1)
         for s in SPLITS
     }
     sinks = {s: ShardSink(out, s, next_index[s], opts.shard_tracks, opts.shard_mb * 1e6, commit) for s in SPLITS}
-    _atomic_json(state_path, state)
+    write_json_atomic(state_path, state)
     jobs = [(str(src), rel, opts.sr, opts.bits, opts.min_seconds, opts.max_seconds, opts.silence_db) for rel in todo]
     try:
         with _progress(progress, len(todo)) as advance:
@@ -429,13 +410,13 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
             sink.abort()
         if is_disk_full(err):
             with contextlib.suppress(OSError):  # the state of the committed shards is already on disk
-                _atomic_json(state_path, state)
+                write_json_atomic(state_path, state)
             raise DiskFullError(
                 f"no space left on the disk while writing shards to {out} ({err.strerror}); the "
                 f"{len(state['shards'])} complete shard(s) are kept: free space and run the same command again "
                 "to resume"
             ) from None
-        _atomic_json(state_path, state)  # keep the skips found so far
+        write_json_atomic(state_path, state)  # keep the skips found so far
         raise
     for sink in sinks.values():
         sink.close()
@@ -443,9 +424,9 @@ def prepare_shards(opts: PrepOptions, progress: bool = True, log: Callable[[str]
     for rel in listing.unsupported:
         state["skipped"][rel] = f"unsupported format {Path(rel).suffix} (libsndfile cannot read it; convert to FLAC)"
     manifest = build_manifest(opts, listing, metadata, vocab, state)
-    _atomic_json(out / MANIFEST_FILE, manifest)
+    write_json_atomic(out / MANIFEST_FILE, manifest)
     state["complete"] = True
-    _atomic_json(state_path, state)
+    write_json_atomic(state_path, state)
     return manifest
 
 

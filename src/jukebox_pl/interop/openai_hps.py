@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from jukebox_pl.config.levels import LEVEL_NAMES, Levels
 from jukebox_pl.config.loader import load_config
 from jukebox_pl.errors import MissingInputError, UserKeyError, UserValueError
 
@@ -104,6 +105,11 @@ class ModelSpec:
     level: str | None = None  # a prior's level name
     source: str = ""  # the set name or the JSON file, for messages
 
+    @property
+    def levels(self) -> Levels:
+        """The levels of the VQ-VAE this file belongs to (names, hops, the level above each)."""
+        return Levels.from_vqvae(self.vqvae, self.sample_rate)
+
 
 def read_hps(value: str | dict) -> dict | str:
     """`--hps`: a released set name, or a JSON file holding the reference's hparams dict."""
@@ -171,10 +177,9 @@ def prior_from_hps(hps: dict, where: str) -> tuple[dict[str, Any], str]:
     out["checkpoint_res"] = bool(hps.get("c_res", 0))
     out["cond_checkpoint_res"] = bool(hps.get("cond_c_res", 0))
     out["prime_checkpoint_res"] = bool(hps.get("prime_c_res", 0))
-    names = {3: ("bottom", "middle", "top"), 2: ("bottom", "top"), 1: ("top",)}
-    if levels not in names or not 0 <= level < levels:
+    if levels not in LEVEL_NAMES or not 0 <= level < levels:
         raise UserValueError(f"{where}: level {level} of {levels} levels is not a level jukebox-pl knows")
-    return out, names[levels][level]
+    return out, LEVEL_NAMES[levels][level]
 
 
 def spec_from_hps(hps: dict | str, kind: str, where: str) -> ModelSpec:

@@ -28,7 +28,7 @@ from jukebox_pl.training.checkpoints.read_write import (
     torch_error_text,
     unsafe_global,
 )
-from jukebox_pl.vqvae.model import VQVAELevelModel, hop_lengths, level_index, level_name
+from jukebox_pl.vqvae.model import build_vqvae_level
 
 SHOWN = 10  # keys listed in a refusal before "and N more"
 
@@ -165,11 +165,11 @@ def convert_vqvae(state: Mapping[str, torch.Tensor], spec: ModelSpec, where: str
     cfg = vqvae_config(spec.vqvae)
     out, placed = {}, set()
     for level in range(levels):
-        model = VQVAELevelModel(cfg, level)
+        model = build_vqvae_level(cfg, level)
         try:
             load_reference_level(model, state)
         except (UserKeyError, RuntimeError) as err:
-            raise ImportRefused(f"{where}, level {level_name(level, levels)}: {err}") from None
+            raise ImportRefused(f"{where}, level {spec.levels.name(level)}: {err}") from None
         prefixes = (f"encoders.{level}.", f"decoders.{level}.")
         placed |= {k for k in state if k.startswith(prefixes)} | {f"bottleneck.level_blocks.{level}.k"}
         out[level] = {k: v for k, v in model.state_dict().items() if not k.startswith("spectral.")}
@@ -181,15 +181,10 @@ def convert_vqvae(state: Mapping[str, torch.Tensor], spec: ModelSpec, where: str
 
 def prior_model(spec: ModelSpec, device: str = "meta"):
     """Our prior for a spec (on the meta device by default: shapes without memory)."""
-    from jukebox_pl.prior.model import JukeboxPrior
+    from jukebox_pl.prior.model import build_prior
 
-    v = spec.vqvae
-    levels, idx = v["levels"], level_index(spec.level, v["levels"])
-    hops = hop_lengths(v["downs_t"], v["strides_t"])
-    upper = None if idx == levels - 1 else (v["downs_t"][idx + 1], v["strides_t"][idx + 1])
-    y_bins = spec.prior.get("y_bins")
     with torch.device(device):
-        return JukeboxPrior(spec.prior, idx, levels, v["l_bins"], hops[idx], spec.sample_rate, upper, y_bins)
+        return build_prior(spec.levels, spec.level, spec.prior, spec.prior.get("y_bins"))
 
 
 def convert_prior(state: Mapping[str, torch.Tensor], spec: ModelSpec, where: str) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ _EXPORTS = {
     "AutoregressiveTransformer": "jukebox_pl.prior.transformer",
     "Transformer": "jukebox_pl.prior.transformer",
     "JukeboxPrior": "jukebox_pl.prior.model",
+    "build_prior": "jukebox_pl.prior.model",
     "PriorModule": "jukebox_pl.prior.lightning",
 }
 __all__ = sorted(_EXPORTS)

@@ -17,17 +17,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from jukebox_pl.config.levels import Levels, level_name
 from jukebox_pl.config.schema import OptimConfig, PriorConfig, VQVAEConfig
 from jukebox_pl.config.sections import prior_config, vqvae_config
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.guidance import drop_conditions
-from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.prior.model import JukeboxPrior, build_prior
 from jukebox_pl.prior.transformer import ResAttnBlock
 from jukebox_pl.training.checkpoints.read_write import check_finite
 from jukebox_pl.training.distributed import is_sharded, local, local_rows, mixed_precision, shard_per_block
 from jukebox_pl.training.schedules import build_optimizer
 from jukebox_pl.vqvae.fingerprint import check_pairing, codes_fingerprint
-from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
 class PriorTraining:
@@ -55,7 +55,8 @@ class PriorTraining:
     ):
         super().__init__()
         pcfg, vcfg = prior_config(prior), vqvae_config(vqvae_cfg)
-        idx = level_index(level, vcfg.levels)
+        self.levels = Levels.from_vqvae(vcfg, sample_rate)
+        idx = self.levels.index(level)
         self.save_hyperparameters(
             {
                 "prior": OmegaConf.to_container(pcfg, resolve=True),
@@ -70,10 +71,8 @@ class PriorTraining:
             }
         )
         self.cfg, self.vcfg, self.level, self.sample_rate = pcfg, vcfg, idx, sample_rate
-        hops = hop_lengths(vcfg.downs_t, vcfg.strides_t)
-        self.hop_length = hops[idx]
-        upper = None if idx == vcfg.levels - 1 else (vcfg.downs_t[idx + 1], vcfg.strides_t[idx + 1])
-        self.model = JukeboxPrior(pcfg, idx, vcfg.levels, vcfg.l_bins, self.hop_length, sample_rate, upper, y_bins)
+        self.hop_length = self.levels.hop(idx)
+        self.model = build_prior(self.levels, idx, pcfg, y_bins)
         self.ema_model: nn.Module | None = None
         if pcfg.ema_decay is not None:
             self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
@@ -123,7 +122,7 @@ class PriorTraining:
     # -- helpers ------------------------------------------------------------------------------------------
     @property
     def level_name(self) -> str:
-        return level_name(self.level, self.vcfg.levels)
+        return self.levels.name(self.level)
 
     @property
     def sample_length(self) -> int:
@@ -184,7 +183,7 @@ class PriorTraining:
     @torch.no_grad()
     def batch_codes(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This level's codes (B, n_ctx) and the upper level's (B, n_ctx / ratio) for a batch of either kind."""
-        upper_needed = self.level < self.vcfg.levels - 1
+        upper_needed = self.levels.above(self.level) is not None
         if "codes" in batch:
             codes, upper = batch["codes"].long(), batch.get("upper_codes")
             if upper_needed and upper is None:

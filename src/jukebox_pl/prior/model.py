@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from jukebox_pl.config.levels import Levels
 from jukebox_pl.config.schema import PriorConfig
 from jukebox_pl.config.sections import prior_config
 from jukebox_pl.errors import UserValueError
@@ -385,3 +386,19 @@ class JukeboxPrior(nn.Module):
         """Joint-vocabulary ids -> codes: unshifted, and a character id (below the shift) -> code 0, as the
         reference's `prior_postprocess` clamps them."""
         return (tokens - shift).clamp(min=0)
+
+
+def build_prior(
+    levels: Levels,
+    level: int | str,
+    prior: PriorConfig | DictConfig | dict,
+    y_bins: tuple[int, int] | list[int] | None = None,
+) -> JukeboxPrior:
+    """The prior of one level (a name or an index) of a run's `levels`: its codebook, hop, sample rate and the
+    level above come from `levels`, the architecture from the `prior` section. What training, sampling, import
+    and the benches build."""
+    idx = levels.index(level)
+    return JukeboxPrior(
+        prior, idx, len(levels), levels.codebook_size, levels.hop(idx), levels.sample_rate, levels.upsampling(idx),
+        y_bins,
+    )  # fmt: skip

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
+from jukebox_pl.config.levels import Levels, level_index, level_name
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.errors import MissingInputError, UserValueError
-from jukebox_pl.prior.model import JukeboxPrior
+from jukebox_pl.prior.model import JukeboxPrior, build_prior
 from jukebox_pl.training.checkpoints.read_write import load_any
 from jukebox_pl.vqvae.fingerprint import check_pairing
-from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 from jukebox_pl.vqvae.vqvae import VQVAE, level_checkpoint
 
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --weights: priors stored and computed in half precision
@@ -24,14 +24,9 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
     if info["kind"] != "prior":
         raise UserValueError(f"{path} holds a {info['kind']} checkpoint, not a prior")
     hp = info["hparams"]
-    vcfg = hp["vqvae_cfg"]
-    levels, idx = vcfg["levels"], hp["level"]
-    hops = hop_lengths(vcfg["downs_t"], vcfg["strides_t"])
-    upper = None if idx == levels - 1 else (vcfg["downs_t"][idx + 1], vcfg["strides_t"][idx + 1])
+    levels = Levels.from_vqvae(hp["vqvae_cfg"], hp["sample_rate"])
     with torch.device("meta"):  # no memory: the file's tensors become the parameters (see load_assigned)
-        model = JukeboxPrior(
-            hp["prior"], idx, levels, vcfg["l_bins"], hops[idx], hp["sample_rate"], upper, hp["y_bins"]
-        )
+        model = build_prior(levels, hp["level"], hp["prior"], hp["y_bins"])
     state = info["state_dict"]
     prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
     weights_of = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -9,11 +9,11 @@ import soundfile as sf
 import torch
 
 from jukebox_pl.audio import read_audio, resample, to_mono, write_audio
+from jukebox_pl.config.levels import level_index, level_name
 from jukebox_pl.data.code_checks import check_codes
 from jukebox_pl.errors import UnsafeFileError, UserKeyError, UserValueError
 from jukebox_pl.training.checkpoints.read_write import safe_load
 from jukebox_pl.user_files import check_input_file, check_output_file, check_output_folder
-from jukebox_pl.vqvae.model import level_index, level_name
 from jukebox_pl.vqvae.vqvae import VQVAE
 
 CODES_FORMAT = "jukebox-pl/codes-v1"

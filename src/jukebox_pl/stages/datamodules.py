@@ -7,12 +7,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from jukebox_pl.config.levels import Levels
 from jukebox_pl.config.loader import ConfigError, check_values, command_line_urls
 from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.datamodule import AudioDataModule
 from jukebox_pl.data.pipeline import TrackField
 from jukebox_pl.prior.conditioning import extra_track_fields
-from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
 def vqvae_datamodule(cfg: DictConfig, skip_log: str | Path | None = None) -> AudioDataModule:
@@ -35,25 +35,23 @@ def prior_datamodule(cfg: DictConfig, level: int | str, skip_log: str | Path | N
     """Audio crops of n_ctx x hop samples (encoded on the fly by the frozen VQ-VAE) or, for a folder written by
     `jukebox-pl encode-shards`, code crops of n_ctx tokens; with the lyric window and the per-track fields the
     prior's extra conditioners declare (`Conditioner.track_fields`)."""
-    levels = cfg.vqvae.levels
-    idx = level_index(level, levels)
-    p = cfg.prior[level_name(idx, levels)]
+    levels = Levels.from_config(cfg)
+    idx = levels.index(level)
+    p = cfg.prior[levels.name(idx)]
     lyric_tokens = p.n_tokens if p.lyrics != "none" else 0
     common = dict(
         batch_size=p.batch_size, n_lyric_tokens=lyric_tokens, lyrics_vocab=p.lyrics_vocab, seed=cfg.seed,
         skip_log=skip_log, allow_urls=command_line_urls(cfg),
         fields=tuple(
             TrackField(name, **spec)
-            for name, spec in extra_track_fields(p.conditioners, f"prior.{level_name(idx, levels)}").items()
+            for name, spec in extra_track_fields(p.conditioners, f"prior.{levels.name(idx)}").items()
         ),
     )  # fmt: skip
     if cfg.data.shards and is_code_shards(cfg.data.shards):
         from jukebox_pl.data.code_datamodule import CodeDataModule
 
-        upper = idx + 1 if idx < levels - 1 else None
-        return CodeDataModule(cfg.data, level=idx, n_ctx=p.n_ctx, upper_level=upper, **common)
-    hop = hop_lengths(cfg.vqvae.downs_t, cfg.vqvae.strides_t)[idx]
-    return AudioDataModule(cfg.data, sample_length=p.n_ctx * hop, channels=1, **common)
+        return CodeDataModule(cfg.data, level=idx, n_ctx=p.n_ctx, upper_level=levels.above(idx), **common)
+    return AudioDataModule(cfg.data, sample_length=p.n_ctx * levels.hop(idx), channels=1, **common)
 
 
 def stage_datamodule(cfg: DictConfig, stage: str, level: int | str):

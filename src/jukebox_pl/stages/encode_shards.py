@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from jukebox_pl.audio import AudioDecodeError, read_audio
+from jukebox_pl.config.levels import level_index, level_name
 from jukebox_pl.data.code_shards import CODES_FORMAT, CODES_KIND, INT16_CODES, codes_ext
-from jukebox_pl.data.prep import MANIFEST_FILE, SPLITS, VOCAB_FILE, _atomic_json, _describe_mismatch
+from jukebox_pl.data.prep import MANIFEST_FILE, SPLITS, VOCAB_FILE
+from jukebox_pl.data.resumable_folder import resume_state, write_json_atomic
 from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
-from jukebox_pl.training.run_lock import LOCK_FILE, lock_folder, release
+from jukebox_pl.training.run_lock import lock_folder, release
 from jukebox_pl.vqvae.fingerprint import codebook_sha1, encoder_sha1
-from jukebox_pl.vqvae.model import level_index, level_name
 from jukebox_pl.vqvae.vqvae import VQVAE, level_checkpoint
 
 STATE_FILE = ".encode_state.json"
@@ -119,21 +120,12 @@ def _check_out(out: Path, src: Path, fp: dict) -> dict | None:
     """The state to resume from, None for a fresh start, or EncodeRefused naming what differs."""
     if out.resolve() == src.resolve():
         raise EncodeRefused(f"--out {out} is the audio shard folder itself; choose another folder")
-    state_path = out / STATE_FILE
-    if not state_path.is_file():
-        if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
-            raise EncodeRefused(
-                f"--out {out} is not empty and was not written by `jukebox-pl encode-shards`; choose an empty folder"
-            )
-        return None
-    state = json.loads(state_path.read_text())
-    if state.get("version") != STATE_VERSION or state.get("fingerprint") != fp:
-        mismatch = _describe_mismatch(state.get("fingerprint", {}), fp)
-        raise EncodeRefused(
-            f"--out {out} holds code shards made from a different source or VQ-VAE ({mismatch}); "
-            "use a new --out, or delete that folder to encode again"
-        )
-    return state
+    return resume_state(
+        out, STATE_FILE, command="encode-shards", key="fingerprint", fingerprint=fp, version=STATE_VERSION,
+        refused=EncodeRefused, empty_hint="choose an empty folder",
+        contents="code shards made from a different source or VQ-VAE",
+        restart="use a new --out, or delete that folder to encode again",
+    )  # fmt: skip
 
 
 # -- reading audio shards and writing code shards ---------------------------------------------------------------
@@ -279,7 +271,7 @@ def encode_shards(
     if state is None:
         state = {"version": STATE_VERSION, "fingerprint": fp, "shards": {}, "skipped": {}, "complete": False}
     state_path = out / STATE_FILE
-    _atomic_json(state_path, state)
+    write_json_atomic(state_path, state)
     vqvae.to(device).eval()
     source_tracks = {t["key"]: t for t in source.get("tracks", [])}
     todo = [
@@ -299,13 +291,13 @@ def encode_shards(
             )
             state["shards"][name] = records
             state["skipped"][name] = skipped
-            _atomic_json(state_path, state)
+            write_json_atomic(state_path, state)
     manifest = build_manifest(src, source, vqvae, levels, state, checkpoints)
     if (src / VOCAB_FILE).is_file():
         shutil.copyfile(src / VOCAB_FILE, out / VOCAB_FILE)
-    _atomic_json(out / MANIFEST_FILE, manifest)
+    write_json_atomic(out / MANIFEST_FILE, manifest)
     state["complete"] = True
-    _atomic_json(state_path, state)
+    write_json_atomic(state_path, state)
     release(out)
     return manifest
 

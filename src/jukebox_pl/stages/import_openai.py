@@ -27,7 +27,6 @@ from jukebox_pl.training.checkpoints.read_write import (
     atomic_torch_save,
 )
 from jukebox_pl.vqvae.fingerprint import codes_fingerprint, level_print
-from jukebox_pl.vqvae.model import hop_lengths, level_index, level_name
 
 
 # -- writing the run -------------------------------------------------------------------------------------------
@@ -44,18 +43,17 @@ def stage_config(spec: ModelSpec) -> Any:
 
 def write_vqvae(run: Path, levels: dict[int, dict], spec: ModelSpec, source: str) -> list[Path]:
     written = []
-    n = spec.vqvae["levels"]
-    hops = hop_lengths(spec.vqvae["downs_t"], spec.vqvae["strides_t"])
+    vq_levels = spec.levels
     vcfg = OmegaConf.to_container(vqvae_config(spec.vqvae), resolve=True)
     for level, state in levels.items():
-        name = level_name(level, n)
+        name = vq_levels.name(level)
         export = {
             "format": EXPORT_FORMAT,
             "kind": "vqvae-level",
             "hparams": {"vqvae": vcfg, "level": level, "sample_rate": spec.sample_rate, "config": None},
             "state_dict": {f"model.{k}": v for k, v in state.items()},
             "meta": {"kind": "vqvae-level", "level": level, "level_name": name, "sample_rate": spec.sample_rate,
-                     "hop_length": hops[level], "imported_from": source, "hps": spec.source},
+                     "hop_length": vq_levels.hop(level), "imported_from": source, "hps": spec.source},
         }  # fmt: skip
         written.append(atomic_torch_save(export, run / f"vqvae_{name}" / "export.pt"))
         save_config(stage_config(spec), run / f"vqvae_{name}" / "config.yaml")
@@ -64,7 +62,7 @@ def write_vqvae(run: Path, levels: dict[int, dict], spec: ModelSpec, source: str
 
 def write_prior(run: Path, state: dict, spec: ModelSpec, source: str, vocab, fingerprint: dict | None = None) -> Path:
     v = spec.vqvae
-    idx = level_index(spec.level, v["levels"])
+    idx = spec.levels.index(spec.level)
     hp = {
         "prior": OmegaConf.to_container(prior_config(spec.prior), resolve=True),
         "level": idx,
@@ -92,17 +90,17 @@ def write_prior(run: Path, state: dict, spec: ModelSpec, source: str, vocab, fin
 def imported_fingerprint(run: Path, spec: ModelSpec, codebooks: dict[int, dict]) -> dict | None:
     """The fingerprint of the VQ-VAE levels an imported prior reads: from the VQ-VAE imported with it, else from
     the one already in the run folder; None (sampling then warns) when the run has none yet."""
-    n = spec.vqvae["levels"]
-    idx = level_index(spec.level, n)
-    needed = [i for i in (idx, idx + 1) if i < n]
+    levels = spec.levels
+    idx = levels.index(spec.level)
+    needed = [i for i in (idx, levels.above(idx)) if i is not None]
     if not all(i in codebooks for i in needed):
-        if not all((run / f"vqvae_{level_name(i, n)}" / "export.pt").is_file() for i in needed):
+        if not all((run / f"vqvae_{levels.name(i)}" / "export.pt").is_file() for i in needed):
             return None
         from jukebox_pl.vqvae.vqvae import VQVAE
 
-        vqvae = VQVAE.from_checkpoints([run / f"vqvae_{level_name(i, n)}" / "export.pt" for i in needed])
+        vqvae = VQVAE.from_checkpoints([run / f"vqvae_{levels.name(i)}" / "export.pt" for i in needed])
         return codes_fingerprint(vqvae, idx)
-    return {level_name(i, n): codebooks[i] for i in needed}
+    return {levels.name(i): codebooks[i] for i in needed}
 
 
 @dataclass
@@ -158,8 +156,7 @@ def import_openai(
         spec = resolve_spec(item, file_hps)
         if spec.kind == "vqvae":
             converted = convert_vqvae(state, spec, item.path)
-            hops = hop_lengths(spec.vqvae["downs_t"], spec.vqvae["strides_t"])
-            codebooks.update({lv: level_print(st, hops[lv]) for lv, st in converted.items()})
+            codebooks.update({lv: level_print(st, spec.levels.hop(lv)) for lv, st in converted.items()})
             report.written += write_vqvae(run, converted, spec, str(item.path))
             report.lines.append(f"{item.path}: VQ-VAE ({spec.source}), {len(state)} keys -> {len(converted)} levels")
             continue
@@ -174,7 +171,7 @@ def import_openai(
             if version not in tables:
                 tables[version] = read_reference_ids(ids, version)
             vocab = tables[version]
-            idx = level_index(spec.level, spec.vqvae["levels"])
+            idx = spec.levels.index(spec.level)
             top_vocab = max(top_vocab, (idx, vocab), key=lambda pair: pair[0])
         mapped = convert_prior(state, spec, item.path)
         fingerprint = imported_fingerprint(run, spec, codebooks)

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from lightning_utilities.core.rank_zero import rank_zero_info
 from omegaconf import OmegaConf
 
-from jukebox_pl.config.loader import load_config
+from jukebox_pl.config.levels import level_index, level_name
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.prior.trainable import LABEL_TABLES
@@ -18,9 +18,8 @@ from jukebox_pl.stages.finetune_labels import fine_tuning_labels, rows_from_arti
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints.read_write import load_any
 from jukebox_pl.training.distributed import ddp_strategy, fully_sharded_strategy
-from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
+from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage, stage_request
 from jukebox_pl.vqvae.fingerprint import VQVAEMismatch, check_pairing, encoder_sha1
-from jukebox_pl.vqvae.model import level_index, level_name
 from jukebox_pl.vqvae.vqvae import level_checkpoint
 
 
@@ -127,10 +126,8 @@ def train_prior(
     init_artist: str | None = None,
 ) -> PriorModule:
     """Train (or resume) the prior of one level on top of the run's trained VQ-VAE levels."""
-    overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
-    asked = load_config(preset, overrides)
+    overrides, asked, name = stage_request(preset, overrides, data, level)
     levels = asked.vqvae.levels
-    name = level_name(level_index(level, levels), levels)
     ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
     base = load_any(init) if init and not resume else None  # read (and checked) once, however big
     added = None

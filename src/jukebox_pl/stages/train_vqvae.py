@@ -8,13 +8,12 @@ import pytorch_lightning as pl
 from lightning_utilities.core.rank_zero import rank_zero_info
 from omegaconf import OmegaConf
 
-from jukebox_pl.config.loader import load_config
+from jukebox_pl.config.levels import level_index
 from jukebox_pl.stages.datamodules import vqvae_datamodule
 from jukebox_pl.training.callbacks import AudioLogger, Throughput
 from jukebox_pl.training.distributed import ddp_strategy
-from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage
+from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage, stage_request
 from jukebox_pl.vqvae.lightning import VQVAELevel
-from jukebox_pl.vqvae.model import level_index, level_name
 
 
 def train_vqvae(
@@ -27,9 +26,7 @@ def train_vqvae(
     callbacks: list | None = None,
 ) -> VQVAELevel:
     """Train (or resume) one level; returns the trained module."""
-    overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
-    levels = load_config(preset, overrides).vqvae.levels
-    name = level_name(level_index(level, levels), levels)
+    overrides, _, name = stage_request(preset, overrides, data, level)
     run = prepare_stage(run_dir, f"vqvae_{name}", preset, overrides, resume)
     cfg = run.cfg
     apply_stage_steps(cfg, cfg.vqvae.max_steps)

@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from jukebox_pl.config.levels import Levels
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
 from jukebox_pl.errors import (
     DiskFullError,
@@ -68,6 +69,15 @@ class StageRun:
     def skip_log(self) -> Path:
         """Every training sample the stage could not use: shard, key, reason, detail (tab-separated)."""
         return self.dir / "skipped.tsv"
+
+
+def stage_request(preset: str, overrides: list[str], data: str | None, level: str | int):
+    """What a stage command asked for, before its folder is touched: the overrides with `--data` folded in
+    (`data.shards=...`), the config they resolve to, and the level's name in that config's VQ-VAE."""
+    overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
+    asked = load_config(preset, overrides)
+    levels = Levels.from_config(asked)
+    return overrides, asked, levels.name(levels.index(level))
 
 
 def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[str], resume: bool) -> StageRun:

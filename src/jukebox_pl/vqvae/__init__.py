@@ -12,6 +12,7 @@ _EXPORTS = {
     "Decoder": "jukebox_pl.vqvae.encdec",
     "Bottleneck": "jukebox_pl.vqvae.bottleneck",
     "VQVAELevelModel": "jukebox_pl.vqvae.model",
+    "build_vqvae_level": "jukebox_pl.vqvae.model",
     "VQVAE": "jukebox_pl.vqvae.vqvae",
     "VQVAELevel": "jukebox_pl.vqvae.lightning",
     "HierarchicalVQVAE": "jukebox_pl.vqvae.hierarchical",

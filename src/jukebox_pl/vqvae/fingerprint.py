@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import torch
 
+from jukebox_pl.config.levels import level_name
 from jukebox_pl.errors import RefusedError
-from jukebox_pl.vqvae.model import level_name
 
 CODEBOOK = "bottleneck.k"
 _warned: set[str] = set()  # priors already warned about (no recorded fingerprint), once per process

@@ -20,13 +20,14 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from jukebox_pl.config.levels import hop_lengths
 from jukebox_pl.config.schema import VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.vqvae.bottleneck import Bottleneck
 from jukebox_pl.vqvae.encdec import DecoderConvBlock, EncoderConvBlock
 from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses
-from jukebox_pl.vqvae.model import block_spec, check_audio, hop_lengths, reconstruction_loss
+from jukebox_pl.vqvae.model import block_spec, check_audio, reconstruction_loss
 
 
 @dataclass

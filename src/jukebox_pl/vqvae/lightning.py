@@ -14,13 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import SumMetric
 from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
 
+from jukebox_pl.config.levels import level_index, level_name
 from jukebox_pl.config.schema import OptimConfig, VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.training.checkpoints.read_write import check_finite
 from jukebox_pl.training.schedules import build_optimizer
 from jukebox_pl.vqvae.hierarchical import HierarchicalVQVAE
 from jukebox_pl.vqvae.losses import Bandwidth, estimate_bandwidth, pooled_spectral_convergence_db
-from jukebox_pl.vqvae.model import VQVAELevelModel, codebook_stats_from_counts, level_index, level_name
+from jukebox_pl.vqvae.model import build_vqvae_level, codebook_stats_from_counts
 
 TRAIN_METRIC_NAMES = {
     "usage": "codes_alive_ema",  # codes whose EMA count is at or above the restart threshold (not restarted)
@@ -88,7 +89,7 @@ class VQVAELevelTraining:
             }
         )
         self.cfg, self.level, self.sample_rate = cfg, idx, sample_rate
-        self.model = VQVAELevelModel(cfg, idx)
+        self.model = build_vqvae_level(cfg, idx)
         self.register_buffer("bandwidth", torch.ones(3))
         self.register_buffer("bandwidth_ready", torch.tensor(False))
         self.val_si_sdr = ScaleInvariantSignalDistortionRatio()

@@ -10,39 +10,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from jukebox_pl.config.levels import hop_lengths, level_index, vqvae_section
 from jukebox_pl.config.schema import VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.vqvae.bottleneck import Bottleneck
 from jukebox_pl.vqvae.encdec import BlockSpec, Decoder, Encoder
 from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses, recon_loss
-
-LEVEL_NAMES = {1: ("top",), 2: ("bottom", "top"), 3: ("bottom", "middle", "top")}
-
-
-def level_index(name: str | int, levels: int) -> int:
-    """'bottom' / 'middle' / 'top' (or an index) -> level index; a clear error for names the set lacks."""
-    names = LEVEL_NAMES.get(levels, tuple(str(i) for i in range(levels)))
-    if isinstance(name, int) or str(name).isdigit():
-        idx = int(name)
-        if not 0 <= idx < levels:
-            raise UserValueError(f"level {idx} out of range: this VQ-VAE has {levels} levels ({', '.join(names)})")
-        return idx
-    if name not in names:
-        raise UserValueError(f"unknown level {name!r}: this VQ-VAE has {levels} levels: {', '.join(names)}")
-    return names.index(name)
-
-
-def level_name(idx: int, levels: int) -> str:
-    return LEVEL_NAMES.get(levels, tuple(str(i) for i in range(levels)))[idx]
-
-
-def hop_lengths(downs_t, strides_t) -> list[int]:
-    hops, hop = [], 1
-    for d, s in zip(downs_t, strides_t):
-        hop *= s**d
-        hops.append(hop)
-    return hops
 
 
 def check_audio(x: torch.Tensor, channels: int, hop: int, hop_name: str) -> None:
@@ -215,3 +189,10 @@ def codebook_stats_from_counts(counts: torch.Tensor) -> dict[str, float]:
         "entropy_bits": entropy,
         "max_entropy_bits": math.log2(len(counts)),
     }
+
+
+def build_vqvae_level(cfg: Any, level: int | str) -> VQVAELevelModel:
+    """The model of one level (a name or an index) from a run config or its `vqvae` section (DictConfig,
+    VQVAEConfig or dict): what training, import, sampling and the benches build."""
+    vqvae = vqvae_config(vqvae_section(cfg))
+    return VQVAELevelModel(vqvae, level_index(level, vqvae.levels))

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from jukebox_pl.config.sections import vqvae_config
+from jukebox_pl.config.levels import level_index, level_name
 from jukebox_pl.errors import MissingInputError, UserKeyError, UserValueError
 from jukebox_pl.training.checkpoints.read_write import load_any
-from jukebox_pl.vqvae.model import VQVAELevelModel, level_index, level_name
+from jukebox_pl.vqvae.model import VQVAELevelModel, build_vqvae_level
 
 
 def load_level(path: str | Path) -> tuple[VQVAELevelModel, int]:
@@ -19,7 +19,7 @@ def load_level(path: str | Path) -> tuple[VQVAELevelModel, int]:
     if info["kind"] != "vqvae-level":
         raise UserValueError(f"{path} holds a {info['kind']} checkpoint, not a VQ-VAE level")
     hp = info["hparams"]
-    model = VQVAELevelModel(vqvae_config(hp["vqvae"]), hp["level"])
+    model = build_vqvae_level(hp["vqvae"], hp["level"])
     state = {k[len("model.") :]: v for k, v in info["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state, strict=False)
     missing = [k for k in model.state_dict() if k not in state and not k.startswith("spectral.")]
