@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from jukebox_pl.config.levels import Levels, level_name
-from jukebox_pl.config.schema import OptimConfig, PriorConfig, VQVAEConfig
+from jukebox_pl.config.schema import PriorConfig, VQVAEConfig
 from jukebox_pl.config.sections import prior_config, vqvae_config
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.guidance import drop_conditions
@@ -26,7 +26,7 @@ from jukebox_pl.prior.model import JukeboxPrior, build_prior
 from jukebox_pl.prior.transformer import ResAttnBlock
 from jukebox_pl.training.checkpoints.read_write import check_finite
 from jukebox_pl.training.distributed import is_sharded, local, local_rows, mixed_precision, shard_per_block
-from jukebox_pl.training.schedules import build_optimizer
+from jukebox_pl.training.schedules import module_optimizer
 from jukebox_pl.vqvae.fingerprint import check_pairing, codes_fingerprint
 
 
@@ -287,9 +287,7 @@ class PriorTraining:
             shard_per_block(self.ema_model, ResAttnBlock, mesh, policy)
 
     def configure_optimizers(self):
-        optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)
-        max_steps = self.trainer.max_steps if self._trainer is not None else -1
-        return build_optimizer([p for p in self.model.parameters() if p.requires_grad], optim, max_steps)
+        return module_optimizer(self, [p for p in self.model.parameters() if p.requires_grad], self.cfg.optim)
 
     # -- checkpoints --------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -37,3 +37,15 @@ def build_optimizer(params, optim_cfg, max_steps: int):
         lambda step: lr_multiplier(step, optim_cfg.warmup_steps, optim_cfg.decay, decay_steps, optim_cfg.min_lr_factor),
     )
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def module_optimizer(module, params, optim_section) -> dict:
+    """What a LightningModule's `configure_optimizers` returns: `optim_section` (a `*.optim` config, missing keys
+    at their defaults) over the run's `trainer.max_steps` (-1 when no Trainer is attached, e.g. in a test)."""
+    from omegaconf import OmegaConf
+
+    from jukebox_pl.config.schema import OptimConfig
+
+    optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), optim_section)
+    trainer = getattr(module, "_trainer", None)
+    return build_optimizer(params, optim, trainer.max_steps if trainer is not None else -1)

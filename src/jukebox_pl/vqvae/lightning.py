@@ -15,10 +15,10 @@ from torchmetrics import SumMetric
 from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
 
 from jukebox_pl.config.levels import level_index, level_name
-from jukebox_pl.config.schema import OptimConfig, VQVAEConfig
+from jukebox_pl.config.schema import VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.training.checkpoints.read_write import check_finite
-from jukebox_pl.training.schedules import build_optimizer
+from jukebox_pl.training.schedules import module_optimizer
 from jukebox_pl.vqvae.hierarchical import HierarchicalVQVAE
 from jukebox_pl.vqvae.losses import Bandwidth, estimate_bandwidth, pooled_spectral_convergence_db
 from jukebox_pl.vqvae.model import build_vqvae_level, codebook_stats_from_counts
@@ -210,9 +210,7 @@ class VQVAELevelTraining:
                 warn_if_sick(self.level_name, counts, self.global_step)
 
     def configure_optimizers(self):
-        optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), self.cfg.optim)
-        max_steps = self.trainer.max_steps if self.trainer is not None else -1
-        return build_optimizer(self.model.parameters(), optim, max_steps)
+        return module_optimizer(self, self.model.parameters(), self.cfg.optim)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_finite(checkpoint.get("state_dict", {}), "this checkpoint")
