@@ -213,9 +213,15 @@ def test_a_run_set_to_fsdp_trains_its_vqvae_levels_under_ddp(shards, tmp_path):
         def on_train_start(self, trainer, pl_module):
             self.strategy = trainer.strategy
 
-    seen = Seen()
-    train_vqvae(tmp_path / "run", "top", "tiny", str(shards), SMALL + ["trainer.max_steps=1", "trainer.strategy=fsdp"],
-                callbacks=[seen])  # fmt: skip
+    seen, environ = Seen(), dict(os.environ)
+    try:
+        train_vqvae(tmp_path / "run", "top", "tiny", str(shards),
+                    SMALL + ["trainer.max_steps=1", "trainer.strategy=fsdp"], callbacks=[seen])  # fmt: skip
+    finally:  # in-process DDP leaves its group and MASTER_PORT behind: a later DDP probe would wait on that port
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
     assert isinstance(seen.strategy, DDPStrategy) and not seen.strategy._ddp_kwargs.get("broadcast_buffers", True)
 
 
