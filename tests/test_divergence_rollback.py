@@ -323,3 +323,15 @@ def test_every_flac_corrupt_stops_in_seconds_counting_every_crop(tmp_path, capsy
     assert len(listed) > 6 and all("\tunusable crop\t" in entry for entry in listed)  # not one per track
     if workers == 0:  # (a worker's crops are counted in the worker)
         assert len(listed) == len(tried)  # every crop tried is counted and listed
+
+
+@pytest.mark.parametrize(("ratio", "reads"), [(10.0, 0), (0.0, 6)])
+def test_a_predicted_step_is_not_read_again_after_it_is_taken(tmp_path, monkeypatch, ratio, reads):
+    """The hot path: an accepted Adam step whose predicted bound fits the dtype skips the pass over every weight
+    after the step; with the update check off, each step's weights are read for non-finite values."""
+    torch.manual_seed(0)
+    calls = []
+    real = FiniteGuard._safety_net
+    monkeypatch.setattr(FiniteGuard, "_safety_net", lambda self, *a: (calls.append(1), real(self, *a))[1])
+    fit(WithCodebook(), Batches(6), FiniteGuard(max_update_ratio=ratio), tmp_path)
+    assert len(calls) == reads

@@ -187,3 +187,23 @@ def test_training_on_a_full_disk_stops_in_one_line(shards, tmp_path, capsys, mon
     assert "no space left on the disk while writing" in err[-1] and ".ckpt" in err[-1], err[-3:]
     assert err[-1].endswith("free some space, then run the same command again"), err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+def test_a_checkpoint_the_resume_just_verified_is_not_summed_twice(tmp_path):
+    """`resume_checkpoint` compared every checksum to pick the file: Lightning's load of that same, unchanged file
+    skips the second pass, and any rewrite of the file (new size, time or inode) brings the check back."""
+    from jukebox_pl.training.checkpoints.checksums import ChecksumMismatch
+    from jukebox_pl.training.checkpoints.lightning_io import SafeCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    weight = fake_checkpoint(path)
+    verified = SafeCheckpointIO(verified=path)
+    stat = path.stat()
+    flip_inside(path, weight)  # same size and inode; the time is put back below: the identity is unchanged
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    verified.load_checkpoint(path, weights_only=True)  # not summed again: the flip goes unseen, as designed
+    with pytest.raises(ChecksumMismatch, match="encoder.weight"):
+        SafeCheckpointIO().load_checkpoint(path, weights_only=True)
+    os.utime(path)  # rewritten after the resume checked it
+    with pytest.raises(ChecksumMismatch, match="encoder.weight"):
+        verified.load_checkpoint(path, weights_only=True)

@@ -25,9 +25,11 @@ state untouched):
 What is copied: the buffers only (small next to the weights), before each forward pass. Neither the weights nor
 the optimiser state are ever copied. The prior's EMA copy follows the weights inside the optimiser step
 (`PriorModule.optimizer_step`): on a dropped step it moves toward the unchanged, healthy weights, as after a
-step with a zero update, which is harmless (it stays a mean of healthy weights). If a step accepted here still
-leaves a weight non-finite (an overflow the prediction missed), the run stops at once with `DivergedError`
-naming it; such weights are never saved (`checkpoints.check_finite`).
+step with a zero update, which is harmless (it stays a mean of healthy weights). An accepted predicted update
+keeps every weight within ||w|| + ||dw||; when that fits the weights' dtype the step cannot overflow and nothing
+more is read. Otherwise (another optimiser, the check off, a bound beyond the dtype) the weights are read after
+the step, and one left non-finite stops the run at once with `DivergedError` naming it; such weights are never
+saved (`checkpoints.check_finite`).
 
 `max_update_ratio=0` turns the update check off (bad batches are still dropped). `max_in_a_row` bad steps in a
 row stop the run with `DivergedError`; the state is then the healthy one before them, and `last.ckpt` holds it.
@@ -246,6 +248,7 @@ class FiniteGuard(Callback):
         self._stepped = False  # an optimiser step happened in this batch
         self._bad: str | None = None  # why this step was dropped
         self._restore_buffers = False  # the dropped step's batch was bad: its forward pass's buffers go back
+        self._safe_step = False  # the accepted step's update was predicted and cannot overflow the weights
         self._pending_loss = 0.0  # this step's loss, kept among the recent ones if the step is accepted
         self._trainable: set[int] = set()  # ids of the weights the optimisers step (for the safety net)
         self._warned_optimizer = False
@@ -294,6 +297,7 @@ class FiniteGuard(Callback):
         """Judge the batch and the update it would make, before the optimiser (and gradient clipping) runs."""
         self._stepped = True
         optimizer = getattr(optimizer, "_optimizer", optimizer)  # (a LightningOptimizer wraps the torch one)
+        self._safe_step = False
         loss = float(self._loss) if self._loss is not None else 0.0
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -339,6 +343,11 @@ class FiniteGuard(Callback):
                 bad = f"an update of {size_of} (run.max_update_ratio={limit:g})"
         if bad is None:
             self._pending_loss = loss
+            # a predicted update keeps every weight within ||w|| + ||dw||: when that fits the weights' dtype the
+            # step cannot overflow, and the safety net's pass over all the weights is not needed
+            predicted = check and n_overflow == 0
+            bound = math.sqrt(size) + math.sqrt(change) if predicted else math.inf
+            self._safe_step = bound < min(torch.finfo(p.dtype).max for p in params)
             return
         self._bad = bad
         optimizer.zero_grad(set_to_none=True)  # the optimiser skips parameters without a gradient
@@ -352,7 +361,8 @@ class FiniteGuard(Callback):
     def _check_step(self, trainer, pl_module) -> None:
         bad, self._bad = self._bad, None
         if bad is None:
-            self._safety_net(trainer, pl_module)
+            if not self._safe_step:  # an update that was not predicted (another optimiser, the check off)
+                self._safety_net(trainer, pl_module)
             self.in_a_row = 0
             self.losses.append(self._pending_loss)
             return

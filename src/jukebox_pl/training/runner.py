@@ -244,7 +244,11 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
     if strategy is not None:
         kw["strategy"] = strategy
     logger = TensorBoardLogger(save_dir=str(run.dir), name="logs", version="")
-    plugins = [SafeCheckpointIO(), *([slurm] if slurm is not None else []), *extra.pop("plugins", [])]
+    plugins = [
+        SafeCheckpointIO(verified=run.ckpt_path),
+        *([slurm] if slurm is not None else []),
+        *extra.pop("plugins", []),
+    ]
     return pl.Trainer(**kw, callbacks=cbs, logger=logger, default_root_dir=str(run.dir), plugins=plugins, **extra)
 
 

@@ -8,6 +8,8 @@ and compared when a run resumes, so a checkpoint damaged after it was written is
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -19,7 +21,15 @@ from jukebox_pl.training.checkpoints.read_write import atomic_torch_save, check_
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, refusing non-finite weights; local files are streamed to a temporary file
     and renamed (Lightning's own writer first serialises the whole checkpoint in memory, twice the size of a big
-    prior); remote URLs (`s3://...`) keep Lightning's fsspec transaction."""
+    prior); remote URLs (`s3://...`) keep Lightning's fsspec transaction.
+
+    `verified`: a checkpoint whose checksums were just compared (`resume.resume_checkpoint` reads every tensor to
+    choose the file to resume from); while the file is unchanged, loading it does not read and sum it again (a
+    big prior's checkpoint with its Adam state is tens of GB)."""
+
+    def __init__(self, verified: str | Path | None = None):
+        super().__init__()
+        self.verified = (str(verified), file_identity(verified)) if verified is not None else None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         check_finite(checkpoint.get("state_dict", {}), f"the checkpoint for {path} (not written)")
@@ -29,7 +39,17 @@ class SafeCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path, *args, **kwargs) -> dict[str, Any]:
-        """Lightning's loader, then the checksums."""
+        """Lightning's loader, then the checksums (unless `verified` already compared them for this file)."""
         checkpoint = super().load_checkpoint(path, *args, **kwargs)
-        verify_checksums(checkpoint, f"checkpoint {path}")
+        if self.verified != (str(path), file_identity(path)):
+            verify_checksums(checkpoint, f"checkpoint {path}")
         return checkpoint
+
+
+def file_identity(path: str | Path) -> tuple | None:
+    """(device, inode, size, modification time) of a local file: changes when it is replaced or rewritten."""
+    try:
+        info = os.stat(path)
+    except OSError:  # a remote URL, or gone
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
