@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from jukebox_pl.audio import read_audio
 from jukebox_pl.cli import main as cli_main
 from jukebox_pl.config.sections import vqvae_config
+from jukebox_pl.config.typed import plain
 from jukebox_pl.data.code_datamodule import CodeDataModule
 from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.vocab import LabelVocab
@@ -186,7 +186,7 @@ def test_corrupt_members_are_skipped_and_reported(shards, tmp_path):
 
 
 def _export(model: VQVAELevelModel, path: Path) -> str:
-    hp = {"vqvae": OmegaConf.to_container(model.cfg), "level": model.level, "sample_rate": SR}
+    hp = {"vqvae": plain(model.cfg), "level": model.level, "sample_rate": SR}
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save({"format": EXPORT_FORMAT, "kind": "vqvae-level", "hparams": hp, "state_dict": state, "meta": {}}, path)
     return str(path)

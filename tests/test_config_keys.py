@@ -44,7 +44,7 @@ def test_each_data_key_reaches_the_stage_datamodule(shards, stage, key):
     value = {"shards": str(shards), "vocab": str(shards / "vocab.json")}.get(key, DATA_VALUES[key])
     cfg = load_config("tiny", [f"data.shards={shards}", f"data.{key}={value}"])
     dm = stage_datamodule(cfg, stage, "top")
-    assert dm.cfg[key] == value
+    assert getattr(dm.cfg, key) == value
     if key in ("train_urls", "val_urls"):
         dm.setup()  # the explicit URL lists win over the manifest's shards
         assert (dm.train_urls if key == "train_urls" else dm.val_urls)[0].startswith("/nowhere/")

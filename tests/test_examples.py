@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from jukebox_pl.config.sections import vqvae_config
+from jukebox_pl.config.typed import plain
 from jukebox_pl.data.prep import PrepOptions, prepare_shards
 from jukebox_pl.data.toy import ARTISTS, make_toy_dataset
 from jukebox_pl.training.checkpoints.read_write import EXPORT_FORMAT
@@ -51,7 +51,7 @@ def tiny_level(tmp_path_factory) -> Path:
     with torch.no_grad():
         z = model.encoder(0.3 * torch.randn(1, 1, 4096))
         model.bottleneck.init_codebook(z.permute(0, 2, 1).reshape(-1, cfg.emb_width))
-    hp = {"vqvae": OmegaConf.to_container(model.cfg), "level": model.level, "sample_rate": SR}
+    hp = {"vqvae": plain(model.cfg), "level": model.level, "sample_rate": SR}
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     path = tmp_path_factory.mktemp("vqvae") / "top.pt"
     torch.save({"format": EXPORT_FORMAT, "kind": "vqvae-level", "hparams": hp, "state_dict": state, "meta": {}}, path)

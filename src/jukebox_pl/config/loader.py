@@ -139,7 +139,7 @@ def load_config(preset: str = "tiny", overrides: Sequence[str] = (), schema: typ
 
 URL_KEYS = ("data.train_urls", "data.val_urls")
 COMMAND_LINE = "command line"
-_TYPED_URLS: dict[int, frozenset[str]] = {}  # id(config returned by load_config) -> URL specs typed for it
+_TYPED_URLS: dict[int, frozenset[str]] = {}  # id(config load_config returned, or its typed form) -> URLs typed
 
 
 def url_schemes(spec: str) -> list[str]:
@@ -159,17 +159,19 @@ def runs_or_fetches(url: str) -> bool:
     return url == "-" or urlparse(str(url)).scheme not in ("", "file")
 
 
-def command_line_urls(cfg: DictConfig) -> frozenset[str]:
-    """The shard URL specs typed on the command line of the `load_config` call that returned `cfg` (nothing for
-    any other config: a copy, a section, one built from a file): the only ones a DataModule may open when they
-    run a program (`pipe:`) or fetch from a network."""
+def command_line_urls(cfg: Any) -> frozenset[str]:
+    """The shard URL specs typed on the command line of the `load_config` call that returned `cfg` (or of its
+    typed form, `jukebox_pl.config.typed.run_config`; nothing for any other config: a copy, a section, one built
+    from a file): the only ones a DataModule may open when they run a program (`pipe:`) or fetch from a network."""
     return _TYPED_URLS.get(id(cfg), frozenset())
 
 
-def _remember_urls(merged: DictConfig, typed: set[str]) -> None:
-    key = id(merged)
+def remember_urls(cfg: Any, typed: set[str] | frozenset[str]) -> None:
+    """Allow these URL specs for `cfg` (a config `load_config` returns, or its typed form) while it lives."""
+    key = id(cfg)
+    if key not in _TYPED_URLS:
+        weakref.finalize(cfg, _TYPED_URLS.pop, key, None)
     _TYPED_URLS[key] = frozenset(typed)
-    weakref.finalize(merged, _TYPED_URLS.pop, key, None)
 
 
 def _check_code_choices(merged: DictConfig, resolved: dict, sources: Sequence[tuple[str, DictConfig]]) -> None:
@@ -192,7 +194,7 @@ def _check_code_choices(merged: DictConfig, resolved: dict, sources: Sequence[tu
                 f"the network; give it on this command line ({key}=...) if you trust it, or use a local path"
             )
         typed_urls.add(value)
-    _remember_urls(merged, typed_urls)
+    remember_urls(merged, typed_urls)
     allow_conditioners(*(target for _, target in named_targets(typed_tree)))
     for key, target in named_targets(resolved):
         if not conditioner_allowed(target):
@@ -450,12 +452,14 @@ def _escape_literals(tree: Any) -> Any:
     return tree
 
 
-def to_yaml(cfg: DictConfig) -> str:
-    """The fully resolved config as YAML text (what runs print and save); it loads back to the same values."""
-    return OmegaConf.to_yaml(OmegaConf.create(_escape_literals(OmegaConf.to_container(cfg, resolve=True))))
+def to_yaml(cfg: Any) -> str:
+    """The fully resolved config (a DictConfig or its typed `RunConfig`) as YAML text (what runs print and save);
+    it loads back to the same values."""
+    tree = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_yaml(OmegaConf.create(_escape_literals(tree)))
 
 
-def save_config(cfg: DictConfig, path: str | Path) -> Path:
+def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config next to a run so that it can be resumed or reproduced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

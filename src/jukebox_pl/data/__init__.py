@@ -7,7 +7,7 @@ from jukebox_pl.lazy import lazy_exports
 
 _EXPORTS = {
     "AudioDataModule": "jukebox_pl.data.datamodule",
-    "data_config": "jukebox_pl.data.datamodule",
+    "data_config": "jukebox_pl.config.sections",
     "CodeDataModule": "jukebox_pl.data.code_datamodule",
     "collate": "jukebox_pl.data.pipeline",
     "reference_labels": "jukebox_pl.data.pipeline",

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import OmegaConf
 
 from jukebox_pl.config.loader import ConfigError
 from jukebox_pl.config.schema import DataConfig
+from jukebox_pl.config.typed import plain
 from jukebox_pl.data.code_crops import CodeCrops
 from jukebox_pl.data.code_shards import CODES_KIND
 from jukebox_pl.data.datamodule import AudioData, _plain
@@ -47,7 +47,7 @@ class CodeData(AudioData):
             raise ConfigError(f"n_ctx must be positive, got {n_ctx}")
         self.n_ctx, self._level_arg, self._upper_arg = int(n_ctx), level, upper_level
         self.save_hyperparameters(
-            {"data": OmegaConf.to_container(self.cfg, resolve=True), "crops": _plain(self.crops), "level": level,
+            {"data": plain(self.cfg), "crops": _plain(self.crops), "level": level,
              "n_ctx": n_ctx, "upper_level": upper_level}
         )  # fmt: skip
         self.level: int | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 import webdataset as wds
 from lightning_utilities.core.rank_zero import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
 
-from jukebox_pl.config.loader import ConfigError, check_values, refuse_resolvers, runs_or_fetches, url_schemes
+from jukebox_pl.config.loader import ConfigError, runs_or_fetches, url_schemes
 from jukebox_pl.config.schema import DataConfig
+from jukebox_pl.config.sections import data_config
+from jukebox_pl.config.typed import plain
 from jukebox_pl.data.audio_crops import AudioCrops
 from jukebox_pl.data.epochs import EpochLoader, ResumePoint
 from jukebox_pl.data.pipeline import LabelSpec, ShardFormat, SkipPolicy, TrackField, build_pipeline
@@ -26,23 +28,6 @@ from jukebox_pl.data.prep import MANIFEST_FILE, VOCAB_FILE
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
 from jukebox_pl.errors import MissingInputError, UnsafeFileError, UserValueError
 from jukebox_pl.training.process_group import destroy_at_exit
-
-
-def data_config(cfg: DataConfig | DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
-    """A validated `data` section; unknown keys or wrong types raise ConfigError naming `data.<key>`."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    merged = OmegaConf.structured(DataConfig)
-    try:
-        for layer in (cfg, overrides or None):
-            if layer is not None:
-                refuse_resolvers(layer, "arguments", prefix="data")
-                merged = OmegaConf.merge(merged, layer)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or getattr(err, "key", "?")
-        raise ConfigError(f"data.{key}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from None
-    check_values(merged, at="data", shown="data")
-    return merged
 
 
 def expand_urls(spec: str) -> list[str]:
@@ -104,7 +89,7 @@ class AudioData:
 
     def __init__(
         self,
-        cfg: DataConfig | DictConfig | dict | None = None,
+        cfg: DataConfig | Mapping | None = None,  # a DataConfig, dict or DictConfig
         skip_log: str | Path | None = None,
         allow_urls: tuple[str, ...] | frozenset[str] = (),
         **kwargs: Any,
@@ -117,7 +102,7 @@ class AudioData:
         crops, overrides = split_kwargs(kwargs)
         self.cfg = data_config(cfg, **overrides)
         self.crops = Crops(**crops)
-        self.save_hyperparameters({"data": OmegaConf.to_container(self.cfg, resolve=True), "crops": _plain(self.crops)})
+        self.save_hyperparameters({"data": plain(self.cfg), "crops": _plain(self.crops)})
         self.rank, self.world = 0, 1
         self.val_everywhere = False
         self.vocab: LabelVocab | None = None

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from jukebox_pl.config.levels import LEVEL_NAMES, Levels
 from jukebox_pl.config.loader import load_config
+from jukebox_pl.config.typed import plain, run_config
 from jukebox_pl.errors import MissingInputError, UserKeyError, UserValueError
 
 # released set name -> (our prior architecture, level name); "vqvae" is the VQ-VAE
@@ -132,7 +131,7 @@ def read_hps(value: str | dict) -> dict | str:
 
 
 def released_vqvae() -> dict[str, Any]:
-    return OmegaConf.to_container(load_config("jukebox").vqvae, resolve=True)
+    return plain(run_config(load_config("jukebox")).vqvae)
 
 
 def released_spec(name: str) -> ModelSpec:
@@ -140,7 +139,7 @@ def released_spec(name: str) -> ModelSpec:
     if name == "vqvae":
         return ModelSpec("vqvae", vqvae, RELEASED_SAMPLE_RATE, source=name)
     arch, level = RELEASED_PRIORS[name]
-    prior = OmegaConf.to_container(load_config("jukebox", [f"prior.{level}.arch={arch}"]).prior[level], resolve=True)
+    prior = plain(getattr(run_config(load_config("jukebox", [f"prior.{level}.arch={arch}"])).prior, level))
     return ModelSpec("prior", vqvae, RELEASED_SAMPLE_RATE, prior=prior, level=level, source=name)
 
 

@@ -19,22 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from jukebox_pl.errors import UserValueError
-
 GUIDED_INPUTS = ("artist", "genre", "lyrics")
 _KEY = {"artist": "artist", "genre": "genres", "lyrics": "lyrics"}  # input name -> batch key
-
-
-def check_dropout(drop, where: str) -> dict[str, float]:
-    """`cfg_drop` ({artist, genre, lyrics} -> probability) as a plain dict, each in [0, 1)."""
-    probs = {name: float(drop.get(name, 0.0) or 0.0) for name in GUIDED_INPUTS}
-    unknown = sorted(set(drop) - set(GUIDED_INPUTS))
-    if unknown:
-        raise UserValueError(f"{where}.cfg_drop: unknown input(s) {unknown}; choose among {', '.join(GUIDED_INPUTS)}")
-    for name, p in probs.items():
-        if not 0.0 <= p < 1.0:
-            raise UserValueError(f"{where}.cfg_drop.{name}={p}: a probability in [0, 1) is needed")
-    return probs
 
 
 def null_value(name: str, value: torch.Tensor) -> torch.Tensor:

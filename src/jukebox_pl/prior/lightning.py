@@ -14,12 +14,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from jukebox_pl.config.levels import Levels, level_name
 from jukebox_pl.config.schema import PriorConfig, VQVAEConfig
 from jukebox_pl.config.sections import prior_config, vqvae_config
+from jukebox_pl.config.typed import plain
 from jukebox_pl.errors import MissingInputError, UserValueError
 from jukebox_pl.prior.guidance import drop_conditions
 from jukebox_pl.prior.model import JukeboxPrior, build_prior
@@ -59,9 +60,9 @@ class PriorTraining:
         idx = self.levels.index(level)
         self.save_hyperparameters(
             {
-                "prior": OmegaConf.to_container(pcfg, resolve=True),
+                "prior": plain(pcfg),
                 "level": idx,
-                "vqvae_cfg": OmegaConf.to_container(vcfg, resolve=True),
+                "vqvae_cfg": plain(vcfg),
                 "sample_rate": sample_rate,
                 "y_bins": list(y_bins) if y_bins is not None else None,
                 "vqvae_checkpoints": [str(p) for p in vqvae_checkpoints] if vqvae_checkpoints else None,

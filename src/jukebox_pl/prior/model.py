@@ -14,6 +14,7 @@ The loss is the reference's: (prime_loss_fraction * lyric_bits * n_tokens + musi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ from jukebox_pl.prior.builtin_conditioners import (
 )
 from jukebox_pl.prior.conditioning import Conditioner, Window, split_spec
 from jukebox_pl.prior.decoding import StaticDecoder, prime_chunk, resolve_decode
-from jukebox_pl.prior.guidance import GUIDED_INPUTS, check_dropout, guide, with_nulls
+from jukebox_pl.prior.guidance import GUIDED_INPUTS, guide, with_nulls
 from jukebox_pl.prior.logit_filters import sample_token
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
@@ -88,7 +89,7 @@ class JukeboxPrior(nn.Module):
         self._check(cfg, upper)
         # classifier-free guidance: the dropout of the inputs this prior reads
         reads = {"artist": cfg.labels, "genre": cfg.labels, "lyrics": cfg.lyrics != "none"}
-        drop = check_dropout(cfg.get("cfg_drop") or {}, f"prior.{level}")
+        drop = dataclasses.asdict(cfg.cfg_drop)  # (checked with the rest of the section: each in [0, 1))
         self.cfg_drop = {name: p for name, p in drop.items() if reads[name] and p > 0}
         self.n_tokens = cfg.n_tokens if cfg.lyrics != "none" else 0
         self.n_vocab = LyricsTokenizer(cfg.lyrics_vocab).n_vocab if self.n_tokens else 0
@@ -129,7 +130,7 @@ class JukeboxPrior(nn.Module):
             )
         if self.lyrics_mode == "encoder":
             self._add_conditioner(LyricsEncoderConditioner(self.n_vocab, self.n_tokens, w, cfg, cfg.init_scale))
-        for name, spec in (cfg.get("conditioners") or {}).items():
+        for name, spec in cfg.conditioners.items():
             cls, kwargs = split_spec(name, spec)
             self._add_conditioner(cls(width=w, n_ctx=cfg.n_ctx, **kwargs), name)
 
@@ -156,7 +157,7 @@ class JukeboxPrior(nn.Module):
     def track_fields(self) -> dict[str, dict]:
         """Per-track values the DataModules must copy into batches for the extra conditioners."""
         fields: dict[str, dict] = {}
-        for name, spec in (self.cfg.get("conditioners") or {}).items():
+        for name, spec in self.cfg.conditioners.items():
             cls, kwargs = split_spec(name, spec)
             fields |= cls.track_fields(**kwargs)
         return fields
@@ -166,7 +167,7 @@ class JukeboxPrior(nn.Module):
         return next((c for c in self._conditioners if isinstance(c, LyricsEncoderConditioner)), None)
 
     # -- construction checks ----------------------------------------------------------------------------
-    def _check(self, cfg: DictConfig, upper) -> None:
+    def _check(self, cfg: PriorConfig, upper) -> None:
         where = f"prior of level {self.level}"
         if cfg.lyrics not in LYRICS_MODES:
             raise UserValueError(f"{where}: lyrics={cfg.lyrics!r}; choose one of {', '.join(LYRICS_MODES)}")
@@ -193,7 +194,7 @@ class JukeboxPrior(nn.Module):
             raise UserValueError(f"{where}: an upsampler needs the (down_t, stride_t) of the level above")
 
     @staticmethod
-    def _label_bins(cfg: DictConfig, y_bins) -> tuple[int, int]:
+    def _label_bins(cfg: PriorConfig, y_bins) -> tuple[int, int]:
         if cfg.y_bins is not None:
             genres, artists = cfg.y_bins
             if y_bins is not None and (y_bins[0] > genres or y_bins[1] > artists):

@@ -4,22 +4,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from omegaconf import DictConfig
+from typing import Any
 
 from jukebox_pl.config.levels import Levels
-from jukebox_pl.config.loader import ConfigError, check_values, command_line_urls
+from jukebox_pl.config.loader import ConfigError, command_line_urls
+from jukebox_pl.config.schema import RunConfig
+from jukebox_pl.config.typed import run_config
 from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.datamodule import AudioDataModule
 from jukebox_pl.data.pipeline import TrackField
 from jukebox_pl.prior.conditioning import extra_track_fields
 
 
-def vqvae_datamodule(cfg: DictConfig, skip_log: str | Path | None = None) -> AudioDataModule:
+def vqvae_datamodule(cfg: RunConfig | Any, skip_log: str | Path | None = None) -> AudioDataModule:
     """Crops of `vqvae.sample_length` samples (a multiple of the top hop, see jukebox_pl.config.checks) in
     `vqvae.channels` channels; unusable samples are listed in `skip_log` (the stage's `skipped.tsv`)."""
+    cfg = run_config(cfg)
     v = cfg.vqvae
-    check_values(v, at="vqvae", shown="vqvae")
     return AudioDataModule(
         cfg.data,
         sample_length=v.sample_length,
@@ -31,13 +32,14 @@ def vqvae_datamodule(cfg: DictConfig, skip_log: str | Path | None = None) -> Aud
     )
 
 
-def prior_datamodule(cfg: DictConfig, level: int | str, skip_log: str | Path | None = None):
+def prior_datamodule(cfg: RunConfig | Any, level: int | str, skip_log: str | Path | None = None):
     """Audio crops of n_ctx x hop samples (encoded on the fly by the frozen VQ-VAE) or, for a folder written by
     `jukebox-pl encode-shards`, code crops of n_ctx tokens; with the lyric window and the per-track fields the
     prior's extra conditioners declare (`Conditioner.track_fields`)."""
+    cfg = run_config(cfg)
     levels = Levels.from_config(cfg)
     idx = levels.index(level)
-    p = cfg.prior[levels.name(idx)]
+    p = getattr(cfg.prior, levels.name(idx))
     lyric_tokens = p.n_tokens if p.lyrics != "none" else 0
     common = dict(
         batch_size=p.batch_size, n_lyric_tokens=lyric_tokens, lyrics_vocab=p.lyrics_vocab, seed=cfg.seed,
@@ -54,7 +56,7 @@ def prior_datamodule(cfg: DictConfig, level: int | str, skip_log: str | Path | N
     return AudioDataModule(cfg.data, sample_length=p.n_ctx * levels.hop(idx), channels=1, **common)
 
 
-def stage_datamodule(cfg: DictConfig, stage: str, level: int | str):
+def stage_datamodule(cfg: RunConfig | Any, stage: str, level: int | str):
     """The DataModule of `stage` ("vqvae" or "prior") at `level`."""
     if stage == "vqvae":
         return vqvae_datamodule(cfg)
@@ -77,8 +79,9 @@ def describe_batch(batch: dict, vocab) -> dict:
     }
 
 
-def inspect_data(cfg: DictConfig, stage: str, level: str, n_batches: int = 2, echo=print) -> list[dict]:
+def inspect_data(cfg: RunConfig | Any, stage: str, level: str, n_batches: int = 2, echo=print) -> list[dict]:
     """Pull `n_batches` training and validation batches from exactly the DataModule `stage` trains on."""
+    cfg = run_config(cfg)
     dm = stage_datamodule(cfg, stage, level)
     dm.setup("fit")
     crops = dm.crops

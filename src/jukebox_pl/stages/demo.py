@@ -39,13 +39,14 @@ def stage_state(run: Path, stage: str) -> int | None:
 
 def train_stages(run: Path, data: str, preset: str, overrides: list[str], log) -> dict[str, float]:
     from jukebox_pl.config import load_config
+    from jukebox_pl.config.typed import run_config
     from jukebox_pl.stages.train_prior import train_prior
     from jukebox_pl.stages.train_vqvae import train_vqvae
 
-    cfg = load_config(preset, overrides)
+    cfg = run_config(load_config(preset, overrides))
     times = {}
     plan = [("vqvae", lv, cfg.vqvae.max_steps) for lv in LEVELS] + [
-        ("prior", lv, cfg.prior[lv].max_steps) for lv in LEVELS
+        ("prior", lv, getattr(cfg.prior, lv).max_steps) for lv in LEVELS
     ]
     for kind, level, steps in plan:
         stage = f"{kind}_{level}"

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from jukebox_pl.config.loader import save_config
-from jukebox_pl.config.schema import RunConfig
+from jukebox_pl.config.schema import DataConfig, RunConfig
 from jukebox_pl.config.sections import prior_config, vqvae_config
+from jukebox_pl.config.typed import plain
 from jukebox_pl.errors import RefusedError, UserValueError
 from jukebox_pl.interop.openai_hps import ModelSpec, read_hps, spec_from_hps
 from jukebox_pl.interop.reference_files import convert_prior, convert_vqvae, read_reference_file
@@ -30,21 +29,18 @@ from jukebox_pl.vqvae.fingerprint import codes_fingerprint, level_print
 
 
 # -- writing the run -------------------------------------------------------------------------------------------
-def stage_config(spec: ModelSpec) -> Any:
+def stage_config(spec: ModelSpec) -> RunConfig:
     """A full run config for one imported stage (what `train prior --init` and fine-tuning start from)."""
-    cfg = OmegaConf.structured(RunConfig)
-    cfg.preset = "imported"
-    cfg.data.sample_rate = spec.sample_rate
-    cfg.vqvae = vqvae_config(spec.vqvae)
+    cfg = RunConfig(preset="imported", data=DataConfig(sample_rate=spec.sample_rate), vqvae=vqvae_config(spec.vqvae))
     if spec.prior is not None:
-        cfg.prior[spec.level] = prior_config(spec.prior)
+        setattr(cfg.prior, spec.level, prior_config(spec.prior))
     return cfg
 
 
 def write_vqvae(run: Path, levels: dict[int, dict], spec: ModelSpec, source: str) -> list[Path]:
     written = []
     vq_levels = spec.levels
-    vcfg = OmegaConf.to_container(vqvae_config(spec.vqvae), resolve=True)
+    vcfg = plain(vqvae_config(spec.vqvae))
     for level, state in levels.items():
         name = vq_levels.name(level)
         export = {
@@ -64,9 +60,9 @@ def write_prior(run: Path, state: dict, spec: ModelSpec, source: str, vocab, fin
     v = spec.vqvae
     idx = spec.levels.index(spec.level)
     hp = {
-        "prior": OmegaConf.to_container(prior_config(spec.prior), resolve=True),
+        "prior": plain(prior_config(spec.prior)),
         "level": idx,
-        "vqvae_cfg": OmegaConf.to_container(vqvae_config(v), resolve=True),
+        "vqvae_cfg": plain(vqvae_config(v)),
         "sample_rate": spec.sample_rate,
         "y_bins": spec.prior.get("y_bins"),
         "vqvae_checkpoints": None,

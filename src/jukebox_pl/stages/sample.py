@@ -37,6 +37,13 @@ STATE_FILE, CODES_FILE = "state.pt", "codes.pt"
 
 @dataclass
 class SampleRequest:
+    """What one `sample` run asks for, as the CLI's flags name it (`--cfg-scale` -> `cfg_scale`).
+
+    A guidance scale, followed by name: `--cfg-scale` (parsed, each >= 0) -> `cfg_scale` -> `guidance_scales`
+    (fitted to the sampled levels: one for all or one per level, only priors that learned their nulls) ->
+    `SongSpec.cfg_scales[level]` (saved with the codes) -> `JukeboxPrior.sample(cfg_scale=...)`, whose
+    `guided_condition` is the model's own guard for callers that skip this path."""
+
     out: str
     artists: list[str] = field(default_factory=list)
     genres: list[str] = field(default_factory=list)

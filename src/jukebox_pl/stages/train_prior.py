@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from lightning_utilities.core.rank_zero import rank_zero_info
-from omegaconf import OmegaConf
 
 from jukebox_pl.config.levels import level_index, level_name
+from jukebox_pl.config.typed import plain
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.prior.trainable import LABEL_TABLES
@@ -144,7 +144,7 @@ def train_prior(
     cfg = run.cfg
     idx = level_index(name, cfg.vqvae.levels)
     pl.seed_everything(cfg.seed + 100 + idx, workers=True)
-    pcfg = cfg.prior[name]
+    pcfg = getattr(cfg.prior, name)
     apply_stage_steps(cfg, pcfg.max_steps)
     dm = prior_datamodule(cfg, name, skip_log=run.skip_log)
     dm.setup("fit")
@@ -156,7 +156,7 @@ def train_prior(
     module = PriorModule(
         pcfg, idx, cfg.vqvae, cfg.data.sample_rate, y_bins=y_bins,
         vqvae_checkpoints=[relative_to_run(c, run_dir) for c in ckpts],
-        vqvae=frozen, config=OmegaConf.to_container(cfg, resolve=True),
+        vqvae=frozen, config=plain(cfg),
         vocab=dm.vocab.to_dict() if dm.vocab is not None else None,
     )  # fmt: skip
     kept = {}

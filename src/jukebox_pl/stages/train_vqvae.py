@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from lightning_utilities.core.rank_zero import rank_zero_info
-from omegaconf import OmegaConf
 
 from jukebox_pl.config.levels import level_index
+from jukebox_pl.config.typed import plain
 from jukebox_pl.stages.datamodules import vqvae_datamodule
 from jukebox_pl.training.callbacks import AudioLogger, Throughput
 from jukebox_pl.training.distributed import ddp_strategy
@@ -32,7 +32,7 @@ def train_vqvae(
     apply_stage_steps(cfg, cfg.vqvae.max_steps)
     pl.seed_everything(cfg.seed + level_index(name, cfg.vqvae.levels), workers=True)
     dm = vqvae_datamodule(cfg, skip_log=run.skip_log)
-    module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=OmegaConf.to_container(cfg, resolve=True))
+    module = VQVAELevel(cfg.vqvae, name, cfg.data.sample_rate, config=plain(cfg))
     extra = [AudioLogger(cfg.run.log_audio_every_n_steps, cfg.run.n_audio_examples), Throughput("audio_seconds")]
     strategy = cfg.trainer.strategy
     if strategy == "fsdp":  # set for the priors of a run: a VQ-VAE level is small, its codebook syncs itself

@@ -24,6 +24,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from jukebox_pl.config.levels import Levels
 from jukebox_pl.config.loader import load_config, save_config, to_yaml
+from jukebox_pl.config.schema import RunConfig
+from jukebox_pl.config.typed import plain, run_config
 from jukebox_pl.errors import (
     DiskFullError,
     DivergedError,
@@ -53,7 +55,7 @@ class RunExists(RefusedError):
 
 @dataclass
 class StageRun:
-    cfg: DictConfig
+    cfg: RunConfig  # typed and checked (`jukebox_pl.config.typed`); what was saved as the stage's config.yaml
     dir: Path
     ckpt_path: str | None  # what to resume from
 
@@ -75,7 +77,7 @@ def stage_request(preset: str, overrides: list[str], data: str | None, level: st
     """What a stage command asked for, before its folder is touched: the overrides with `--data` folded in
     (`data.shards=...`), the config they resolve to, and the level's name in that config's VQ-VAE."""
     overrides = list(overrides) + ([f"data.shards={data}"] if data else [])
-    asked = load_config(preset, overrides)
+    asked = run_config(load_config(preset, overrides))
     levels = Levels.from_config(asked)
     return overrides, asked, levels.name(levels.index(level))
 
@@ -123,7 +125,7 @@ def _prepare_stage(stage_dir: Path, stage: str, preset: str, overrides: list[str
     lock_folder(stage_dir, "stage folder")  # creates the folder
     save_config(cfg, stage_dir / CONFIG_FILE)
     rank_zero_info(f"resolved config of {stage} ({'resuming ' + ckpt if ckpt else 'new run'}):\n{to_yaml(cfg)}")
-    return StageRun(cfg, stage_dir, ckpt)
+    return StageRun(run_config(cfg), stage_dir, ckpt)
 
 
 # What the weights' shapes (or the meaning of the codes) depend on: a resumed stage may not change these.
@@ -164,7 +166,7 @@ def check_resume_config(saved: DictConfig, cfg: DictConfig, stage: str, path: Pa
             )
 
 
-def describe_step_limit(cfg: DictConfig, saved: Path, overrides: list[str]) -> str:
+def describe_step_limit(cfg: DictConfig | RunConfig, saved: Path, overrides: list[str]) -> str:
     """What a resumed stage will train to, and where that limit comes from (a resume never switches silently to
     another step count)."""
     limit = cfg.trainer.max_steps
@@ -200,7 +202,7 @@ class SaveLast(Callback):
                 rank_zero_info(f"{self.path} not updated: {err}")
 
 
-def apply_stage_steps(cfg: DictConfig, stage_steps: int | None) -> None:
+def apply_stage_steps(cfg: RunConfig, stage_steps: int | None) -> None:
     """One source of truth for the step count: `trainer.max_steps` wherever it is set (preset, config file, command
     line, or the saved config of a resumed stage); left at -1, the stage's own budget (`vqvae.max_steps`,
     `prior.<level>.max_steps`, which differ per stage) applies."""
@@ -208,9 +210,9 @@ def apply_stage_steps(cfg: DictConfig, stage_steps: int | None) -> None:
         cfg.trainer.max_steps = stage_steps
 
 
-def trainer_kwargs(cfg: DictConfig) -> dict:
+def trainer_kwargs(cfg: RunConfig) -> dict:
     """The `trainer.*` section as Trainer keyword arguments (None values dropped)."""
-    kw = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kw = plain(cfg.trainer)
     return {k: v for k, v in kw.items() if v is not None}
 
 

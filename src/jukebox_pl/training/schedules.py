@@ -46,6 +46,8 @@ def module_optimizer(module, params, optim_section) -> dict:
 
     from jukebox_pl.config.schema import OptimConfig
 
-    optim = OmegaConf.merge(OmegaConf.structured(OptimConfig), optim_section)
+    if not isinstance(optim_section, OptimConfig):  # a dict or DictConfig from a user's own module
+        optim_section = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(OptimConfig), optim_section))
+    optim = optim_section
     trainer = getattr(module, "_trainer", None)
     return build_optimizer(params, optim, trainer.max_steps if trainer is not None else -1)

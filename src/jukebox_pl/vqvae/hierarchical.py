@@ -69,7 +69,7 @@ class HierarchicalVQVAE(nn.Module):
         )
         self.out = nn.Conv1d(cfg.emb_width, cfg.channels, 3, 1, 1)
         self.bottlenecks = nn.ModuleList(
-            Bottleneck(cfg.l_bins, cfg.emb_width, cfg.mu, cfg.revival_threshold, cfg.get("revival_relative"))
+            Bottleneck(cfg.l_bins, cfg.emb_width, cfg.mu, cfg.revival_threshold, cfg.revival_relative)
             for _ in range(cfg.levels)
         )
         self.hop_lengths = hop_lengths(cfg.downs_t, cfg.strides_t)

@@ -10,13 +10,14 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from lightning_utilities.core.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchmetrics import SumMetric
 from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
 
 from jukebox_pl.config.levels import level_index, level_name
 from jukebox_pl.config.schema import VQVAEConfig
 from jukebox_pl.config.sections import vqvae_config
+from jukebox_pl.config.typed import plain
 from jukebox_pl.training.checkpoints.read_write import check_finite
 from jukebox_pl.training.schedules import module_optimizer
 from jukebox_pl.vqvae.hierarchical import HierarchicalVQVAE
@@ -82,7 +83,7 @@ class VQVAELevelTraining:
         idx = level_index(level, cfg.levels)
         self.save_hyperparameters(
             {
-                "vqvae": OmegaConf.to_container(cfg, resolve=True),
+                "vqvae": plain(cfg),
                 "level": idx,
                 "sample_rate": sample_rate,
                 "config": config,
@@ -247,9 +248,7 @@ class HierarchicalVQVAETraining:
     ):
         super().__init__()
         cfg = vqvae_config(vqvae)
-        self.save_hyperparameters(
-            {"vqvae": OmegaConf.to_container(cfg, resolve=True), "sample_rate": sample_rate, "config": config}
-        )
+        self.save_hyperparameters({"vqvae": plain(cfg), "sample_rate": sample_rate, "config": config})
         self.cfg, self.sample_rate = cfg, sample_rate
         self.model = HierarchicalVQVAE(cfg)
         self.register_buffer("bandwidth", torch.ones(3))

@@ -88,9 +88,7 @@ class VQVAELevelModel(nn.Module):
         downs, strides = list(cfg.downs_t[: level + 1]), list(cfg.strides_t[: level + 1])
         self.encoder = Encoder(cfg.channels, cfg.emb_width, downs, strides, spec)
         self.decoder = Decoder(cfg.channels, cfg.emb_width, downs, strides, spec)
-        self.bottleneck = Bottleneck(
-            cfg.l_bins, cfg.emb_width, cfg.mu, cfg.revival_threshold, cfg.get("revival_relative")
-        )
+        self.bottleneck = Bottleneck(cfg.l_bins, cfg.emb_width, cfg.mu, cfg.revival_threshold, cfg.revival_relative)
         self.hop_length = hop_lengths(downs, strides)[-1]
         self.spectral = SpectralLosses.from_config(cfg)
 
