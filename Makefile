@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/jukebox-pl
 STAMP := $(VENV)/.installed
 DATA ?= data
-SR ?= 44100
+SR ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-paper real-music bench-scaling bench-gpu clean
+.PHONY: help install browser test test-fast lint format docs toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-paper real-music bench-scaling bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,19 +42,22 @@ test-fast: install ## install, then the tests not marked slow
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff lint + format check
-	$(VENV)/bin/ruff check src tests bench data_prep examples
-	$(VENV)/bin/ruff format --check src tests bench data_prep examples
+	$(VENV)/bin/ruff check src tests bench data_prep examples docs
+	$(VENV)/bin/ruff format --check src tests bench data_prep examples docs
 
 format: install ## ruff format + autofix
-	$(VENV)/bin/ruff format src tests bench data_prep examples
-	$(VENV)/bin/ruff check --fix src tests bench data_prep examples
+	$(VENV)/bin/ruff format src tests bench data_prep examples docs
+	$(VENV)/bin/ruff check --fix src tests bench data_prep examples docs
+
+docs: install ## the API pages of the public classes (pdoc) into docs/api/
+	$(PY) docs/build_api.py docs/api
 
 toy-data: install ## write the synthetic toy music set to $(DATA)/toy
 	$(PY) data_prep/make_toy_dataset.py --out $(DATA)/toy
 
-shards: install ## shards from a music folder: make shards SRC=dir OUT=dir [META=file] [SR=44100]
-	@test -n "$(SRC)" -a -n "$(OUT)" || (echo "usage: make shards SRC=music_dir OUT=shards_dir [META=metadata.csv] [SR=44100]"; exit 2)
-	$(CLI) prep --src "$(SRC)" --out "$(OUT)" --sr $(SR) $(if $(META),--metadata "$(META)")
+shards: install ## shards from a music folder at the preset's rate: make shards SRC=dir OUT=dir [META=file] [PRESET=tiny | SR=44100]
+	@test -n "$(SRC)" -a -n "$(OUT)" || (echo "usage: make shards SRC=music_dir OUT=shards_dir [META=metadata.csv] [PRESET=tiny | SR=44100]"; exit 2)
+	$(CLI) prep --src "$(SRC)" --out "$(OUT)" $(if $(SR),--sr $(SR),--preset $(PRESET)) $(if $(META),--metadata "$(META)")
 
 REAL ?= $(DATA)/real_music
 real-music: install ## real game soundtracks from Debian packages (apt-get) -> $(REAL)/ + shards $(REAL)_22k/, $(REAL)_44k/ (~1 min)

@@ -28,7 +28,7 @@ from jukebox_pl.vqvae.vqvae import VQVAE
 VARIANTS = {
     "demo": [],
     "lr 1e-3": ["vqvae.optim.lr=1e-3"],
-    "800 steps": ["vqvae.max_steps=800"],
+    "800 steps": ["trainer.max_steps=800"],
     "log-mag x3": ["vqvae.mrstft_w_log_mag=3"],
     "no log-mag": ["vqvae.mrstft_w_log_mag=0"],
     "reference loss": ["vqvae.spectral_mode=reference"],

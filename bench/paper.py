@@ -37,6 +37,7 @@ from torchmetrics.functional.audio import scale_invariant_signal_distortion_rati
 from jukebox_pl.config import load_config
 from jukebox_pl.config.levels import Levels
 from jukebox_pl.stages.datamodules import vqvae_datamodule
+from jukebox_pl.stages.demo import DEMO_STEPS
 from jukebox_pl.stages.evaluate import evaluate_prior, quiet_lightning
 from jukebox_pl.stages.train_prior import train_prior
 from jukebox_pl.stages.train_vqvae import train_vqvae
@@ -209,7 +210,7 @@ def train_priors(
             run = work if labels else work.parent / f"{work.name}_nolabels"
             if not labels and not (run / "vqvae_top").is_dir():
                 shutil.copytree(work / "vqvae_top", run / "vqvae_top")
-            extra = [f"prior.{name}.max_steps={steps}"] if steps else []  # 0 / None: the preset's
+            extra = [f"trainer.max_steps={steps if steps else DEMO_STEPS['prior']}"]  # 0 / None: the demo's
             extra += [] if labels else [f"prior.{name}.labels=false"]
             start = time.perf_counter()
             train_prior(run, name, "tiny", data, [*QUIET, *overrides, *extra])

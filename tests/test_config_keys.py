@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from jukebox_pl.config import load_config
+from jukebox_pl.config import ConfigError, load_config
 from jukebox_pl.config.schema import DataConfig, TrainerConfig
 from jukebox_pl.stages.datamodules import stage_datamodule
 from jukebox_pl.training.runner import trainer_kwargs
@@ -85,19 +85,31 @@ def test_every_trainer_key_reaches_the_trainer_arguments():
               "log_every_n_steps": 7, "val_check_interval": 0.5, "check_val_every_n_epoch": 2,
               "limit_train_batches": 9, "limit_val_batches": 3, "num_sanity_val_steps": 0, "deterministic": True,
               "benchmark": True, "enable_progress_bar": False, "use_distributed_sampler": True}  # fmt: skip
-    assert set(values) == {f.name for f in dataclasses.fields(TrainerConfig)}
+    # logger and callbacks name classes: build_trainer builds them (tests/test_loggers.py)
+    assert set(values) == {f.name for f in dataclasses.fields(TrainerConfig)} - {"logger", "callbacks"}
     cfg = load_config("tiny", [f"trainer.{k}={v}" for k, v in values.items()])
     assert trainer_kwargs(cfg) == values
 
 
-def test_trainer_max_steps_wins_wherever_it_is_set(tmp_path):
-    from jukebox_pl.training.runner import apply_stage_steps
-
-    cfg = load_config("tiny")
-    apply_stage_steps(cfg, cfg.vqvae.max_steps)
-    assert cfg.trainer.max_steps == 400  # unset: the stage's own budget
+def test_trainer_max_steps_is_the_one_step_key(tmp_path):
+    assert load_config("tiny").trainer.max_steps == 400
+    for retired in ("vqvae.max_steps=5", "prior.top.max_steps=5"):
+        with pytest.raises(ConfigError, match=rf"'{retired.split('=')[0]}' \(from command line\) no longer exists"):
+            load_config("tiny", [retired])
+    old = tmp_path / "old.yaml"  # a config.yaml saved by an earlier version: per-stage budgets, trainer's unset
+    old.write_text("trainer:\n  max_steps: -1\nvqvae:\n  max_steps: 400\nprior:\n  top:\n    max_steps: 1200\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(old))
+    assert str(old) in str(err.value) and "'prior.top.max_steps' = 1200" in str(err.value)
+    assert "trainer.max_steps=1200" in str(err.value)
+    assert load_config(str(old), ["trainer.max_steps=300"]).trainer.max_steps == 300  # resumes once it is given
     mine = tmp_path / "mine.yaml"
     mine.write_text("trainer:\n  max_steps: 1234\nvqvae:\n  max_steps: 400\n")
-    cfg = load_config(str(mine))  # set in a config file, not on the command line: still wins
-    apply_stage_steps(cfg, cfg.vqvae.max_steps)
-    assert cfg.trainer.max_steps == 1234
+    assert load_config(str(mine)).trainer.max_steps == 1234  # the file's own trainer key is the step count
+
+
+def test_an_older_checkpoints_sections_with_a_step_budget_still_load():
+    from jukebox_pl.config.sections import prior_config, vqvae_config
+
+    assert vqvae_config({"max_steps": 400, "l_bins": 64}).l_bins == 64
+    assert prior_config({"arch": "tiny_prior", "max_steps": 1200}).arch == "tiny_prior"

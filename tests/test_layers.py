@@ -13,7 +13,7 @@ import jukebox_pl
 
 PACKAGE = Path(jukebox_pl.__file__).parent
 # lazy.py: used by __init__ files only
-CORE = {"errors", "machine", "user_files", "config", "audio", "text", "lyrics", "training"}
+CORE = {"errors", "machine", "user_files", "config", "audio", "text", "lyrics", "training", "hub"}
 MODELS = {"vqvae", "prior"}
 ALLOWED = {
     "errors": set(),
@@ -25,16 +25,18 @@ ALLOWED = {
     "text": {"errors"},
     "lyrics": {"errors", "text", "user_files"},
     "training": {"errors", "machine", "config", "training"},
+    "hub": {"errors", "user_files", "config", "training", "hub"},  # the Hub layout the plain models save and load
     "vqvae": CORE | {"vqvae"},
     "prior": CORE | MODELS,
     "data": CORE | {"data"},  # knows nothing of models
     "interop": CORE | MODELS | {"data", "interop"},  # the reference's id tables become a LabelVocab
     "sampling": CORE | MODELS | {"data", "sampling"},
     "unified_lightning": CORE | MODELS | {"data"},
+    "lightning_cli": CORE | MODELS | {"data"},  # LightningCLI over the classes of either binding
     "stages": CORE | MODELS | {"data", "sampling", "interop", "stages"},
 }
-ORDER = ["errors", "machine", "user_files", "lazy", "config", "audio", "text", "lyrics", "training", "vqvae",
-         "prior", "data", "interop", "sampling", "unified_lightning", "stages", "cli"]  # fmt: skip
+ORDER = ["errors", "machine", "user_files", "lazy", "config", "audio", "text", "lyrics", "training", "hub", "vqvae",
+         "prior", "data", "interop", "sampling", "unified_lightning", "lightning_cli", "stages", "cli"]  # fmt: skip
 
 
 def layer_of(path: Path) -> str:

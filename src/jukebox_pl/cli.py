@@ -14,6 +14,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from jukebox_pl.errors import JukeboxError, StopRequested, UserValueError, is_disk_full
 
@@ -67,6 +68,7 @@ SECONDS, LENGTH = _number(float, 0), _number(float, 0, above=True)
 # and the codes of every level for it fit in memory; more is a typo (1e9 s would plan years of windows).
 MAX_SONG_SECONDS = 4 * 3600.0
 SONG_SECONDS = _number(float, 0, MAX_SONG_SECONDS, above=True)
+PREP_RATE = 44100  # prep's rate when neither --sr nor --preset is given: the reference's (the jukebox preset's)
 
 
 def _add_prep(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +76,12 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--src", required=True, help="folder of audio (searched recursively)")
     p.add_argument("--out", required=True, help="folder for the shards (created; resumable)")
     p.add_argument("--metadata", help="CSV or JSONL keyed by path relative to --src: artist, genre(s), lyrics")
-    p.add_argument("--sr", type=POSITIVE, default=44100, help="target sample rate (default 44100)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--sr", type=POSITIVE, help=f"target sample rate (default: the --preset's, else {PREP_RATE})")
+    rate.add_argument(
+        "--preset", help="make shards at this preset's data.sample_rate (tiny | small | jukebox | a config.yaml, "
+        "e.g. the base run's RUN/prior_top/config.yaml when fine-tuning)",
+    )  # fmt: skip
     share = _number(float, 0, 1, below=True)
     p.add_argument("--val-fraction", type=share, default=0.05, help="share of tracks for validation")
     p.add_argument("--min-seconds", type=SECONDS, default=1.0, help="skip tracks shorter than this")
@@ -93,8 +100,14 @@ def _add_prep(sub: argparse._SubParsersAction) -> None:
 def _run_prep(args: argparse.Namespace) -> int:
     from jukebox_pl.data.prep import PrepOptions, prepare_shards
 
+    sr = args.sr or PREP_RATE
+    if args.preset:
+        from jukebox_pl.config import load_config
+
+        sr = int(load_config(args.preset).data.sample_rate)
+        print(f"shards at {sr} Hz, the data.sample_rate of --preset {args.preset}")
     opts = PrepOptions(
-        src=args.src, out=args.out, metadata=args.metadata, sr=args.sr, val_fraction=args.val_fraction,
+        src=args.src, out=args.out, metadata=args.metadata, sr=sr, val_fraction=args.val_fraction,
         min_seconds=args.min_seconds, max_seconds=args.max_seconds, silence_db=args.silence_db, bits=args.bits,
         shard_mb=args.shard_mb, shard_tracks=args.shard_tracks, base_vocab=args.base_vocab, seed=args.seed,
         workers=args.workers, overwrite=args.overwrite,
@@ -196,6 +209,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN/<stage>_<level>/checkpoints/last.ckpt")
     p.add_argument("--vqvae", **PATHS, help="prior: VQ-VAE level checkpoints to use instead of RUN/vqvae_<level>")
     p.add_argument("--init", help="prior: start from this prior checkpoint/export of the same level (fine-tuning)")
+    p.add_argument("--print-config", action="store_true", help="print the whole resolved config, not only the changes")
     p.add_argument("overrides", nargs="*", help="key=value config overrides (trainer.devices=2, vqvae.optim.lr=...)")
 
 
@@ -204,31 +218,55 @@ def _run_train(args: argparse.Namespace) -> int:
         from jukebox_pl.stages.train_prior import train_prior
 
         train_prior(
-            args.run, args.level, args.preset, args.data, args.overrides, args.resume, vqvae=args.vqvae, init=args.init
-        )
+            args.run, args.level, args.preset, args.data, args.overrides, args.resume, vqvae=args.vqvae, init=args.init,
+            print_config=args.print_config,
+        )  # fmt: skip
         return 0
     if args.vqvae or args.init:
         raise UserValueError("--vqvae and --init are options of `train prior`")
     from jukebox_pl.stages.train_vqvae import train_vqvae
 
-    train_vqvae(args.run, args.level, args.preset, args.data, args.overrides, args.resume)
+    train_vqvae(
+        args.run, args.level, args.preset, args.data, args.overrides, args.resume, print_config=args.print_config
+    )
     return 0
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a weights-only file (no optimizer) from a training checkpoint")
-    p.add_argument(
-        "--ckpt", required=True, help="a .ckpt written by training (e.g. RUN/vqvae_top/checkpoints/last.ckpt)"
-    )
-    p.add_argument("--out", required=True, help="output .pt file")
+    p = sub.add_parser(
+        "export", help="a weights-only file (no optimizer) from a training checkpoint, or (--format hub) a run or "
+        "model as a Hugging Face Hub folder: safetensors, config.json, model card",
+    )  # fmt: skip
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a .ckpt written by training (e.g. RUN/vqvae_top/checkpoints/last.ckpt)")
+    source.add_argument("--run", help="a run folder (with --format hub: every trained level)")
+    p.add_argument("--out", required=True, help="output .pt file (a folder with --format hub)")
+    p.add_argument("--format", choices=("pt", "hub"), default="pt", help="a .pt export or the Hub folder layout")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even if an EMA copy exists")
     p.add_argument("--merge", action="store_true", help="fold a LoRA fine-tuning run's adapters into plain weights")
+    p.add_argument("--license", default="other", help="hub: the model card's licence id (e.g. apache-2.0, mit)")
+    p.add_argument("--levels", type=POSITIVE, help="hub, --run: only the top N levels' priors")
+    p.add_argument("--allow-mismatch", action="store_true", help="hub: export a prior with another VQ-VAE anyway")
+    p.add_argument(
+        "--push-to", metavar="OWNER/NAME", help="hub: upload the folder (token: HF_TOKEN or `hf auth login`)"
+    )
+    p.add_argument("--private", action="store_true", help="hub, --push-to: a private repository")
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from jukebox_pl.training.checkpoints.read_write import export_weights
     from jukebox_pl.user_files import check_output_file
 
+    if args.format == "hub":
+        from jukebox_pl.stages.export_hub import export_hub
+
+        folder, url = export_hub(args.out, run=args.run, ckpt=args.ckpt, license=args.license, levels=args.levels,
+                                 allow_mismatch=args.allow_mismatch, push_to=args.push_to,
+                                 private=args.private or None)  # fmt: skip
+        print(f"wrote {folder}" + (f"; pushed: {url}" if url else ""))
+        return 0
+    if args.run:
+        raise UserValueError("--run needs --format hub (a .pt export is written from one --ckpt)")
     check_output_file(args.out, "--out")
     transform = None
     if args.merge:
@@ -351,7 +389,9 @@ def _run_sample(args: argparse.Namespace) -> int:
         raise UserValueError("--prior needs --vqvae (the VQ-VAE level checkpoints)")
     check_output_folder(args.out, "--out")
     lyrics = read_lyrics(args.lyrics) if args.lyrics else ""  # before any model is loaded
-    if args.run:
+    if args.run and not Path(args.run).exists() and looks_like_hub_id(args.run):  # owner/name on the Hub
+        models = SamplingModels.from_pretrained(args.run, args.levels, args.weights, args.allow_mismatch)
+    elif args.run:
         models = SamplingModels.from_run(args.run, args.levels, args.weights, args.allow_mismatch)
     else:
         models = SamplingModels.from_checkpoints(args.vqvae, args.prior, args.weights, args.allow_mismatch)
@@ -390,6 +430,14 @@ def _run_encode_shards(args: argparse.Namespace) -> int:
     from jukebox_pl.stages.encode_shards import run
 
     return run(args)
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """`owner/name` that is not a path here (no folder `owner` beside us): a run on the Hugging Face Hub. A
+    mistyped local path (`runs/tiyn`) stays local and is reported missing, never fetched."""
+    from jukebox_pl.hub.folder import HUB_ID
+
+    return bool(HUB_ID.match(text)) and not Path(text).parent.exists()
 
 
 def _parse_labels(items: list[str]) -> dict[str, list[float]]:
@@ -444,11 +492,12 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", required=True, help="base run folder (or its prior checkpoint)")
     p.add_argument("--data", required=True, help="shards of the new songs (`jukebox-pl prep`; val = held out)")
     p.add_argument("--run", required=True, help="the new run folder (links the base's other stages)")
-    p.add_argument("--level", default="top", choices=("top", "middle", "bottom"), help="which prior (default top)")
-    p.add_argument("--train", default="all", help="all | embeddings | top-layers:N | lora:RANK (default all)")
+    p.add_argument("--level", default="top", choices=("top", "middle", "bottom"), help="which prior")
+    p.add_argument("--train", default="all", help="all | embeddings | top-layers:N | lora:RANK")
     p.add_argument("--init-artist", help="start the new artists' rows from this known artist's row")
     p.add_argument("--patience", type=POSITIVE, default=5, help="validations without improvement before stopping")
     p.add_argument("--resume", action="store_true", help="continue RUN/prior_<level>/checkpoints/last.ckpt")
+    p.add_argument("--print-config", action="store_true", help="print the whole resolved config, not only the changes")
     p.add_argument(
         "overrides", nargs="*", help="key=value overrides (trainer.max_steps=..., trainer.val_check_interval=...)"
     )
@@ -458,8 +507,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
     from jukebox_pl.stages.finetune import finetune
 
     finetune(args.source, args.data, args.run, args.level, args.train, args.init_artist, args.overrides,
-             args.resume, args.patience)  # fmt: skip
-    print(f"fine-tuned prior in {args.run}/prior_{args.level}; sample with: jukebox-pl sample --run {args.run}")
+             args.resume, args.patience, print_config=args.print_config)  # fmt: skip
+    print(f"fine-tuned prior in {args.run}/prior_{args.level} (before and best held-out figures: "
+          f"{args.run}/prior_{args.level}/finetune.json); sample with: jukebox-pl sample --run {args.run}")  # fmt: skip
     return 0
 
 
@@ -467,7 +517,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="a prior's held-out bits/token on the validation split of any shards")
     p.add_argument("--from", dest="source", required=True, help="run folder (or a prior checkpoint/export in one)")
     p.add_argument("--data", required=True, help="shards to measure on (`jukebox-pl prep`; their val split)")
-    p.add_argument("--level", default="top", choices=("top", "middle", "bottom"), help="which prior (default top)")
+    p.add_argument("--level", default="top", choices=("top", "middle", "bottom"), help="which prior")
     p.add_argument("--batches", type=POSITIVE, help="only the first N validation batches (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a line per figure")
     p.add_argument("overrides", nargs="*", help="key=value overrides (data.val_crops_per_track=..., ...)")
@@ -538,25 +588,64 @@ def _run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    from jukebox_pl.stages.download import add_parser
+
+    add_parser(sub)
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from jukebox_pl.stages.download import run
+
+    return run(args)
+
+
 COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config),
             "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect),
             "train": (_add_train, _run_train), "export": (_add_export, _run_export),
             "encode": (_add_encode, _run_encode), "decode": (_add_decode, _run_decode),
             "encode-shards": (_add_encode_shards, _run_encode_shards), "sample": (_add_sample, _run_sample),
             "demo": (_add_demo, _run_demo), "import-openai": (_add_import, _run_import),
-            "finetune": (_add_finetune, _run_finetune), "evaluate": (_add_evaluate, _run_evaluate)}  # fmt: skip
+            "finetune": (_add_finetune, _run_finetune), "evaluate": (_add_evaluate, _run_evaluate),
+            "download": (_add_download, _run_download)}  # fmt: skip
+
+
+class DefaultsShown(argparse.HelpFormatter):
+    """`--help` lists each flag's default, except where there is none to tell (unset, off, an empty list)."""
+
+    @staticmethod
+    def tells(default) -> bool:
+        return default not in (None, False, [], (), argparse.SUPPRESS)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or not self.tells(action.default) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every `jukebox-pl` parser shows defaults in its `--help`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsShown)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jukebox-pl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="jukebox-pl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add, _ in COMMANDS.values():
         add(sub)
     for command in sub.choices.values():  # a file's hparams or config may name an extra conditioner to import
         command.add_argument(
-            "--allow-conditioner", action="append", default=[], metavar="MODULE.CLASS",
-            help="import this extra conditioner class when a checkpoint or config names it",
+            "--allow-class", "--allow-conditioner", dest="allow_conditioner", action="append", default=[],
+            metavar="MODULE.CLASS",
+            help="import this class (a conditioner, logger or callback) when a config or checkpoint names it",
         )  # fmt: skip
+        for action in command._actions:  # a flag without a help text still shows its default
+            if action.help is None and action.option_strings and DefaultsShown.tells(action.default):
+                action.help = "default: %(default)s"
     return parser
 
 

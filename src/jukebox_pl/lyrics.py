@@ -24,6 +24,12 @@ _NOT_IN = {version: re.compile(f"[^{re.escape(chars)}]+") for version, chars in 
 
 @dataclass(frozen=True)
 class LyricsTokenizer:
+    """Characters of lyrics <-> token ids of the reference's lyrics vocabulary (`v2` or `v3`).
+
+    `encode(text)` -> (L,) int64 ids in [0, n_vocab): 0 for a character outside the vocabulary (after `clean`
+    transliterates and drops it), 1.. for the characters of `charset`; `decode(ids)` is the inverse (0 decodes to
+    nothing)."""
+
     version: str = "v2"
 
     def __post_init__(self) -> None:

@@ -10,7 +10,8 @@ LightningModule class, so the training logic lives in base-free classes (`VQVAEL
 
     L.Trainer(max_steps=100).fit(VQVAELevel(vqvae_config(...), "top", 22050), datamodule=AudioDataModule(...))
 
-Needs `pip install lightning` (the dev extra installs it).
+A class of one package handed to the other's Trainer is refused in one line naming the class to import
+(`jukebox_pl.training.lightning_binding`). Needs `pip install lightning` (the dev extra installs it).
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ import lightning.pytorch as L  # noqa: E402
 from jukebox_pl.data.code_datamodule import CodeData  # noqa: E402
 from jukebox_pl.data.datamodule import AudioData  # noqa: E402
 from jukebox_pl.prior.lightning import PriorTraining  # noqa: E402
-from jukebox_pl.vqvae.lightning import VQVAELevelTraining  # noqa: E402
+from jukebox_pl.vqvae.lightning import HierarchicalVQVAETraining, VQVAELevelTraining  # noqa: E402
 
 
 class VQVAELevel(VQVAELevelTraining, L.LightningModule):
     """`jukebox_pl.vqvae.lightning.VQVAELevelTraining` as a `lightning.pytorch.LightningModule`."""
+
+
+class HierarchicalVQVAEModule(HierarchicalVQVAETraining, L.LightningModule):
+    """`jukebox_pl.vqvae.lightning.HierarchicalVQVAETraining` as a `lightning.pytorch.LightningModule`."""
 
 
 class PriorModule(PriorTraining, L.LightningModule):
@@ -47,4 +52,4 @@ class CodeDataModule(CodeData, L.LightningDataModule):
     """`jukebox_pl.data.code_datamodule.CodeData` as a `lightning.pytorch.LightningDataModule`."""
 
 
-__all__ = ["AudioDataModule", "CodeDataModule", "PriorModule", "VQVAELevel"]
+__all__ = ["AudioDataModule", "CodeDataModule", "HierarchicalVQVAEModule", "PriorModule", "VQVAELevel"]

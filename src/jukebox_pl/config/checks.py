@@ -233,7 +233,6 @@ RULES: dict[str, Rule] = {
     "vqvae.sample_length": POSITIVE,
     "vqvae.batch_size": POSITIVE,
     "vqvae.bandwidth_batches": POSITIVE,
-    "vqvae.max_steps": optional(STEPS),
     **_optim("vqvae"),
     "prior.*.n_ctx": POSITIVE,
     "prior.*.width": POSITIVE,
@@ -273,7 +272,6 @@ RULES: dict[str, Rule] = {
     "prior.*.alignment_head": optional(COUNT),
     "prior.*.batch_size": POSITIVE,
     "prior.*.ema_decay": optional(DECAY),
-    "prior.*.max_steps": optional(STEPS),
     **_optim("prior.*"),
 }
 
@@ -350,8 +348,23 @@ def _prior_batch_fits(prior: Mapping) -> Problem | None:
     return _fits_memory("batch_size", batch, need, f"batch_size {batch} x n_ctx {n_ctx} x width {width}")
 
 
+def _class_choices(trainer: Mapping) -> Problem | None:
+    """`trainer.logger` and `trainer.callbacks` hold true/false or `{class_path, init_args}` entries (their classes
+    are checked by the loader, `jukebox_pl.config.class_specs`)."""
+    from jukebox_pl.config.class_specs import KINDS, shape_problem
+
+    for key, kind in KINDS.items():
+        leaf = key.split(".")[1]
+        found = shape_problem(kind, trainer.get(leaf)) if leaf in trainer else None
+        if found is not None:
+            dotted, value, allowed = found
+            return Problem(dotted.removeprefix("trainer."), value, allowed)
+    return None
+
+
 # Checked after RULES passed (they rely on the types and ranges), per section pattern.
 CROSS_RULES: dict[str, tuple[Callable[[Mapping], Problem | None], ...]] = {
+    "trainer": (_class_choices,),
     "vqvae": (_per_level_lists, _crop_fits_hop, _vqvae_batch_fits),
     "prior.*": (_durations_ordered, _prior_batch_fits),
 }

@@ -1,10 +1,13 @@
-"""Which extra-conditioner classes this process may import: those the user of this invocation named (on the
-command line, with `--allow-conditioner`, or in Python with `allow_conditioners`), never those a file names.
+"""Which classes named by dotted path this process may import: those the user of this invocation named (on the
+command line, with `--allow-class` / `--allow-conditioner`, or in Python with `allow_classes`), never those a file
+names.
 
-A checkpoint's hyper-parameters or a saved config can name `prior.<level>.conditioners.<name>.target:
-some.module.Class`; importing it would run that module. Files are checked here before any model is built
-from them (`check_file_conditioners`), and `jukebox_pl.prior.conditioning.resolve_target` checks again before
-it imports.
+One allow-list serves every class a config names by path: extra conditioners
+(`prior.<level>.conditioners.<name>.target`) and the loggers and callbacks of `trainer.logger` /
+`trainer.callbacks` (`jukebox_pl.config.class_specs`). A checkpoint's hyper-parameters or a saved config can name
+`some.module.Class`; importing it would run that module. Files are checked here before any model is built from
+them (`check_file_conditioners`), and `jukebox_pl.prior.conditioning.resolve_target` checks again before it
+imports.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from jukebox_pl.errors import UnsafeFileError
 
-# Targets this process may import (`allow_conditioners`): named by the user of this invocation, never by a file.
+# Class paths this process may import (`allow_classes`): named by the user of this invocation, never by a file.
 _ALLOWED: set[str] = set()
 
 
@@ -22,18 +25,31 @@ def _normal(target: str) -> str:
     return str(target).replace(":", ".")
 
 
-def allow_conditioners(*targets: str) -> None:
-    """Allow these conditioner targets (`package.module.ClassName`) to be imported in this process: what
-    `--allow-conditioner` and command-line `prior.<level>.conditioners=...` overrides call. Use it in library
-    code before loading a checkpoint or config that names your own conditioner."""
+def allow_classes(*targets: str) -> None:
+    """Allow these classes (`package.module.ClassName`) to be imported in this process when a config or checkpoint
+    names them: what `--allow-class` (`--allow-conditioner`) and command-line overrides naming a class call. Use it
+    in library code before loading a checkpoint or config that names your own conditioner, logger or callback."""
     _ALLOWED.update(_normal(t) for t in targets if t)
+
+
+def allow_conditioners(*targets: str) -> None:
+    """Allow these conditioner targets (`package.module.ClassName`): `allow_classes` under the name that
+    `--allow-conditioner` and `jukebox_pl.prior.conditioning` have always used."""
+    allow_classes(*targets)
+
+
+def class_allowed(target: str, trusted_modules: Iterable[str] = ()) -> bool:
+    """True when this invocation allowed `target`, or its module is one of `trusted_modules` (or inside one)."""
+    target = _normal(target)
+    module = target.rpartition(".")[0]
+    return target in _ALLOWED or any(module == m or module.startswith(m + ".") for m in trusted_modules)
 
 
 def conditioner_allowed(target: str) -> bool:
     """True when resolving `target` imports nothing the user did not allow: it was allowed, its module is
     already imported, or it is jukebox_pl's own."""
     module = _normal(target).rpartition(".")[0]
-    return _normal(target) in _ALLOWED or module in sys.modules or module.split(".")[0] == "jukebox_pl"
+    return class_allowed(target) or module in sys.modules or module.split(".")[0] == "jukebox_pl"
 
 
 def refusal(target: str, key: str, source: str) -> str:

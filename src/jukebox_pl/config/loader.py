@@ -31,6 +31,7 @@ from omegaconf.errors import ConfigKeyError, GrammarParseError, OmegaConfBaseExc
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 
 from jukebox_pl.config.checks import problems, show
+from jukebox_pl.config.class_specs import ClassSpecError, allow_typed, check_class_choices, take_replaced
 from jukebox_pl.config.conditioner_targets import allow_conditioners, conditioner_allowed, named_targets, refusal
 from jukebox_pl.config.schema import RunConfig
 from jukebox_pl.errors import UserValueError
@@ -48,6 +49,11 @@ MOVED_KEYS = {
     "data.lyrics_vocab": "prior.top.lyrics_vocab",
     "data.seed": "seed",
 }
+
+
+# Keys that are gone: one key (trainer.max_steps) is a stage's step count. Saved runs and old presets may still
+# hold them: a file's value is dropped when trainer.max_steps is set, else named (`_retire_step_keys`).
+RETIRED_STEP_KEY = "max_steps"  # under `vqvae` and `prior.<level>`
 
 
 class ConfigError(UserValueError):
@@ -120,11 +126,19 @@ def load_config(preset: str = "tiny", overrides: Sequence[str] = (), schema: typ
     sources = [(str(path), read_config_file(path))]
     if overrides:
         sources.append((COMMAND_LINE, parse_overrides(overrides)))
+    retired = _retire_step_keys(sources)
     merged = _merge(base, sources)
     arch_layers = _prior_arch_layers(merged)
     if arch_layers:
+        retired += _retire_step_keys(arch_layers)
         sources = arch_layers + sources
         merged = _merge(base, sources)
+    if retired and merged.trainer.max_steps in (-1, None):
+        source, key, value = retired[-1]
+        raise ConfigError(
+            f"config key {key!r} = {show(value)} (from {source}) no longer exists: a stage's step count is the one "
+            f"key trainer.max_steps; give trainer.max_steps={show(value)} on the command line (or set it there)"
+        )
     merged.preset = path.stem
     try:
         resolved = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
@@ -140,6 +154,29 @@ def load_config(preset: str = "tiny", overrides: Sequence[str] = (), schema: typ
 URL_KEYS = ("data.train_urls", "data.val_urls")
 COMMAND_LINE = "command line"
 _TYPED_URLS: dict[int, frozenset[str]] = {}  # id(config load_config returned, or its typed form) -> URLs typed
+
+
+def _retire_step_keys(sources: list[tuple[str, DictConfig]]) -> list[tuple[str, str, Any]]:
+    """Take the retired per-stage step keys (`vqvae.max_steps`, `prior.<level>.max_steps`) out of every source:
+    refused when typed on the command line, returned as (source, key, value) when a file sets one."""
+    found = []
+    for source, cfg in sources:
+        sections = [("vqvae", cfg.get("vqvae"))]
+        prior = cfg.get("prior")
+        if isinstance(prior, DictConfig):
+            sections += [(f"prior.{level}", node) for level, node in prior.items()]
+        for name, node in sections:
+            if not isinstance(node, DictConfig) or RETIRED_STEP_KEY not in node:
+                continue
+            key, value = f"{name}.{RETIRED_STEP_KEY}", node.pop(RETIRED_STEP_KEY)
+            if source == COMMAND_LINE:
+                raise ConfigError(
+                    f"config key {key!r} (from command line) no longer exists: a stage's step count is the one key "
+                    f"trainer.max_steps; give trainer.max_steps={show(value)}"
+                )
+            if value is not None:
+                found.append((source, key, value))
+    return found
 
 
 def url_schemes(spec: str) -> list[str]:
@@ -176,7 +213,7 @@ def remember_urls(cfg: Any, typed: set[str] | frozenset[str]) -> None:
 
 def _check_code_choices(merged: DictConfig, resolved: dict, sources: Sequence[tuple[str, DictConfig]]) -> None:
     """Refuse shard URLs that run or fetch (`pipe:`, `https:`, ...) unless typed on this command line, and extra
-    conditioners a file names unless allowed; allow the conditioners the command line names."""
+    conditioners, loggers and callbacks a file names unless allowed; allow the classes the command line names."""
     typed = dict(sources).get(COMMAND_LINE)
     typed_tree = OmegaConf.to_container(typed, resolve=False) if typed is not None else {}
     typed_urls = set()
@@ -199,13 +236,21 @@ def _check_code_choices(merged: DictConfig, resolved: dict, sources: Sequence[tu
     for key, target in named_targets(resolved):
         if not conditioner_allowed(target):
             raise ConfigError(refusal(target, key, _origin(key, sources) or "a config file"))
+    allow_typed(typed_tree)  # loggers and callbacks: Lightning's own, typed here, or allowed (--allow-class)
+    try:
+        check_class_choices(resolved, lambda key: _origin(key, sources))
+    except ClassSpecError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _merge(base: DictConfig, sources: list[tuple[str, DictConfig]]) -> DictConfig:
     merged = base
     for source, cfg in sources:
+        cfg, replaced = take_replaced(cfg)  # trainer.logger / trainer.callbacks: a later source replaces them whole
         try:
             merged = OmegaConf.merge(merged, cfg)
+            for key, value in replaced.items():
+                OmegaConf.update(merged, key, value, merge=False)
         except (OmegaConfBaseException, TypeError) as err:  # TypeError: "Cannot merge incompatible container types"
             clash = _shape_clash(base, cfg, source)
             if clash is None and isinstance(err, OmegaConfBaseException):
@@ -457,6 +502,26 @@ def to_yaml(cfg: Any) -> str:
     it loads back to the same values."""
     tree = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else OmegaConf.to_container(cfg, resolve=True)
     return OmegaConf.to_yaml(OmegaConf.create(_escape_literals(tree)))
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out = {}
+        for key, value in tree.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def changes(before: Any, after: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value before, value after) for every leaf two configs (DictConfig or `RunConfig`) set
+    differently, in key order: what a run changes from its preset (a key only one side has is None there)."""
+
+    def tree(cfg: Any) -> dict:
+        return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else OmegaConf.to_container(cfg, resolve=True)
+
+    old, new = _leaves(tree(before)), _leaves(tree(after))
+    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

@@ -51,13 +51,17 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    """Keys passed straight to `pytorch_lightning.Trainer` (any Trainer argument name listed here)."""
+    """Keys passed straight to `pytorch_lightning.Trainer` (any Trainer argument name listed here), except `logger`
+    and `callbacks`, which name classes (`jukebox_pl.config.class_specs`) that `training.runner.build_trainer`
+    builds: the Trainer gets the objects."""
 
     accelerator: str = "auto"
     devices: Any = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    # The step count of the stage being trained (the one key for it; -1 = no limit). A preset sets one for every
+    # stage; give another on a stage's command line (the demo gives the VQ-VAE levels and the priors their own).
     max_steps: int = -1
     max_epochs: int | None = None
     accumulate_grad_batches: int = 1
@@ -72,6 +76,11 @@ class TrainerConfig:
     benchmark: bool | None = None
     enable_progress_bar: bool = True
     use_distributed_sampler: bool = False
+    # true: TensorBoard in RUN/<stage>/logs; false: no logger; or `{class_path: ..., init_args: {...}}` (LightningCLI's
+    # spelling; `csv`, `tensorboard`, `wandb`, `mlflow` for short), or a list of them to log to several at once.
+    logger: Any = True
+    # Callbacks added to jukebox-pl's own: `{class_path: ..., init_args: {...}}` or a list of them.
+    callbacks: Any = field(default_factory=list)
 
 
 @dataclass
@@ -145,8 +154,6 @@ class VQVAEConfig:
     batch_size: int = 4
     # Batches of training audio used to estimate the loss normalisation at the start of a run.
     bandwidth_batches: int = 8
-    # Training steps of each level's stage, used while trainer.max_steps is -1 (set anywhere, that one wins).
-    max_steps: int | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -231,8 +238,6 @@ class PriorConfig:
     # Decay of the exponential moving average of the weights used for validation, sampling and export
     # (null = no EMA copy).
     ema_decay: float | None = None
-    # Training steps of this stage, used while trainer.max_steps is -1 (set anywhere, that one wins).
-    max_steps: int | None = None
     # What learns when fine-tuning: all, embeddings, top-layers:N or lora:RANK (see jukebox_pl.prior.trainable);
     # in every mode but all, the label rows of the base model's artists and genres stay exactly as they were.
     trainable: str = "all"

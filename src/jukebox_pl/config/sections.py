@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jukebox_pl.config.loader import (
+    RETIRED_STEP_KEY,
     ConfigError,
     _escape_literals,
     _explain,
@@ -52,6 +53,8 @@ def build_section(schema: type, section: str, *layers: Any) -> Any:
     merged = base
     for layer in layers:
         node = _as_node(layer)
+        if isinstance(node, dict | DictConfig) and RETIRED_STEP_KEY in node:  # an older checkpoint's hparams
+            node = {k: v for k, v in node.items() if k != RETIRED_STEP_KEY}
         refuse_resolvers(node, "arguments", prefix=section)
         try:
             merged = OmegaConf.merge(merged, node)

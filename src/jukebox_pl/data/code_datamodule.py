@@ -8,6 +8,7 @@ audio is decoded and no VQ-VAE runs).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,12 @@ import pytorch_lightning as pl
 
 from jukebox_pl.config.loader import ConfigError
 from jukebox_pl.config.schema import DataConfig
+from jukebox_pl.config.sections import data_config
 from jukebox_pl.config.typed import plain
 from jukebox_pl.data.code_crops import CodeCrops
 from jukebox_pl.data.code_shards import CODES_KIND
 from jukebox_pl.data.datamodule import AudioData, _plain
+from jukebox_pl.data.pipeline import TrackField
 from jukebox_pl.data.prep import MANIFEST_FILE
 from jukebox_pl.errors import MissingInputError, UserValueError
 
@@ -28,21 +31,37 @@ class CodeData(AudioData):
 
     `level` / `upper_level` are level indices (or names such as "top"); `upper_level` is None for a top prior.
     The crop spans `n_ctx * hop` samples, so `sample_length` and `channels` are not arguments here.
+
+    A batch holds `codes` (N, n_ctx) int64 in [0, l_bins) of this level, with `upper_level` `upper_codes`
+    (N, n_ctx / upsample ratio) int64 of the level above, aligned; `length`, `offset`, `total_length` (in audio
+    samples), `artist`, `genres`, `lyrics` and `key` as in `AudioData`.
     """
 
     def __init__(
         self,
-        cfg: DataConfig | dict | None = None,
+        cfg: Mapping[str, Any] | DataConfig | None = None,
+        skip_log: str | Path | None = None,
+        allow_urls: tuple[str, ...] | frozenset[str] = (),
         *,
         level: int | str,
         n_ctx: int,
         upper_level: int | str | None = None,
-        **kwargs: Any,
+        batch_size: int = 4,
+        n_lyric_tokens: int = 0,
+        lyrics_vocab: str = "v2",
+        val_batch_size: int | None = None,
+        seed: int = 0,
+        fields: tuple[TrackField, ...] = (),
+        **overrides: Any,
     ):
         for name in ("sample_length", "channels"):
-            if name in kwargs:
+            if name in overrides:
                 raise ConfigError(f"{name} does not apply to code shards: a crop is n_ctx codes")
-        super().__init__(cfg, **kwargs)
+        cfg = data_config(cfg, **overrides)  # not forwarded as **kwargs: LightningCLI would offer AudioData's crops
+        super().__init__(
+            cfg, skip_log, allow_urls, batch_size=batch_size, n_lyric_tokens=n_lyric_tokens, lyrics_vocab=lyrics_vocab,
+            val_batch_size=val_batch_size, seed=seed, fields=fields,
+        )  # fmt: skip
         if int(n_ctx) <= 0:
             raise ConfigError(f"n_ctx must be positive, got {n_ctx}")
         self.n_ctx, self._level_arg, self._upper_arg = int(n_ctx), level, upper_level
@@ -146,4 +165,5 @@ class CodeData(AudioData):
 
 
 class CodeDataModule(CodeData, pl.LightningDataModule):
-    """`CodeData` as a `pytorch_lightning.LightningDataModule` (see `CodeData` for the arguments)."""
+    """`CodeData` as a `pytorch_lightning.LightningDataModule` (see `CodeData` for the arguments and the batch
+    keys: `codes` (N, n_ctx) int64 of one level, the aligned `upper_codes` of the level above, labels)."""

@@ -27,6 +27,7 @@ from jukebox_pl.data.pipeline import LabelSpec, ShardFormat, SkipPolicy, TrackFi
 from jukebox_pl.data.prep import MANIFEST_FILE, VOCAB_FILE
 from jukebox_pl.data.vocab import LabelVocab, UnknownLabelError
 from jukebox_pl.errors import MissingInputError, UnsafeFileError, UserValueError
+from jukebox_pl.training.lightning_binding import check_same_package
 from jukebox_pl.training.process_group import destroy_at_exit
 
 
@@ -59,27 +60,26 @@ class Crops:
         self.fields = tuple(f if isinstance(f, TrackField) else TrackField(**f) for f in self.fields)
 
 
-CROP_KEYS = tuple(f for f in Crops.__dataclass_fields__)
-
-
-def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
-    """Keyword arguments -> (crop settings, `data` overrides)."""
-    crops = {k: v for k, v in kwargs.items() if k in CROP_KEYS}
-    return crops, {k: v for k, v in kwargs.items() if k not in CROP_KEYS}
-
-
 class AudioData:
     """Labelled audio crops from `jukebox-pl prep` shards, for one machine or many.
 
     `cfg` is the `data` section (shards, sample rate, workers, shuffling, epoch length, augmentation, labels);
-    keyword arguments may set any of its keys and the stage's crop settings (`Crops`: sample_length,
-    batch_size, channels, n_lyric_tokens, lyrics_vocab, val_batch_size, seed, fields). Training reads
+    further keyword arguments may set any of its keys. The stage's crop settings (`Crops`: sample_length,
+    batch_size, channels, n_lyric_tokens, lyrics_vocab, val_batch_size, seed, fields) are named arguments, so
+    Lightning's `LightningCLI` sees and checks them too (`jukebox_pl.lightning_cli`). Training reads
     resampled shards, draws crops from many open tracks at once, `epoch_length / world_size` crops per rank,
     so every rank takes the same number of steps whatever the shard counts; a resumed fit reads exactly the
     batches the uninterrupted one would have (the position is saved in the checkpoint: `state_dict`).
     Validation reads every validation track exactly once across ranks and workers. Unusable samples are
     skipped, summarised in the log and listed in `skip_log` (a file, when given); a training stream that
     yields nothing usable stops with `DataStarvedError`.
+
+    A batch of N crops is a dict: `audio` (N, channels, sample_length) float32 in [-1, 1] at `data.sample_rate`
+    (a track shorter than the crop is zero-padded), `length` (N,) int64 valid samples, `offset` and `total_length`
+    (N,) int64 where the crop starts in its track and the track's length, in samples; `artist` (N,) and `genres`
+    (N, max_genres) int64 label ids (-1 pads genres; `LabelVocab`); with `n_lyric_tokens` > 0 `lyrics`
+    (N, n_lyric_tokens) int64 character ids (`LyricsTokenizer`) and `lyric_start` (N,); one entry per extra
+    `fields` item; `key` the N crop keys (`track/crop`) and `skipped` the running count of unusable samples.
 
     Shards are local files. A URL that runs a program or fetches from the network (`pipe:`, `https:`, `gs:`,
     ...: WebDataset hands it to a shell, curl or gsutil) is opened only when its spec is in `allow_urls`, the specs
@@ -89,23 +89,36 @@ class AudioData:
 
     def __init__(
         self,
-        cfg: DataConfig | Mapping | None = None,  # a DataConfig, dict or DictConfig
+        cfg: Mapping[str, Any] | DataConfig | None = None,  # a dict, DictConfig or DataConfig
         skip_log: str | Path | None = None,
         allow_urls: tuple[str, ...] | frozenset[str] = (),
-        **kwargs: Any,
+        *,
+        sample_length: int = 32768,
+        batch_size: int = 4,
+        channels: int = 1,
+        n_lyric_tokens: int = 0,
+        lyrics_vocab: str = "v2",
+        val_batch_size: int | None = None,
+        seed: int = 0,
+        fields: tuple[TrackField, ...] = (),
+        **overrides: Any,
     ):
         super().__init__()
         self.skip_log = str(skip_log) if skip_log else None
         self.allow_urls = frozenset(str(u) for u in allow_urls)
         self._permitted: set[str] = set()  # the URLs of the allowed specs that run or fetch
         self.resume_point = ResumePoint()
-        crops, overrides = split_kwargs(kwargs)
         self.cfg = data_config(cfg, **overrides)
-        self.crops = Crops(**crops)
+        self.crops = Crops(
+            sample_length=sample_length, batch_size=batch_size, channels=channels, n_lyric_tokens=n_lyric_tokens,
+            lyrics_vocab=lyrics_vocab, val_batch_size=val_batch_size, seed=seed, fields=tuple(fields),
+        )  # fmt: skip
         self.save_hyperparameters({"data": plain(self.cfg), "crops": _plain(self.crops)})
         self.rank, self.world = 0, 1
         self.val_everywhere = False
         self.vocab: LabelVocab | None = None
+        self._given_vocab: tuple[LabelVocab, str, bool] | None = None  # `use_vocab`
+        self.unknown_labels: dict[str, list[str]] = {"artists": [], "genres": []}
         self.manifest: dict | None = None
         self.train_urls: list[str] = []
         self.val_urls: list[str] = []
@@ -113,6 +126,18 @@ class AudioData:
     @property
     def batch_size(self) -> int:
         return self.crops.batch_size
+
+    @property
+    def trainer(self):
+        return self.__dict__.get("_bound_trainer")
+
+    @trainer.setter
+    def trainer(self, trainer) -> None:
+        """Set by the Trainer before it calls anything else: a Trainer of the other Lightning package is refused
+        here in one line naming the class to import (Lightning itself fails later with "Expected a parent")."""
+        if trainer is not None:
+            check_same_package(self, trainer)
+        self.__dict__["_bound_trainer"] = trainer
 
     # -- discovery ----------------------------------------------------------------------------------------
     def _distributed(self) -> tuple[int, int]:
@@ -152,9 +177,20 @@ class AudioData:
             setattr(self, key.split(".")[1], urls)
         if not self.train_urls and not self.val_urls:
             raise ConfigError("no shards: set data.shards to a `jukebox-pl prep` folder or data.train_urls")
-        vocab_path = c.vocab or (str(folder / VOCAB_FILE) if folder and (folder / VOCAB_FILE).is_file() else None)
-        self.vocab = LabelVocab.load(vocab_path) if vocab_path else LabelVocab()
+        if self._given_vocab is not None:
+            self.vocab = self._given_vocab[0]
+        else:
+            vocab_path = c.vocab or (str(folder / VOCAB_FILE) if folder and (folder / VOCAB_FILE).is_file() else None)
+            self.vocab = LabelVocab.load(vocab_path) if vocab_path else LabelVocab()
         self._check_labels()
+
+    def use_vocab(self, vocab: LabelVocab, source: str, unknown_as_unknown: bool = False) -> None:
+        """Label the shards with `vocab` (e.g. a trained prior's, from its checkpoint) instead of `data.vocab`;
+        `source` names it in messages. With `unknown_as_unknown`, names it lacks read as the unknown label (id
+        0, as a model that never saw them would take them) and are listed in `unknown_labels`; otherwise they
+        are refused. Call before `setup`."""
+        self._given_vocab = (vocab, source, unknown_as_unknown)
+        self.vocab = None
 
     def _refuse_running(self, urls: list[str], source: str) -> None:
         """UnsafeFileError for a URL that would run a program or fetch (`pipe:`, `https:`, ...) unless its spec was
@@ -169,19 +205,28 @@ class AudioData:
             )
 
     def _check_labels(self) -> None:
-        """Fail before training when the shards name artists/genres the (e.g. pretrained) vocab lacks."""
-        if not self.manifest or not self.cfg.vocab:
+        """Fail before training when the shards name artists/genres the (e.g. pretrained) vocab lacks, or, for a
+        vocab given with `unknown_as_unknown`, list them in `unknown_labels`."""
+        given = self._given_vocab
+        if not self.manifest or not (self.cfg.vocab or given):
             return
         artists = {t["artist"] for t in self.manifest["tracks"]}
         genres = {g for t in self.manifest["tracks"] for g in t["genres"]}
         missing = [a for a in sorted(artists) if self.vocab.artist_id(a, strict=False) == 0 and a != "unknown"]
         missing_g = [g for g in sorted(genres) if 0 in self.vocab.genre_ids(g, strict=False) and g != "unknown"]
-        if missing or missing_g:
-            raise UnknownLabelError(
-                f"the shards in {self.cfg.shards} name labels missing from data.vocab={self.cfg.vocab}: "
-                f"artists {missing}, genres {missing_g}. Re-run `jukebox-pl prep --base-vocab {self.cfg.vocab}` "
-                f"so they get new ids after the existing ones (known artists: {sorted(self.vocab.artists)[:20]})"
-            )
+        self.unknown_labels = {"artists": missing, "genres": missing_g}
+        if not (missing or missing_g) or (given and given[2]):
+            return
+        source = given[1] if given else f"data.vocab={self.cfg.vocab}"
+        fix = (
+            f"re-run `jukebox-pl prep --base-vocab {self.cfg.vocab}` so they get new ids after the existing ones"
+            if not given
+            else "fine-tune the model on them (`jukebox-pl finetune`) to give them rows"
+        )
+        raise UnknownLabelError(
+            f"the shards in {self.cfg.shards} name labels missing from {source}: artists {missing}, genres "
+            f"{missing_g}; {fix} (known artists: {sorted(self.vocab.artists)[:20]})"
+        )
 
     def setup(self, stage: str | None = None) -> None:
         self.rank, self.world = self._distributed()
@@ -308,4 +353,5 @@ def _plain(crops: Crops) -> dict:
 
 
 class AudioDataModule(AudioData, pl.LightningDataModule):
-    """`AudioData` as a `pytorch_lightning.LightningDataModule` (see `AudioData` for the arguments)."""
+    """`AudioData` as a `pytorch_lightning.LightningDataModule` (see `AudioData` for the arguments and the batch
+    keys: `audio` (N, channels, sample_length) float32 in [-1, 1] at `data.sample_rate`, labels, lyrics)."""

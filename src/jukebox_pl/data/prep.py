@@ -56,6 +56,12 @@ class PrepRefused(RefusedError):
 
 @dataclass
 class PrepOptions:
+    """What `prepare_shards` (`jukebox-pl prep`) does: the audio under `src` (with labels from the `metadata` CSV)
+    resampled to `sr` Hz and stored as `bits`-bit PCM in WebDataset shards under `out` (at most `shard_mb` MB or
+    `shard_tracks` tracks each), `val_fraction` of the tracks (seeded by `seed`) held out for validation. Tracks
+    shorter than `min_seconds` or longer than `max_seconds`, or whose RMS level is under `silence_db` dBFS, are
+    skipped; `base_vocab` (a vocab.json) keeps a pretrained model's label ids."""
+
     src: str
     out: str
     metadata: str | None = None

@@ -46,6 +46,12 @@ def _check_style(style: str) -> str:
 
 @dataclass
 class LabelVocab:
+    """Artist and genre names -> the integer ids a prior's label embeddings read (`unknown` is 0).
+
+    `style` says how a name becomes a table key: `jukebox-pl` (normalised names, what `prep` writes to
+    `vocab.json`), `openai-v2` (the reference's v2 tables: a genre is a bag of words, up to several ids) or
+    `openai-v3`. Batches carry `artist` (N,) and `genres` (N, max_genres) ids, padded with -1."""
+
     artists: dict[str, int] = field(default_factory=lambda: {UNKNOWN: 0})
     genres: dict[str, int] = field(default_factory=lambda: {UNKNOWN: 0})
     style: str = "jukebox-pl"

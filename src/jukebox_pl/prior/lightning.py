@@ -9,12 +9,12 @@ level's codes and, for upsamplers, the codes of the level above) or pre-encoded 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from jukebox_pl.config.levels import Levels, level_name
@@ -27,6 +27,7 @@ from jukebox_pl.prior.model import JukeboxPrior, build_prior
 from jukebox_pl.prior.transformer import ResAttnBlock
 from jukebox_pl.training.checkpoints.read_write import check_finite
 from jukebox_pl.training.distributed import is_sharded, local, local_rows, mixed_precision, shard_per_block
+from jukebox_pl.training.frozen import hide_eval_warning, keep_frozen_in_eval, show_eval_warning
 from jukebox_pl.training.schedules import module_optimizer
 from jukebox_pl.vqvae.fingerprint import check_pairing, codes_fingerprint
 
@@ -42,11 +43,15 @@ class PriorTraining:
     from `vqvae_checkpoints` when a checkpoint is restored.
     """
 
+    FROZEN = ("ema_model",)
+    """Sub-modules that are never trained: kept in eval mode, and Lightning's eval-mode warning is not raised for
+    them (`jukebox_pl.training.frozen`)."""
+
     def __init__(
         self,
-        prior: PriorConfig | DictConfig | dict,
+        prior: Mapping[str, Any] | PriorConfig,
         level: int | str,
-        vqvae_cfg: VQVAEConfig | DictConfig | dict,
+        vqvae_cfg: Mapping[str, Any] | VQVAEConfig,
         sample_rate: int,
         y_bins: tuple[int, int] | list[int] | None = None,
         vqvae_checkpoints: list[str] | None = None,
@@ -76,7 +81,7 @@ class PriorTraining:
         self.model = build_prior(self.levels, idx, pcfg, y_bins)
         self.ema_model: nn.Module | None = None
         if pcfg.ema_decay is not None:
-            self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+            self.ema_model = copy.deepcopy(self.model).requires_grad_(False).eval()  # frozen: see FROZEN
         self.__dict__["_vqvae"] = vqvae  # not a submodule: frozen, not trained, not in the checkpoint
         # which VQ-VAE's codes this prior learns (recorded in its checkpoints; sampling checks the pairing)
         self.vqvae_fingerprint: dict | None = codes_fingerprint(vqvae, idx) if vqvae is not None else None
@@ -84,6 +89,21 @@ class PriorTraining:
         self._kept_rows: dict[str, int] = {}  # label table -> leading rows that never change (fine-tuning)
         self._free_null: set[str] = set()  # tables whose row 0 learns all the same (the guidance null)
         self._kept_values: dict[str, torch.Tensor] = {}
+
+    # -- frozen sub-modules -----------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        keep_frozen_in_eval(self, self.FROZEN)
+        return self
+
+    def on_fit_start(self) -> None:
+        hide_eval_warning(self, self.FROZEN)  # only the frozen EMA copy in eval mode: no warning for it
+
+    def on_train_start(self) -> None:
+        show_eval_warning(self)  # Lightning's check has run
+
+    def teardown(self, stage: str) -> None:
+        show_eval_warning(self)
 
     # -- fine-tuning ----------------------------------------------------------------------------------------
     def set_trainable(self, mode: str | None = None, kept_rows: dict[str, int] | None = None) -> int:
@@ -98,7 +118,7 @@ class PriorTraining:
         if parsed.kind == "lora" and self.ema_model is not None:
             add_lora(self.ema_model, parsed.count)
             self.ema_model.load_state_dict(self.model.state_dict())
-            self.ema_model.requires_grad_(False)
+            self.ema_model.requires_grad_(False).eval()
         self._kept_rows = dict(kept_rows or {}) if parsed.kind != "all" else {}
         self._kept_values = {}
         # under label dropout (guidance) row 0, the null ("unknown"), must learn: it is not kept

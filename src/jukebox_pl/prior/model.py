@@ -38,6 +38,7 @@ from jukebox_pl.prior.conditioning import Conditioner, Window, split_spec
 from jukebox_pl.prior.decoding import StaticDecoder, prime_chunk, resolve_decode
 from jukebox_pl.prior.guidance import GUIDED_INPUTS, guide, with_nulls
 from jukebox_pl.prior.logit_filters import sample_token
+from jukebox_pl.prior.pretrained import PriorPretrained
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
 LYRICS_MODES = ("none", "encoder", "merged")
@@ -62,8 +63,9 @@ class Conditioning:
     aux_bits: torch.Tensor | None = None  # a conditioner's own loss (the lyrics encoder's), in bits
 
 
-class JukeboxPrior(nn.Module):
-    """A prior over the codes of one VQ-VAE level.
+class JukeboxPrior(nn.Module, PriorPretrained):
+    """A prior over the codes of one VQ-VAE level. `save_pretrained(folder)` / `from_pretrained(folder or Hub
+    id)`: the Hub layout (`jukebox_pl.hub`).
 
     `bins` and `hop_length` describe the level; `upper` = (down_t, stride_t) of the level above (upsamplers);
     `y_bins` = (genres, artists) when the config leaves them to the data's vocabulary.
@@ -84,6 +86,7 @@ class JukeboxPrior(nn.Module):
         cfg = prior_config(cfg)
         self.cfg, self.level, self.levels, self.bins = cfg, level, levels, bins
         self.hop_length, self.sample_rate, self.n_ctx = hop_length, sample_rate, cfg.n_ctx
+        self.upper = tuple(upper) if upper is not None else None
         self.is_top = level == levels - 1
         self.lyrics_mode = cfg.lyrics
         self._check(cfg, upper)
@@ -96,8 +99,9 @@ class JukeboxPrior(nn.Module):
         w = cfg.width
         self._conditioners: list[Conditioner] = []  # in order; registered under their own (reference) names
         self.extra_conditioners = nn.ModuleDict()  # user conditioners from `conditioners:` in the config
+        self.y_bins = self._label_bins(cfg, y_bins) if cfg.labels else None  # (genres, artists)
         if cfg.labels:
-            genres, artists = self._label_bins(cfg, y_bins)
+            genres, artists = self.y_bins
             self.y_emb = LabelConditioner(
                 artists, genres, w, cfg.n_ctx, 5, include_time_signal=self.is_top, t_bins=cfg.t_bins,
                 sample_rate=sample_rate, min_duration=cfg.min_duration, max_duration=cfg.max_duration,
@@ -314,9 +318,10 @@ class JukeboxPrior(nn.Module):
         decode: str = "auto",
         cfg_scale: float = 1.0,
     ) -> torch.Tensor:
-        """Codes (n, length) of one window: `prompt` codes (n, p) kept as they are, the rest sampled with the
-        KV cache (the prompt is pushed through in passes of `chunk_size` tokens; 0: one pass; None: as
-        `prime_chunk` finds fastest on the device).
+        """Codes (n, length) int64 in [0, bins) of one window (`length` <= n_ctx codes of this level, each
+        `hop_length` audio samples; the VQ-VAE level decodes them): `prompt` codes (n, p) kept as they are, the
+        rest sampled with the KV cache (the prompt is pushed through in passes of `chunk_size` tokens; 0: one
+        pass; None: as `prime_chunk` finds fastest on the device).
 
         Merged lyrics, as the reference's `primed_sample` + `prior_postprocess`: each music position is drawn
         from the whole joint vocabulary (characters and codes, temperature and top-k/top-p over all of it) and

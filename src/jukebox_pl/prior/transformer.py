@@ -93,6 +93,11 @@ class ResAttnBlock(nn.Module):
 
 
 class Transformer(nn.Module):
+    """The stack of `depth` factorised sparse-attention blocks (the reference's): hidden states (B, L, width) ->
+    (B, L, width), L <= `n_ctx` positions; `attn_order` picks the attention pattern of each layer, `blocks` the
+    block size of the factorised attention, `m_attn` / `m_mlp` the widths of attention and MLP relative to `width`.
+    """
+
     def __init__(
         self,
         width: int,

@@ -8,8 +8,11 @@ from pathlib import Path
 import torch
 
 from jukebox_pl.config.levels import Levels, level_index, level_name
+from jukebox_pl.config.typed import plain
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.errors import MissingInputError, UserValueError
+from jukebox_pl.hub.folder import resolve_folder
+from jukebox_pl.hub.weights import load_assigned
 from jukebox_pl.prior.model import JukeboxPrior, build_prior
 from jukebox_pl.training.checkpoints.read_write import load_any
 from jukebox_pl.vqvae.fingerprint import check_pairing
@@ -19,7 +22,13 @@ HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --weights: priors stor
 
 
 def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, dict]:
-    """A prior (the EMA weights when the checkpoint has them) in eval mode, and its hyperparameters."""
+    """A prior (the EMA weights when the checkpoint has them) in eval mode, and its hyperparameters; `path` may
+    also be a folder in the Hub layout (`save_pretrained`)."""
+    if Path(path).is_dir():
+        model = JukeboxPrior.load_folder(path)
+        hp = {"prior": plain(model.cfg), "level": model.level, "sample_rate": model.sample_rate,
+              "y_bins": list(model.y_bins) if model.y_bins else None, "vocab": model.vocab, "config": None}  # fmt: skip
+        return for_sampling(model, weights), hp
     info = load_any(path)
     if info["kind"] != "prior":
         raise UserValueError(f"{path} holds a {info['kind']} checkpoint, not a prior")
@@ -36,11 +45,19 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
         from jukebox_pl.prior.lora import add_lora
 
         add_lora(model, ranks.pop())
-    load_assigned(model, weights_of, path)
+    load_assigned(model, weights_of, path, "its prior")
     if adapted:
         from jukebox_pl.prior.lora import merge_lora
 
         merge_lora(model)
+    # which VQ-VAE's codes it learned (None in files older than the record), checked by `check_vqvae`
+    model.vqvae_fingerprint = info["meta"].get("vqvae_fingerprint")
+    model.vocab = hp.get("vocab")
+    return for_sampling(model, weights), hp
+
+
+def for_sampling(model: JukeboxPrior, weights: str) -> JukeboxPrior:
+    """A loaded prior in eval mode, frozen, in the precision `--weights` asks for."""
     if weights in HALF:  # GPU sampling: fp16 weights as stored (the released 5B priors') stay, uncopied
         model.to(HALF[weights])
     elif any(p.dtype != torch.float32 for p in model.parameters()):
@@ -50,9 +67,7 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
         from jukebox_pl.prior.quantize import quantize_weights
 
         quantize_weights(model, weights)
-    # which VQ-VAE's codes it learned (None in files older than the record), checked by `check_vqvae`
-    model.vqvae_fingerprint = info["meta"].get("vqvae_fingerprint")
-    return model, hp
+    return model
 
 
 def check_vqvae(prior: JukeboxPrior, vqvae: VQVAE, prior_path, vqvae_what: str, allow: bool = False) -> None:
@@ -60,29 +75,6 @@ def check_vqvae(prior: JukeboxPrior, vqvae: VQVAE, prior_path, vqvae_what: str, 
     hint = ", or pass --allow-mismatch to use them together anyway"
     check_pairing(getattr(prior, "vqvae_fingerprint", None), vqvae, prior.level, str(prior_path), vqvae_what,
                   allow, hint)  # fmt: skip
-
-
-def load_assigned(model: torch.nn.Module, state: dict[str, torch.Tensor], path) -> None:
-    """Load `state` into a model built on the meta device by adopting its tensors (memory-mapped from the file)
-    instead of copying them: a 5B prior is held once in RAM, not twice. Weights the model shares (a head tied
-    to its embedding) are shared again afterwards."""
-    shared = {}
-    seen: dict[int, str] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in seen:
-            shared[name] = seen[id(param)]
-        else:
-            seen[id(param)] = name
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as err:
-        raise UserValueError(f"{path} does not fit its prior: {str(err).splitlines()[0]} ...") from None
-    for name, source in shared.items():
-        owner, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(owner), attr, model.get_parameter(source))
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
-    if left:
-        raise UserValueError(f"{path} lacks weights for {left[:5]}")
 
 
 def vocab_of(hp: dict) -> LabelVocab | None:
@@ -103,14 +95,19 @@ def prior_checkpoint(run_dir: str | Path, name: str) -> Path:
     for candidate in (stage / "export.pt", stage / "checkpoints" / "best.ckpt", stage / "checkpoints" / "last.ckpt"):
         if candidate.is_file():
             return candidate
+    if (stage / "model.safetensors").is_file():  # a run in the Hub layout (`export --format hub`)
+        return stage
     raise MissingInputError(
-        f"no trained {name} prior in {run_dir} (looked for {stage}/export.pt, checkpoints/best.ckpt and last.ckpt); "
-        f"train it with `make train-level LEVEL={name} STAGE=prior`"
+        f"no trained {name} prior in {run_dir} (looked for {stage}/export.pt, checkpoints/best.ckpt, last.ckpt "
+        f"and model.safetensors); train it with `make train-level LEVEL={name} STAGE=prior`"
     )
 
 
 @dataclass
 class SamplingModels:
+    """The models one `sample` run needs: the VQ-VAE (codes <-> audio at `sample_rate` Hz), the prior of each level
+    index to sample, and the label vocabularies their `--artist` / `--genre` names are looked up in."""
+
     vqvae: VQVAE
     priors: dict[int, JukeboxPrior]  # level index -> prior
     vocab: LabelVocab  # the names --artist / --genre are checked against: the top prior's
@@ -154,6 +151,24 @@ class SamplingModels:
             if (vocab := vocab_of(hp)) is not None:
                 vocabs[i] = vocab
         return cls(vqvae, priors, cls.main_vocab(vocabs), vqvae.sample_rate, vocabs)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, levels: int | None = None, weights: str = "fp32", allow_mismatch: bool = False,
+        **fetch,
+    ) -> SamplingModels:  # fmt: skip
+        """A whole run in the Hub layout (`save_pretrained`, `jukebox-pl export --format hub`): a local folder or
+        a Hub id (`owner/name`; `fetch`: revision, cache_dir, token, local_files_only, force_download)."""
+        from jukebox_pl.sampling.pretrained_run import run_folder
+
+        folder, config = run_folder(resolve_folder(name_or_path, **fetch))
+        return cls.from_run(folder, levels or len(config["priors"]), weights, allow_mismatch)
+
+    def save_pretrained(self, out: str | Path, **card) -> Path:
+        """Write this set as a run in the Hub layout (see `jukebox_pl.sampling.pretrained_run.save_run`)."""
+        from jukebox_pl.sampling.pretrained_run import save_run
+
+        return save_run(self, out, **card)
 
     @classmethod
     def from_checkpoints(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,29 @@ from jukebox_pl.config.typed import run_config
 from jukebox_pl.data.code_shards import is_code_shards
 from jukebox_pl.data.datamodule import AudioDataModule
 from jukebox_pl.data.pipeline import TrackField
+from jukebox_pl.data.prep import MANIFEST_FILE
+from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.conditioning import extra_track_fields
+
+
+def check_shard_rate(cfg: RunConfig, preset: str) -> None:
+    """Refuse shards at another rate than the config reads, before anything is printed, built or written: one line
+    naming both rates and the prep command that makes fitting shards (prep --preset takes the preset's rate)."""
+    shards = cfg.data.shards
+    manifest = Path(shards) / MANIFEST_FILE if shards else None
+    if manifest is None or not manifest.is_file() or cfg.data.train_urls or cfg.data.val_urls:
+        return
+    try:
+        have = json.loads(manifest.read_text()).get("sample_rate")
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable manifest is reported by the DataModule, naming the file
+    want = cfg.data.sample_rate
+    if isinstance(have, int) and have != want:
+        raise UserValueError(
+            f"the shards in {shards} are {have} Hz but preset {preset} reads {want} Hz audio (data.sample_rate); "
+            f"make shards at its rate (`jukebox-pl prep --src MUSIC --out NEW_FOLDER --preset {preset}`) or train "
+            f"at theirs (data.sample_rate={have})"
+        )
 
 
 def vqvae_datamodule(cfg: RunConfig | Any, skip_log: str | Path | None = None) -> AudioDataModule:

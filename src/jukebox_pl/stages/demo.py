@@ -29,6 +29,9 @@ DEMO_OVERRIDES = (
     *(f"prior.{level}.cfg_drop.{name}=0.2" for level in ("middle", "bottom") for name in ("artist", "genre")),
 )
 DEMO_CFG_SCALE = 2.0
+# Steps of each stage (trainer.max_steps on the command line sets every stage's instead): the toy VQ-VAE levels
+# reach their plateau by 400, the priors need longer.
+DEMO_STEPS = {"vqvae": 400, "prior": 1200}
 
 
 def stage_state(run: Path, stage: str) -> int | None:
@@ -44,10 +47,9 @@ def train_stages(run: Path, data: str, preset: str, overrides: list[str], log) -
     from jukebox_pl.stages.train_vqvae import train_vqvae
 
     cfg = run_config(load_config(preset, overrides))
+    asked = any(o.split("=", 1)[0].lstrip("+") == "trainer.max_steps" for o in overrides)
     times = {}
-    plan = [("vqvae", lv, cfg.vqvae.max_steps) for lv in LEVELS] + [
-        ("prior", lv, getattr(cfg.prior, lv).max_steps) for lv in LEVELS
-    ]
+    plan = [(kind, lv, cfg.trainer.max_steps if asked else DEMO_STEPS[kind]) for kind in DEMO_STEPS for lv in LEVELS]
     for kind, level, steps in plan:
         stage = f"{kind}_{level}"
         done = stage_state(run, stage)
@@ -57,7 +59,7 @@ def train_stages(run: Path, data: str, preset: str, overrides: list[str], log) -
         log(f"{stage}: {'resuming at step ' + str(done) if done is not None else 'training'} to {steps} steps")
         t0 = time.perf_counter()
         train = train_vqvae if kind == "vqvae" else train_prior
-        train(run, level, preset, data, overrides, resume=done is not None)
+        train(run, level, preset, data, [f"trainer.max_steps={steps}", *overrides], resume=done is not None)
         times[stage] = time.perf_counter() - t0
     return times
 

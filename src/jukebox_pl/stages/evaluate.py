@@ -9,9 +9,8 @@ so two priors with different tables are measured on the same songs with the same
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,44 +32,55 @@ def quiet_lightning():
 
 
 def evaluate_prior(
-    source: str | Path, data: str | Path, level: str = "top", overrides: list[str] = (), batches: int | None = None
+    source: str | Path,
+    data: str | Path,
+    level: str = "top",
+    overrides: list[str] = (),
+    batches: int | None = None,
+    echo=lambda text: print(text, file=sys.stderr),
 ) -> dict[str, float]:
     """Mean bits/token of the `level` prior of `source` (a run folder or a checkpoint/export inside one) over the
-    validation split of the shards `data` (the first `batches` batches only, when given)."""
+    validation split of the shards `data` (the first `batches` batches only, when given). Names the prior's
+    vocabulary lacks (a new artist's songs, scored before fine-tuning) read as its unknown label; `echo` is told
+    which."""
     import pytorch_lightning as pl
     import torch
 
     from jukebox_pl.config import load_config
+    from jukebox_pl.config.typed import run_config
     from jukebox_pl.prior.lightning import PriorModule
-    from jukebox_pl.sampling.models import load_prior
-    from jukebox_pl.stages.datamodules import prior_datamodule
+    from jukebox_pl.sampling.models import load_prior, vocab_of
+    from jukebox_pl.stages.datamodules import check_shard_rate, prior_datamodule
     from jukebox_pl.vqvae.fingerprint import check_pairing
     from jukebox_pl.vqvae.vqvae import VQVAE
 
     ckpt, run = base_of(source, level)
     preset = stage_config(ckpt)
     model, hp = load_prior(ckpt)
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab = []
-        if hp.get("vocab") is not None:
-            vocab_file = Path(tmp) / "vocab.json"
-            vocab_file.write_text(json.dumps(hp["vocab"]))
-            vocab = [f"data.vocab={vocab_file}"]
-        where = [f"data.shards={data}", "data.train_urls=null", "data.val_urls=null", *vocab]
-        cfg = load_config(str(preset), [*overrides, *where])
-        dm = prior_datamodule(cfg, hp["level"])
-        dm.setup("validate")
-        vqvae = VQVAE.from_run(run)
-        # measured on another VQ-VAE's codes, the figures would mean nothing
-        check_pairing(getattr(model, "vqvae_fingerprint", None), vqvae, hp["level"], str(ckpt), f"the VQ-VAE of {run}")
-        with torch.device("meta"):  # no memory: the module only carries the loaded model
-            module = PriorModule(hp["prior"], hp["level"], hp["vqvae_cfg"], hp["sample_rate"], y_bins=hp["y_bins"],
-                                 vqvae=vqvae)  # fmt: skip
-        module.model, module.ema_model = model, None
-        with quiet_lightning():
-            trainer = pl.Trainer(
-                accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, limit_val_batches=batches if batches else 1.0,
-            )  # fmt: skip
-            result = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    where = [f"data.shards={data}", "data.train_urls=null", "data.val_urls=null", "data.vocab=null"]
+    cfg = run_config(load_config(str(preset), [*overrides, *where]))
+    check_shard_rate(cfg, str(preset))
+    dm = prior_datamodule(cfg, hp["level"])
+    vocab = vocab_of(hp)
+    if vocab is not None:  # the names in the shards looked up in the prior's own table
+        dm.use_vocab(vocab, f"the vocabulary of {ckpt}", unknown_as_unknown=True)
+    dm.setup("validate")
+    unknown = {kind: names for kind, names in dm.unknown_labels.items() if names}
+    if unknown:
+        told = "; ".join(f"{kind} {names}" for kind, names in unknown.items())
+        echo(f"not in the vocabulary of {ckpt}, so read as the unknown label (id 0), as this prior would take "
+             f"them when sampling: {told}")  # fmt: skip
+    vqvae = VQVAE.from_run(run)
+    # measured on another VQ-VAE's codes, the figures would mean nothing
+    check_pairing(getattr(model, "vqvae_fingerprint", None), vqvae, hp["level"], str(ckpt), f"the VQ-VAE of {run}")
+    with torch.device("meta"):  # no memory: the module only carries the loaded model
+        module = PriorModule(hp["prior"], hp["level"], hp["vqvae_cfg"], hp["sample_rate"], y_bins=hp["y_bins"],
+                             vqvae=vqvae)  # fmt: skip
+    module.model, module.ema_model = model, None
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=batches if batches else 1.0,
+        )  # fmt: skip
+        result = trainer.validate(module, datamodule=dm, verbose=False)[0]
     return {k.removeprefix("val/"): float(v) for k, v in result.items() if k in METRICS}

@@ -10,17 +10,23 @@ held-out songs of the new shards, early stopping on their bits/token, and the be
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+from lightning_utilities.core.rank_zero import rank_zero_info
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+from jukebox_pl.config.loader import load_config
+from jukebox_pl.config.typed import run_config
 from jukebox_pl.errors import MissingInputError, RefusedError, UserValueError
 from jukebox_pl.sampling.models import prior_checkpoint
+from jukebox_pl.stages.datamodules import check_shard_rate
 from jukebox_pl.stages.train_prior import train_prior
-from jukebox_pl.training.runner import CONFIG_FILE
+from jukebox_pl.training.runner import CONFIG_FILE, refusal_leaves_no_trace
 
 MONITOR = "val/music_bits_per_token"
+REPORT_FILE = "finetune.json"  # what a fine-tuning started from, grew and reached (train_prior writes its part)
 
 
 def stage_of(checkpoint: Path) -> Path:
@@ -79,12 +85,22 @@ def finetune(
     resume: bool = False,
     patience: int = 5,
     callbacks: list | None = None,
+    print_config: bool = False,
 ):
     """Fine-tune the `level` prior of `source` on the shards `data` into the new run `run_dir`."""
     ckpt, base_run = base_of(source, level)
     preset = stage_config(ckpt)
     run = Path(run_dir)
-    link_base_stages(base_run, run, level)
+    with refusal_leaves_no_trace(run):  # a refused start (before the first step) leaves no new run folder
+        check_shard_rate(run_config(load_config(str(preset), [*overrides, f"data.shards={data}"])), str(preset))
+        link_base_stages(base_run, run, level)
+        return _finetune(
+            ckpt, preset, data, run, level, train, init_artist, overrides, resume, patience, callbacks, print_config
+        )
+
+
+def _finetune(ckpt, preset, data, run, level, train, init_artist, overrides, resume, patience, callbacks, print_config):
+    """The prior stage of the new run: early stopping on the held-out songs, the best checkpoint kept."""
     stop = EarlyStopping(monitor=MONITOR, patience=max(1, patience), mode="min", strict=False, check_finite=True)
     best = ModelCheckpoint(
         dirpath=run / f"prior_{level}" / "checkpoints", filename="best", monitor=MONITOR, mode="min", save_top_k=1,
@@ -93,7 +109,30 @@ def finetune(
     # labels are merged by name unless a vocabulary is given here (the base's own data.vocab does not carry over)
     keep_vocab = any(o.startswith("data.vocab=") for o in overrides)
     settings = [f"prior.{level}.trainable={train}", *([] if keep_vocab else ["data.vocab=null"]), *overrides]
-    return train_prior(
+    report = run / f"prior_{level}" / REPORT_FILE
+    if not resume and rank_of_process() == 0:  # the "before" figure: the base on the new held-out songs
+        from jukebox_pl.stages.evaluate import evaluate_prior  # (evaluate reads run folders the way this does)
+
+        figures = evaluate_prior(ckpt, data, level, overrides)
+        record(report, base_val=figures)
+        rank_zero_info(f"the base prior on the held-out songs of {data} at step 0: {figures}")
+    module = train_prior(
         run, level, str(preset), data, settings, resume, callbacks=[stop, best, *(callbacks or [])],
-        init=None if resume else str(ckpt), init_artist=init_artist,
+        init=None if resume else str(ckpt), init_artist=init_artist, print_config=print_config,
     )  # fmt: skip
+    if best.best_model_score is not None and rank_of_process() == 0:
+        record(report, best_val={MONITOR.removeprefix("val/"): float(best.best_model_score)},
+               best_checkpoint=str(best.best_model_path))  # fmt: skip
+    return module
+
+
+def record(report: Path, **entries) -> None:
+    """Add entries to the stage's finetune.json (created when missing), keeping what is there."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    held = json.loads(report.read_text()) if report.is_file() else {}
+    report.write_text(json.dumps({**held, **entries}, indent=2) + "\n")
+
+
+def rank_of_process() -> int:
+    """This process's global rank in a launched multi-process run (0 when launched alone)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))

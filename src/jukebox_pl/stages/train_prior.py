@@ -9,16 +9,23 @@ import pytorch_lightning as pl
 from lightning_utilities.core.rank_zero import rank_zero_info
 
 from jukebox_pl.config.levels import level_index, level_name
+from jukebox_pl.config.sections import vqvae_config
 from jukebox_pl.config.typed import plain
 from jukebox_pl.errors import UserValueError
 from jukebox_pl.prior.lightning import PriorModule, check_prior_level
 from jukebox_pl.prior.trainable import LABEL_TABLES
-from jukebox_pl.stages.datamodules import prior_datamodule
+from jukebox_pl.stages.datamodules import check_shard_rate, prior_datamodule
 from jukebox_pl.stages.finetune_labels import fine_tuning_labels, rows_from_artist
 from jukebox_pl.training.callbacks import Throughput
 from jukebox_pl.training.checkpoints.read_write import load_any
 from jukebox_pl.training.distributed import ddp_strategy, fully_sharded_strategy
-from jukebox_pl.training.runner import apply_stage_steps, build_trainer, fit, prepare_stage, stage_request
+from jukebox_pl.training.runner import (
+    build_trainer,
+    fit,
+    prepare_stage,
+    refusal_leaves_no_trace,
+    stage_request,
+)
 from jukebox_pl.vqvae.fingerprint import VQVAEMismatch, check_pairing, encoder_sha1
 from jukebox_pl.vqvae.vqvae import level_checkpoint
 
@@ -113,6 +120,25 @@ def check_same_vqvae(vqvae, level: int, ckpts: list, manifest: dict | None, shar
         check_pairing(base["meta"].get("vqvae_fingerprint"), vqvae, level, str(init), files)
 
 
+def start_from_base(module: PriorModule, stage: Path, resume: bool, base, init, init_artist, added) -> dict:
+    """Load a fine-tuning's base weights into `module` (label tables grown by name) and record what grew in
+    `finetune.json`; returns the base's row counts per label table, the rows that stay as they were."""
+    if base is None:
+        if resume and (stage / "finetune.json").is_file():
+            return {k: v[0] for k, v in json.loads((stage / "finetune.json").read_text())["tables"].items()}
+        return {}
+    grew = load_prior_weights(module, init, rows_from_artist(base, init, init_artist), info=base)
+    report = {"init": str(init), "added": added, "tables": {k: list(v) for k, v in grew.items()},
+              "new_rows": f"artists from {init_artist!r}'s row, genres from the mean of the base rows"
+              if init_artist else "mean of the base rows"}  # fmt: skip
+    path = stage / "finetune.json"  # (finetune adds the base's held-out figure before and the best one after)
+    held = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**held, **report}, indent=2) + "\n")
+    rank_zero_info(f"fine-tuning from {init}: " + (", ".join(f"{k} {a} -> {b} rows" for k, (a, b) in grew.items())
+                   or "label tables unchanged") + (f"; new names {added}" if added else ""))  # fmt: skip
+    return {k: old for k, (old, _) in grew.items()}
+
+
 def train_prior(
     run_dir: str | Path,
     level: str,
@@ -124,59 +150,54 @@ def train_prior(
     vqvae: list[str] | None = None,
     init: str | None = None,
     init_artist: str | None = None,
+    print_config: bool = False,
 ) -> PriorModule:
-    """Train (or resume) the prior of one level on top of the run's trained VQ-VAE levels."""
+    """Train (or resume) the prior of one level on top of the run's trained VQ-VAE levels (`print_config`: the
+    whole resolved config on screen, not only what differs from the preset)."""
     overrides, asked, name = stage_request(preset, overrides, data, level)
-    levels = asked.vqvae.levels
-    ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
-    base = load_any(init) if init and not resume else None  # read (and checked) once, however big
-    added = None
-    if base is not None:  # label ids by name: the base's names keep theirs, new ones come after
-        extra, added = fine_tuning_labels(
-            base, asked.data.shards, asked.data.vocab, Path(run_dir) / f"prior_{name}", name
-        )
-        overrides = [*overrides, *extra]
-    # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.
-    first = load_any(ckpts[0])
-    # (JSON values are YAML, so lists, nulls and booleans survive the override syntax; optim is per stage)
-    vq_overrides = [f"vqvae.{k}={json.dumps(v)}" for k, v in first["hparams"]["vqvae"].items() if k != "optim"]
-    run = prepare_stage(run_dir, f"prior_{name}", preset, vq_overrides + overrides, resume)
-    cfg = run.cfg
-    idx = level_index(name, cfg.vqvae.levels)
-    pl.seed_everything(cfg.seed + 100 + idx, workers=True)
-    pcfg = getattr(cfg.prior, name)
-    apply_stage_steps(cfg, pcfg.max_steps)
-    dm = prior_datamodule(cfg, name, skip_log=run.skip_log)
-    dm.setup("fit")
-    y_bins = (dm.vocab.n_genres, dm.vocab.n_artists) if dm.vocab is not None else None
-    from jukebox_pl.vqvae.vqvae import VQVAE
+    check_shard_rate(asked, preset)
+    with refusal_leaves_no_trace(run_dir, Path(run_dir) / f"prior_{name}"):
+        levels = asked.vqvae.levels
+        ckpts = vqvae_checkpoints(Path(run_dir), name, levels, vqvae)
+        base = load_any(init) if init and not resume else None  # read (and checked) once, however big
+        added = None
+        if base is not None:  # label ids by name: the base's names keep theirs, new ones come after
+            extra, added = fine_tuning_labels(
+                base, asked.data.shards, asked.data.vocab, Path(run_dir) / f"prior_{name}", name
+            )
+            overrides = [*overrides, *extra]
+        # The VQ-VAE the prior sits on is whatever was trained, whatever the preset says now.
+        first = load_any(ckpts[0])
+        # (JSON values are YAML, so lists, nulls and booleans survive the override syntax; optim is per stage)
+        vq_overrides = [f"vqvae.{k}={json.dumps(v)}" for k, v in plain(vqvae_config(first["hparams"]["vqvae"])).items()
+                        if k != "optim"]  # fmt: skip
+        run = prepare_stage(run_dir, f"prior_{name}", preset, vq_overrides + overrides, resume, print_config)
+        cfg = run.cfg
+        idx = level_index(name, cfg.vqvae.levels)
+        pl.seed_everything(cfg.seed + 100 + idx, workers=True)
+        pcfg = getattr(cfg.prior, name)
+        dm = prior_datamodule(cfg, name, skip_log=run.skip_log)
+        dm.setup("fit")
+        y_bins = (dm.vocab.n_genres, dm.vocab.n_artists) if dm.vocab is not None else None
+        from jukebox_pl.vqvae.vqvae import VQVAE
 
-    frozen = VQVAE.from_checkpoints(ckpts)
-    check_same_vqvae(frozen, idx, ckpts, getattr(dm, "manifest", None), cfg.data.shards, base, init)
-    module = PriorModule(
-        pcfg, idx, cfg.vqvae, cfg.data.sample_rate, y_bins=y_bins,
-        vqvae_checkpoints=[relative_to_run(c, run_dir) for c in ckpts],
-        vqvae=frozen, config=plain(cfg),
-        vocab=dm.vocab.to_dict() if dm.vocab is not None else None,
-    )  # fmt: skip
-    kept = {}
-    if resume and (run.dir / "finetune.json").is_file():
-        kept = {k: v[0] for k, v in json.loads((run.dir / "finetune.json").read_text())["tables"].items()}
-    if base is not None:
-        grew = load_prior_weights(module, init, rows_from_artist(base, init, init_artist), info=base)
-        kept = {k: old for k, (old, _) in grew.items()}
-        report = {"init": str(init), "added": added, "tables": {k: list(v) for k, v in grew.items()},
-                  "new_rows": f"artists from {init_artist!r}'s row, genres from the mean of the base rows"
-                  if init_artist else "mean of the base rows"}  # fmt: skip
-        (run.dir / "finetune.json").write_text(json.dumps(report, indent=2) + "\n")
-        rank_zero_info(f"fine-tuning from {init}: " + (", ".join(f"{k} {a} -> {b} rows" for k, (a, b) in grew.items())
-                       or "label tables unchanged") + (f"; new names {added}" if added else ""))  # fmt: skip
-    learning = module.set_trainable(pcfg.trainable, kept)
-    if pcfg.trainable != "all":
-        rank_zero_info(f"prior.{name}.trainable={pcfg.trainable}: {learning:,} parameters learn, the rest is frozen")
-    trainer = build_trainer(
-        run, [Throughput("tokens"), *(callbacks or [])], strategy=training_strategy(cfg.trainer.strategy)
-    )
+        frozen = VQVAE.from_checkpoints(ckpts)
+        check_same_vqvae(frozen, idx, ckpts, getattr(dm, "manifest", None), cfg.data.shards, base, init)
+        module = PriorModule(
+            pcfg, idx, cfg.vqvae, cfg.data.sample_rate, y_bins=y_bins,
+            vqvae_checkpoints=[relative_to_run(c, run_dir) for c in ckpts],
+            vqvae=frozen, config=plain(cfg),
+            vocab=dm.vocab.to_dict() if dm.vocab is not None else None,
+        )  # fmt: skip
+        kept = start_from_base(module, run.dir, resume, base, init, init_artist, added)
+        learning = module.set_trainable(pcfg.trainable, kept)
+        if pcfg.trainable != "all":
+            rank_zero_info(
+                f"prior.{name}.trainable={pcfg.trainable}: {learning:,} parameters learn, the rest is frozen"
+            )
+        trainer = build_trainer(
+            run, [Throughput("tokens"), *(callbacks or [])], strategy=training_strategy(cfg.trainer.strategy)
+        )
     module.__dict__["_checkpoint_path"] = run.ckpt_path  # a resumed prior's pairing check names its file
     fit(trainer, module, dm, run.ckpt_path)
     return module

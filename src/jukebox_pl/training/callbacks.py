@@ -1,12 +1,14 @@
-"""Callbacks shared by the stages: audio + spectrogram logging to TensorBoard, throughput."""
+"""Callbacks shared by the stages: audio + spectrogram logging to TensorBoard, throughput, the progress bar."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytorch_lightning as pl
 import torch
 from lightning_utilities.core.rank_zero import rank_zero_only  # the same object Lightning sets the rank on
+from pytorch_lightning.callbacks import RichProgressBar
 
 
 def spectrogram_image(audio: torch.Tensor, n_fft: int = 1024, hop: int = 256) -> torch.Tensor:
@@ -41,8 +43,10 @@ class AudioLogger(pl.Callback):
 
     @rank_zero_only
     def log_examples(self, trainer, pl_module) -> None:
-        writer = getattr(trainer.logger, "experiment", None)
-        if self.examples is None or writer is None or not hasattr(writer, "add_audio"):
+        # the first logger that takes audio (TensorBoard's writer), wherever `trainer.logger` lists it
+        writers = (getattr(logger, "experiment", None) for logger in trainer.loggers)
+        writer = next((w for w in writers if hasattr(w, "add_audio")), None)
+        if self.examples is None or writer is None:
             return
         was_training = pl_module.training
         pl_module.eval()
@@ -73,3 +77,27 @@ class Throughput(pl.Callback):
             return
         per_s = pl_module.throughput_units(batch) / max(1e-9, time.perf_counter() - self.t0)
         pl_module.log(f"speed/{self.unit}_per_s", per_s, prog_bar=True, batch_size=1)
+
+
+def epoch_total(max_epochs: int | None, max_steps: int, batches: float, accumulate: int = 1) -> int | None:
+    """How many epochs a run will go through: `max_epochs` when set, else the epochs that `max_steps` optimizer
+    steps take at `batches` batches an epoch (None when neither bounds the run)."""
+    if max_epochs is not None and max_epochs >= 0:
+        return max_epochs
+    if max_steps is None or max_steps < 0 or not batches or batches == float("inf"):
+        return None
+    return max(1, math.ceil(max_steps * max(1, accumulate) / batches))
+
+
+class StepsProgressBar(RichProgressBar):
+    """Lightning's rich bar, with a sensible `Epoch N/M` for runs bounded by steps (Lightning's own reads
+    `Epoch 0/-2` when `max_epochs` is -1) and the optimizer step beside it."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        total = epoch_total(trainer.max_epochs, trainer.max_steps, trainer.num_training_batches,
+                            trainer.accumulate_grad_batches)  # fmt: skip
+        text = f"Epoch {current_epoch}" + (f"/{total - 1}" if total is not None else "")
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            text += f" (step {trainer.global_step}/{trainer.max_steps})"
+        return f"{text:{len(self.validation_description)}}"

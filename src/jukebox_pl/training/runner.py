@@ -2,16 +2,19 @@
 
 A run folder holds every stage of one model: `RUN/vqvae_bottom`, `RUN/vqvae_top`, `RUN/prior_top`, ... Each
 stage folder has `config.yaml` (the resolved config), `checkpoints/` (`last.ckpt` + every-N-step ones) and
-`logs/` (TensorBoard).
+`logs/` (TensorBoard; `trainer.logger` chooses other loggers, `training.loggers`).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import pickle
+import shutil
 import signal
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +22,10 @@ import pytorch_lightning as pl
 from lightning_utilities.core.rank_zero import rank_zero_info
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from jukebox_pl.config.levels import Levels
-from jukebox_pl.config.loader import load_config, save_config, to_yaml
+from jukebox_pl.config.loader import changes, load_config, save_config, to_yaml
 from jukebox_pl.config.schema import RunConfig
 from jukebox_pl.config.typed import plain, run_config
 from jukebox_pl.errors import (
@@ -39,6 +41,7 @@ from jukebox_pl.training.checkpoints.read_write import clean_interrupted_saves, 
 from jukebox_pl.training.checkpoints.resume import resume_checkpoint
 from jukebox_pl.training.determinism import StepSeeds
 from jukebox_pl.training.finite import FiniteGuard
+from jukebox_pl.training.loggers import build_callbacks, build_loggers
 from jukebox_pl.training.run_lock import holds, lock_folder, release
 from jukebox_pl.training.slurm import restart_count, slurm_environment
 from jukebox_pl.training.stopping import GracefulStop
@@ -82,7 +85,27 @@ def stage_request(preset: str, overrides: list[str], data: str | None, level: st
     return overrides, asked, levels.name(levels.index(level))
 
 
-def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[str], resume: bool) -> StageRun:
+@contextmanager
+def refusal_leaves_no_trace(*folders: str | Path):
+    """The folders among `folders` that this start creates are removed again when it is refused (a JukeboxError
+    before training begins), so a refused `train` or `finetune` leaves no half-made run folder behind. A folder
+    that existed before, or one that holds a checkpoint, is never touched."""
+    paths = [Path(f) for f in folders]
+    new = [p for p in paths if not p.exists() and not p.is_symlink()]
+    try:
+        yield
+    except JukeboxError:
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+            for folder in new:
+                if folder.is_dir() and not any(folder.rglob("*.ckpt")):
+                    release(folder)
+                    shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def prepare_stage(
+    run_dir: str | Path, stage: str, preset: str, overrides: list[str], resume: bool, print_config: bool = False
+) -> StageRun:
     """Resolve the config of one stage and decide whether it starts or resumes; never overwrite silently.
 
     Everything is checked before anything is written (a refused `--resume` leaves `config.yaml` as it was), and
@@ -90,14 +113,16 @@ def prepare_stage(run_dir: str | Path, stage: str, preset: str, overrides: list[
     stage_dir = Path(run_dir) / stage
     held = holds(stage_dir)
     try:
-        return _prepare_stage(stage_dir, stage, preset, overrides, resume)
+        return _prepare_stage(stage_dir, stage, preset, overrides, resume, print_config)
     except BaseException:
         if not held:  # a refused start does not keep the folder locked
             release(stage_dir)
         raise
 
 
-def _prepare_stage(stage_dir: Path, stage: str, preset: str, overrides: list[str], resume: bool) -> StageRun:
+def _prepare_stage(
+    stage_dir: Path, stage: str, preset: str, overrides: list[str], resume: bool, print_config: bool
+) -> StageRun:
     if stage_dir.is_dir():  # another process on it is named before anything else is said about the folder
         lock_folder(stage_dir, "stage folder")
         if holds(stage_dir):  # (rank 0 only) no save into it is under way: what is there was interrupted
@@ -122,10 +147,26 @@ def _prepare_stage(stage_dir: Path, stage: str, preset: str, overrides: list[str
             )
         cfg = load_config(preset, overrides)
         ckpt = None
+    saved = stage_dir / CONFIG_FILE
+    base, named = (saved, "the saved config") if resume and saved.is_file() else (preset, f"preset {preset}")
+    what = f"{stage} ({'resuming ' + ckpt if ckpt else 'new run'})"
+    told = f"resolved config of {what}:\n{to_yaml(cfg)}" if print_config else None
+    told = told or config_summary(load_config(str(base)), cfg, what, named, saved)
     lock_folder(stage_dir, "stage folder")  # creates the folder
-    save_config(cfg, stage_dir / CONFIG_FILE)
-    rank_zero_info(f"resolved config of {stage} ({'resuming ' + ckpt if ckpt else 'new run'}):\n{to_yaml(cfg)}")
+    save_config(cfg, saved)
+    rank_zero_info(told)
     return StageRun(run_config(cfg), stage_dir, ckpt)
+
+
+def config_summary(base, cfg, what: str, named: str, path: Path) -> str:
+    """What a stage's config changes from its preset (or, resumed, from its saved config), one key a line: the
+    whole resolved config is in `path` (and on screen with --print-config)."""
+    changed = changes(base, cfg)
+    lines = [f"config of {what}: {named}" + (f" with {len(changed)} change(s):" if changed else ", unchanged")]
+    lines += [f"  {key} = {after!r}" + (f" (was {before!r})" if before is not None else "") for key, before, after in
+              changed]  # fmt: skip
+    lines.append(f"the whole resolved config: {path} (print it with --print-config)")
+    return "\n".join(lines)
 
 
 # What the weights' shapes (or the meaning of the codes) depend on: a resumed stage may not change these.
@@ -173,7 +214,7 @@ def describe_step_limit(cfg: DictConfig | RunConfig, saved: Path, overrides: lis
     if any(o.split("=", 1)[0].lstrip("+") == "trainer.max_steps" for o in overrides):
         return f"resuming with trainer.max_steps={limit} from the command line"
     if limit in (-1, None):
-        return "resuming with the stage's own step budget (trainer.max_steps is -1)"
+        return "resuming with no step limit (trainer.max_steps is -1)"
     return f"resuming to trainer.max_steps={limit} as saved in {saved} (pass trainer.max_steps=N to change it)"
 
 
@@ -202,18 +243,15 @@ class SaveLast(Callback):
                 rank_zero_info(f"{self.path} not updated: {err}")
 
 
-def apply_stage_steps(cfg: RunConfig, stage_steps: int | None) -> None:
-    """One source of truth for the step count: `trainer.max_steps` wherever it is set (preset, config file, command
-    line, or the saved config of a resumed stage); left at -1, the stage's own budget (`vqvae.max_steps`,
-    `prior.<level>.max_steps`, which differ per stage) applies."""
-    if stage_steps is not None and cfg.trainer.max_steps in (-1, None):
-        cfg.trainer.max_steps = stage_steps
+# `trainer.*` keys that name classes: `build_trainer` builds them (`training.loggers`) and passes the objects.
+CLASS_KEYS = ("logger", "callbacks")
 
 
 def trainer_kwargs(cfg: RunConfig) -> dict:
-    """The `trainer.*` section as Trainer keyword arguments (None values dropped)."""
+    """The `trainer.*` section as Trainer keyword arguments (None values dropped), less `logger` and `callbacks`,
+    which `build_trainer` turns into objects."""
     kw = plain(cfg.trainer)
-    return {k: v for k, v in kw.items() if v is not None}
+    return {k: v for k, v in kw.items() if v is not None and k not in CLASS_KEYS}
 
 
 def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strategy=None, **extra) -> pl.Trainer:
@@ -238,14 +276,15 @@ def build_trainer(run: StageRun, callbacks: list[Callback] | None = None, strate
         SaveLast(run.last, cfg.run.checkpoint_every_n_steps),
         GracefulStop(run.last, requeue=slurm is not None),
         *(callbacks or []),
+        *build_callbacks(cfg.trainer.callbacks, run.dir),
     ]
     if kw.get("enable_progress_bar", True) and sys.stderr.isatty():
-        from pytorch_lightning.callbacks import RichProgressBar
+        from jukebox_pl.training.callbacks import StepsProgressBar
 
-        cbs.append(RichProgressBar(leave=True))
+        cbs.append(StepsProgressBar(leave=True))
     if strategy is not None:
         kw["strategy"] = strategy
-    logger = TensorBoardLogger(save_dir=str(run.dir), name="logs", version="")
+    logger = build_loggers(cfg.trainer.logger, run.dir)  # TensorBoard in RUN/<stage>/logs unless the config says
     plugins = [
         SafeCheckpointIO(verified=run.ckpt_path),
         *([slurm] if slurm is not None else []),

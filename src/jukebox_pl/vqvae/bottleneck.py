@@ -32,6 +32,13 @@ class QuantiseOutput:
 
 
 class Bottleneck(nn.Module):
+    """The codebook of one level: `l_bins` vectors of `emb_width`, learned by EMA with restarts of unused codes.
+
+    Latents (N, emb_width, T) float -> codes (N, T) int64 in [0, l_bins) (`encode`) and back to the nearest code
+    vectors (N, emb_width, T) (`decode`); T counts codes (audio samples / hop). `mu` is the EMA decay; a code whose
+    EMA count falls under `threshold` (or `relative_threshold` x the average count) is restarted.
+    """
+
     def __init__(
         self,
         l_bins: int,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from lightning_utilities.core.rank_zero import rank_zero_only
-from omegaconf import DictConfig
 from torchmetrics import SumMetric
 from torchmetrics.audio import ScaleInvariantSignalDistortionRatio
 
@@ -73,7 +74,7 @@ class VQVAELevelTraining:
 
     def __init__(
         self,
-        vqvae: VQVAEConfig | DictConfig | dict | None = None,
+        vqvae: Mapping[str, Any] | VQVAEConfig | None = None,
         level: int | str = 0,
         sample_rate: int = 22050,
         config: dict | None = None,
@@ -242,7 +243,7 @@ class HierarchicalVQVAETraining:
 
     def __init__(
         self,
-        vqvae: VQVAEConfig | DictConfig | dict | None = None,
+        vqvae: Mapping[str, Any] | VQVAEConfig | None = None,
         sample_rate: int = 22050,
         config: dict | None = None,
     ):

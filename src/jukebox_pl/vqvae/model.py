@@ -17,6 +17,7 @@ from jukebox_pl.errors import UserValueError
 from jukebox_pl.vqvae.bottleneck import Bottleneck
 from jukebox_pl.vqvae.encdec import BlockSpec, Decoder, Encoder
 from jukebox_pl.vqvae.losses import Bandwidth, SpectralLosses, recon_loss
+from jukebox_pl.vqvae.pretrained import VQVAELevelPretrained
 
 
 def check_audio(x: torch.Tensor, channels: int, hop: int, hop_name: str) -> None:
@@ -77,8 +78,9 @@ class LevelOutput:
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class VQVAELevelModel(nn.Module):
-    """The level-L autoencoder: encoder through levels 0..L, codebook of level L, its own decoder."""
+class VQVAELevelModel(nn.Module, VQVAELevelPretrained):
+    """The level-L autoencoder: encoder through levels 0..L, codebook of level L, its own decoder.
+    `save_pretrained(folder)` / `from_pretrained(folder or Hub id)`: the Hub layout (`jukebox_pl.hub`)."""
 
     def __init__(self, cfg: VQVAEConfig | DictConfig | dict | None = None, level: int = 0, **overrides: Any):
         super().__init__()
@@ -128,7 +130,8 @@ class VQVAELevelModel(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, chunk_samples: int = 262144) -> torch.Tensor:
-        """Audio (N, C, T) -> codes (N, ceil(T / hop)); pads the end with zeros to a multiple of the hop.
+        """Audio (N, C, T) float in [-1, 1] at the model's sample rate -> codes (N, ceil(T / hop)) int64 in
+        [0, l_bins); pads the end with zeros to a multiple of the hop (`hop_length` samples per code).
 
         Long audio is encoded in chunks with the encoder's full receptive field as context on both sides, which
         gives the same codes as one pass (up to float rounding) at a fraction of the memory, and faster.
@@ -150,7 +153,8 @@ class VQVAELevelModel(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, chunk_samples: int = 65536) -> torch.Tensor:
-        """Codes (N, T') -> audio (N, C, T' * hop), in chunks with full context (same result, ~2x faster)."""
+        """Codes (N, T') int64 in [0, l_bins) -> audio (N, C, T' * hop) float (about [-1, 1]) at the model's
+        sample rate, in chunks with full context (same result, ~2x faster)."""
         hop, ctx = self.hop_length, self.decoder_context()
         chunk = max(chunk_samples // hop, 16 * ctx)  # context overhead under 1/8
         if codes.shape[-1] <= chunk + 2 * ctx:

@@ -14,7 +14,13 @@ from jukebox_pl.vqvae.model import VQVAELevelModel, build_vqvae_level
 
 
 def load_level(path: str | Path) -> tuple[VQVAELevelModel, int]:
-    """A level model (eval mode) and its sample rate from a training checkpoint or an export."""
+    """A level model (eval mode) and its sample rate from a training checkpoint, an export or a folder in the
+    Hub layout (`save_pretrained`)."""
+    if Path(path).is_dir():
+        model = VQVAELevelModel.load_folder(path)
+        if model.sample_rate is None:
+            raise UserValueError(f"{Path(path) / 'config.json'} records no sample_rate; save the level from a VQVAE")
+        return model, int(model.sample_rate)
     info = load_any(path)
     if info["kind"] != "vqvae-level":
         raise UserValueError(f"{path} holds a {info['kind']} checkpoint, not a VQ-VAE level")
@@ -25,18 +31,23 @@ def load_level(path: str | Path) -> tuple[VQVAELevelModel, int]:
     missing = [k for k in model.state_dict() if k not in state and not k.startswith("spectral.")]
     if missing:
         raise UserValueError(f"{path} lacks weights for {missing[:5]}")
+    model.sample_rate = int(hp["sample_rate"])
     return model.eval(), int(hp["sample_rate"])
 
 
 def level_checkpoint(run_dir: str | Path, name: str) -> Path:
-    """Where `jukebox-pl train vqvae --level NAME --run RUN` leaves its weights (an export wins over last.ckpt)."""
+    """Where `jukebox-pl train vqvae --level NAME --run RUN` leaves its weights (an export wins over last.ckpt),
+    or the level's folder itself in a run in the Hub layout (`export --format hub`)."""
     stage = Path(run_dir) / f"vqvae_{name}"
     for candidate in (stage / "export.pt", stage / "checkpoints" / "last.ckpt"):
         if candidate.is_file():
             return candidate
+    if (stage / "model.safetensors").is_file():
+        return stage
     raise MissingInputError(
-        f"no trained VQ-VAE {name} level in {run_dir} (looked for {stage}/export.pt and "
-        f"{stage}/checkpoints/last.ckpt); train it with `make train-level LEVEL={name} STAGE=vqvae`"
+        f"no trained VQ-VAE {name} level in {run_dir} (looked for {stage}/export.pt, "
+        f"{stage}/checkpoints/last.ckpt and {stage}/model.safetensors); train it with "
+        f"`make train-level LEVEL={name} STAGE=vqvae`"
     )
 
 
@@ -53,6 +64,8 @@ class VQVAE(nn.Module):
         self.n_levels = counts.pop()
         self.levels = nn.ModuleDict({str(i): m for i, m in sorted(levels.items())})
         self.sample_rate = sample_rate
+        for model in levels.values():  # what a level's save_pretrained records
+            model.sample_rate = sample_rate
 
     @classmethod
     def from_checkpoints(cls, paths: list[str | Path]) -> VQVAE:
