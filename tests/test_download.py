@@ -116,7 +116,7 @@ def sums_of(folder: Path) -> dict[str, str]:
 
 # -- the table -------------------------------------------------------------------------------------------------
 def test_the_table_follows_the_reference_urls_and_sharing():
-    assert REFERENCE_URL == "https://openaipublic.azureedge.net/jukebox/models/"
+    assert REFERENCE_URL == "https://openaipublic.blob.core.windows.net/jukebox/models/"
     assert set(SETS["5b"]) & set(SETS["5b_lyrics"]) & set(SETS["1b_lyrics"]) == {
         "5b/vqvae.pth.tar", "5b/prior_level_0.pth.tar", "5b/prior_level_1.pth.tar"}  # fmt: skip
     assert [f.path for f in files_of(["1b_lyrics"])][-1] == "1b_lyrics/prior_level_2.pth.tar"

@@ -2,7 +2,9 @@
 and which files the released sets share (`jukebox-pl download SET`).
 
 Facts from openai/jukebox: `hparams.py` gives every file's URL (`REMOTE_PREFIX + 'jukebox/models/...'`, with
-`REMOTE_PREFIX = 'https://openaipublic.azureedge.net/'`) and `make_models.py`'s `MODELS` says that 5b, 5b_lyrics
+`REMOTE_PREFIX = 'https://openaipublic.azureedge.net/'` since its commit 08efbbc, "Update to CDN for faster
+download"; before it, the same paths on the storage account behind that CDN,
+`https://openaipublic.blob.core.windows.net/`) and `make_models.py`'s `MODELS` says that 5b, 5b_lyrics
 and 1b_lyrics all use 5b's VQ-VAE and 5b's two upsamplers; only the top prior differs. Files are stored under
 the same relative paths locally (`DIR/5b/vqvae.pth.tar`), so the three `prior_level_2.pth.tar` never collide.
 """
@@ -13,7 +15,10 @@ from dataclasses import dataclass
 
 from jukebox_pl.errors import UserKeyError
 
-REFERENCE_URL = "https://openaipublic.azureedge.net/jukebox/models/"  # hparams.py's REMOTE_PREFIX + jukebox/models/
+# The storage account itself: Azure has been retiring its azureedge.net CDN fronts, and the reference's earlier
+# URLs (before commit 08efbbc) named this origin directly. --base-url / JUKEBOX_PL_DOWNLOAD_URL name any other.
+REFERENCE_URL = "https://openaipublic.blob.core.windows.net/jukebox/models/"
+REFERENCE_CDN_URL = "https://openaipublic.azureedge.net/jukebox/models/"  # hparams.py's REMOTE_PREFIX today
 URL_ENV = "JUKEBOX_PL_DOWNLOAD_URL"  # a mirror holding the same relative paths
 
 
