@@ -46,6 +46,7 @@ import sys
 import time
 from pathlib import Path
 
+import measure
 import torch
 from bench_presets import PRIOR_PRESETS
 
@@ -360,47 +361,84 @@ def plan(args) -> list[dict]:
         for job in jobs:
             twins.append(job)
             if job["mode"] in ("train", "sample") and job.get("weights", "fp32") == "fp32":
-                twins.append(job | {"impl": "reference", "reference": str(Path(args.reference).resolve())})
+                ref = job | {"impl": "reference", "reference": str(Path(args.reference).resolve())}
+                twins.append(ref | ({"prime": "full"} if job["mode"] == "sample" else {}))  # it primes every row
+                if job["mode"] == "sample" and job["batch"] > 1 and job["prime"] != "full":
+                    twins.append(job | {"prime": "full", "twin": "prime_full"})  # ours primed as it primes
         jobs = twins
-    return [job | {"repeat": r} for r in range(args.repeats) for job in jobs]
+    return [job | {"repeat": r} for r in range(args.repeats) for job in jobs]  # rounds: interleaved repeats
 
 
 def fmt(x, spec=".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def side_by_side(results: list[dict]) -> dict:
-    """Medians of ours and the reference's runs of the same measurement (interleaved in one sitting), and ratios."""
-    ok = [r for r in results if "error" not in r and r.get("weights", "fp32") == "fp32"]
-    pairs: dict[tuple, dict[str, list[dict]]] = {}
-    for r in ok:
-        if r["mode"] in ("train", "sample"):
-            key = (r["mode"], r["preset"], r["n_ctx"], r["batch"])
-            pairs.setdefault(key, {}).setdefault(r.get("impl", "jukebox-pl"), []).append(r)
-    rate = {"train": "tokens_per_s", "sample": "tokens_per_s_total"}
+RATE = {"train": "tokens_per_s", "sample": "tokens_per_s_total", "nocache": "tokens_per_s_total"}
+MEDIAN_FIELDS = ("tokens_per_s", "tokens_per_s_total", "tokens_per_s_per_stream", "peak_mb", "activations_mb",
+                 "forward_mb", "prime_tokens_per_s", "s_per_step", "ms_per_step", "s_per_token")  # fmt: skip
+
+
+def key_of(r: dict) -> tuple:
+    """What a result measures, whatever its repeat: mode, preset, n_ctx, batch, weights, priming, whose."""
+    prime = r.get("prime", "expand") if r["mode"] == "sample" else "-"
+    return (r["mode"], r["preset"], r["n_ctx"], r["batch"], r.get("weights", "fp32"), prime, r.get("impl", "ours"))
+
+
+def medians(results: list[dict]) -> dict[tuple, dict]:
+    """One record per measurement: every figure the median of its repeats, with the rate's and the peak memory's
+    spread (`rate`, `memory`: measure.stats). Summary lines quote these, never a single repeat."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        if "error" not in r and r["mode"] in RATE:
+            groups.setdefault(key_of(r), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        rec = {k: v for k, v in rs[0].items() if k != "repeat"}
+        for field in MEDIAN_FIELDS:
+            values = [r[field] for r in rs if r.get(field) is not None]
+            if values:
+                rec[field] = statistics.median(values)
+        rec["rate"] = measure.stats([r[RATE[key[0]]] for r in rs])
+        rec["memory"] = measure.stats([r["peak_mb"] for r in rs])
+        out[key] = rec
+    return out
+
+
+def side_by_side(med: dict[tuple, dict], load: float | None = None) -> dict:
+    """Ours against the reference, per measurement: medians of interleaved repeats (range in brackets), ratios.
+    Sampling at batch > 1 is shown both ways: ours priming one row and copying its cache, and ours priming every
+    row as the reference does; int8 weights against the reference's fp32 where ours measured them."""
     summary = {}
-    print("\nside by side with the reference (same machine, same sitting, interleaved; medians of the repeats)")
-    print(f"{'what':<30} {'n':>2} {'reference tok/s':>15} {'jukebox-pl tok/s':>16} {'ratio':>6} "
+    print("\nside by side with the reference (same machine, same sitting, interleaved; medians [min-max] of the "
+          "repeats; the reference primes every row)")  # fmt: skip
+    print(f"{'what':<44} {'n':>2} {'reference tok/s':>22} {'jukebox-pl tok/s':>22} {'ratio':>6} "
           f"{'ref peak MB':>11} {'our peak MB':>11} {'mem ratio':>9}")  # fmt: skip
-    for (mode, preset, n_ctx, batch), by in sorted(pairs.items()):
-        if "reference" not in by or "jukebox-pl" not in by:
-            continue
-        ref = statistics.median(r[rate[mode]] for r in by["reference"])
-        ours = statistics.median(r[rate[mode]] for r in by["jukebox-pl"])
-        ref_mb = statistics.median(r["peak_mb"] for r in by["reference"])
-        our_mb = statistics.median(r["peak_mb"] for r in by["jukebox-pl"])
-        what = f"{preset} {mode} n_ctx {n_ctx} B {batch}"
-        print(f"{what:<30} {len(by['reference']):>2} {ref:>15.2f} {ours:>16.2f} {ours / ref:>5.2f}x "
-              f"{ref_mb:>11.0f} {our_mb:>11.0f} {our_mb / ref_mb:>8.2f}x")  # fmt: skip
-        name = f"{preset}_{n_ctx}_{mode}_b{batch}"
-        summary[name] = {"reference": ref, "jukebox_pl": ours, "ratio": ours / ref, "reference_peak_mb": ref_mb,
-                         "peak_mb": our_mb, "memory_ratio": our_mb / ref_mb, "n": len(by["reference"])}  # fmt: skip
+    refs = {k: r for k, r in med.items() if k[6] == "reference"}
+    for (mode, preset, n_ctx, batch, _, _, _), ref in sorted(refs.items()):
+        for (m, pr, n, b, weights, prime, impl), ours in sorted(med.items()):
+            if impl != "ours" or (m, pr, n, b) != (mode, preset, n_ctx, batch):
+                continue
+            how = "" if mode == "train" else f" {weights}" + (f" ours primes {'1 row' if prime == 'expand' else 'all'}"
+                                                             if batch > 1 else "")  # fmt: skip
+            what = f"{preset} {mode} n_ctx {n_ctx} B {batch}{how}"
+            r_rate, o_rate, r_mem, o_mem = ref["rate"], ours["rate"], ref["memory"], ours["memory"]
+            ratio, mem_ratio = o_rate["median"] / r_rate["median"], o_mem["median"] / r_mem["median"]
+            print(f"{what:<44} {r_rate['n']:>2} {measure.cell(r_rate, '.2f'):>22} {measure.cell(o_rate, '.2f'):>22} "
+                  f"{ratio:>5.2f}x {r_mem['median']:>11.0f} {o_mem['median']:>11.0f} {mem_ratio:>8.2f}x"
+                  + measure.flag(r_rate, load) + measure.flag(o_rate, load))  # fmt: skip
+            name = f"{preset}_{n_ctx}_{mode}_b{batch}" + ("" if mode == "train" else f"_{weights}_{prime}")
+            summary[name] = {"reference": r_rate["median"], "jukebox_pl": o_rate["median"], "ratio": ratio,
+                             "reference_peak_mb": r_mem["median"], "peak_mb": o_mem["median"],
+                             "memory_ratio": mem_ratio, "n": min(r_rate["n"], o_rate["n"]),
+                             "reference_stats": r_rate, "jukebox_pl_stats": o_rate,
+                             "reference_memory_stats": r_mem, "memory_stats": o_mem}  # fmt: skip
     return summary
 
 
-def report(results: list[dict]) -> dict:
-    compared = side_by_side(results) if any(r.get("impl") == "reference" for r in results) else {}
-    results = [r for r in results if r.get("impl") != "reference"]
+def report(results: list[dict], load: float | None = None) -> dict:
+    med = medians(results)
+    compared = side_by_side(med, load) if any(r.get("impl") == "reference" for r in results) else {}
+    results = [r for r in results if r.get("impl") != "reference" and "twin" not in r]
     ok = [r for r in results if "error" not in r]
     print("\ntraining (fp32, forward + backward + Adam, full n_ctx sequence; peak MB = peak RSS - RSS after imports,")
     print("act MB = peak - model - grads - Adam moments, fwd MB = what a timed step's forward pass adds)")
@@ -435,20 +473,21 @@ def report(results: list[dict]) -> dict:
                   f"sampling of {r['tokens']} tokens after {r['prompt_len']}\n{r['table']}")  # fmt: skip
 
     summary = {}
-    by = {(r["mode"], r["preset"], r["n_ctx"], r["batch"]): r for r in ok if r.get("weights", "fp32") == "fp32"}
-    int8 = {
-        (r["preset"], r["n_ctx"], r["batch"]): r for r in ok if r.get("weights") == "int8" and r["mode"] == "sample"
-    }
+    mine = {k: r for k, r in med.items() if k[6] == "ours" and "twin" not in r}  # medians over the repeats
+    by = {k[:4]: r for k, r in mine.items() if k[4] == "fp32"}
+    int8 = {k[1:4]: r for k, r in mine.items() if k[4] == "int8" and k[0] == "sample"}
     lines = []
     for (mode, preset, n_ctx, batch), r in sorted(by.items()):
         if mode == "sample" and batch > 1 and (one := by.get(("sample", preset, n_ctx, 1))):
             x = r["tokens_per_s_total"] / one["tokens_per_s_total"]
             summary[f"{preset}_{n_ctx}_sample_b{batch}_over_b1_total"] = x
-            lines.append(f"{preset} n_ctx {n_ctx}: sampling batch {batch} / batch 1 total tokens/s = {x:.2f}x")
+            lines.append(f"{preset} n_ctx {n_ctx}: sampling batch {batch} / batch 1 total tokens/s = {x:.2f}x"
+                         + measure.flag(r["rate"], load) + measure.flag(one["rate"], load))  # fmt: skip
         if mode == "sample" and batch == 1 and (nc := by.get(("nocache", preset, n_ctx, 1))):
             x = r["tokens_per_s_total"] / nc["tokens_per_s_total"]
             summary[f"{preset}_{n_ctx}_cache_over_nocache_b1"] = x
-            lines.append(f"{preset} n_ctx {n_ctx}: KV cache / no cache (batch 1, P={r['prompt_len']}) = {x:.1f}x")
+            lines.append(f"{preset} n_ctx {n_ctx}: KV cache / no cache (batch 1, P={r['prompt_len']}) = {x:.1f}x"
+                         + measure.flag(r["rate"], load) + measure.flag(nc["rate"], load))  # fmt: skip
         if mode == "train" and n_ctx == 8192 and (lo := by.get(("train", preset, 2048, batch))):
             x, y = r["peak_mb"] / lo["peak_mb"], r["activations_mb"] / max(lo["activations_mb"], 1e-9)
             summary[f"{preset}_b{batch}_train_mem_8192_over_2048"] = x
@@ -461,12 +500,15 @@ def report(results: list[dict]) -> dict:
                 lines.append(f"{preset} batch {batch}: training forward-pass memory 8192 / 2048 = {z:.2f}x")
     for (preset, n_ctx, batch), r in sorted(int8.items()):
         summary[f"{preset}_{n_ctx}_sample_b{batch}_int8_total"] = r["tokens_per_s_total"]
-        line = f"{preset} n_ctx {n_ctx} batch {batch}, int8 weights: {r['tokens_per_s_total']:.1f} tokens/s total"
+        line = (f"{preset} n_ctx {n_ctx} batch {batch}, int8 weights: {r['tokens_per_s_total']:.1f} tokens/s total"
+                f" (median of {r['rate']['n']}, {r['rate']['min']:.1f}-{r['rate']['max']:.1f})")  # fmt: skip
+        flags = measure.flag(r["rate"], load)
         if fp := by.get(("sample", preset, n_ctx, batch)):
-            line += f" ({r['tokens_per_s_total'] / fp['tokens_per_s_total']:.2f}x fp32)"
+            line += f", {r['tokens_per_s_total'] / fp['tokens_per_s_total']:.2f}x fp32"
+            flags += measure.flag(fp["rate"], load)
         if batch > 1 and (one := int8.get((preset, n_ctx, 1))):
             line += f", {r['tokens_per_s_total'] / one['tokens_per_s_total']:.2f}x int8 batch 1"
-        lines.append(line)
+        lines.append(line + flags)
     if lines:
         print("\nsummary")
         for line in lines:
@@ -477,16 +519,6 @@ def report(results: list[dict]) -> dict:
     if compared:
         summary["side_by_side"] = compared
     return summary
-
-
-def git_head() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "src"], capture_output=True, text=True)
-        return head.stdout.strip() + ("+dirty-src" if dirty.stdout.strip() else "")
-    except OSError:
-        return None
 
 
 def main(argv=None) -> None:
@@ -522,7 +554,11 @@ def main(argv=None) -> None:
     p.add_argument("--reference", metavar="CHECKOUT",
                    help="a checkout of openai/jukebox: time its prior (training, sampling; fp32) beside ours, "
                    "interleaved, and print the ratios")  # fmt: skip
-    p.add_argument("--repeats", type=int, help="rounds of every measurement (default 1; 3 with --reference)")
+    p.add_argument("--reference-commit", help="the reference checkout's commit, when it has no .git to read it from")
+    p.add_argument("--repeats", type=int, help="interleaved rounds of every measurement (default 3; >= 3 with "
+                   "--reference: a side-by-side figure is a median)")  # fmt: skip
+    p.add_argument("--json", metavar="PATH", help="where the figures go (default bench/results/prior.json, "
+                   "prior_reference.json with --reference; '-' for none)")  # fmt: skip
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._worker:
@@ -530,15 +566,17 @@ def main(argv=None) -> None:
         return
     if args.quick:
         args.skip_big_train = True
-    args.repeats = args.repeats or (3 if args.reference else 1)
+    args.repeats = args.repeats or measure.MIN_REPEATS
+    if args.reference and args.repeats < measure.MIN_REPEATS:
+        p.error(f"--repeats {args.repeats}: a side-by-side figure is the median of at least {measure.MIN_REPEATS}")
     unknown = [x for x in args.presets if x not in PRESETS] + [
         m for m in args.modes if m not in ("train", "sample", "nocache")
     ]
     if unknown or any(n % BLOCK_CTX for n in args.n_ctx):
         p.error(f"unknown presets/modes {unknown} or n_ctx not a multiple of {BLOCK_CTX}: {args.n_ctx}")
     jobs = plan(args)
-    print(f"prior bench: {len(jobs)} measurements, torch {torch.__version__}, {args.threads} threads, "
-          f"OMP_WAIT_POLICY {args.omp_wait_policy}, git {git_head()}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    sitting = measure.Sitting("prior", args.threads, args.reference, args.reference_commit)
+    print(f"{len(jobs)} measurements, {args.repeats} interleaved rounds, OMP_WAIT_POLICY {args.omp_wait_policy}")
     results, t0 = [], time.perf_counter()
     for job in jobs:
         impl = " (reference)" if job.get("impl") == "reference" else ""
@@ -547,11 +585,11 @@ def main(argv=None) -> None:
         r = run_job(job, args.job_timeout)
         results.append(r)
         print(f" {r['wall_s']:.1f} s" + (f" FAILED: {r['error']}" if "error" in r else ""), flush=True)
-    print(f"total {time.perf_counter() - t0:.1f} s, load average {os.getloadavg()[0]:.1f}")
-    summary = report(results)
+    print(f"total {time.perf_counter() - t0:.1f} s")
+    summary = report(results, sitting.load)
     slim = [{k: v for k, v in r.items() if k != "table"} for r in results]
-    print(json.dumps({"bench": "prior", "git": git_head(), "torch": torch.__version__, "threads": args.threads,
-                      "summary": summary, "results": slim}))  # fmt: skip
+    out = args.json or measure.RESULTS / ("prior_reference.json" if args.reference else "prior.json")
+    sitting.finish({"bench": "prior", "repeats": args.repeats, "summary": summary, "results": slim}, out)
 
 
 if __name__ == "__main__":

@@ -185,3 +185,15 @@ def test_a_module_left_in_eval_mode_by_mistake_is_still_warned_about():
     module = prior_with_ema()
     module.model.eval()  # not frozen: Lightning's warning is the user's to see
     assert [m for m in fit_one_step(module) if EVAL_WARNING in m]
+
+
+def test_the_shipped_example_config_fits_one_step(shards, tmp_path, capsys):
+    """configs/lightning_cli/vqvae_top.yaml (what the README shows) runs as written, with shards and a step
+    count given on the command line as a LightningCLI user would."""
+    example = Path(__file__).parents[1] / "configs" / "lightning_cli" / "vqvae_top.yaml"
+    args = ["fit", "--config", str(example), "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+            "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.cfg.shards={shards}",
+            "--data.init_args.cfg.epoch_length=12", "--data.init_args.batch_size=2",
+            "--model.init_args.vqvae.bandwidth_batches=1"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err[-2000:]
