@@ -22,15 +22,17 @@ its peak RSS (ru_maxrss minus the RSS right after the imports) belongs to it alo
 With --reference CHECKOUT (a checkout of openai/jukebox), every fp32 training and sampling measurement is
 followed by the same one of the reference's own prior (`bench/reference_prior.py`: its ConditionalAutoregressive2D,
 its forward and its primed_sample, which primes every row), the pairs are repeated (--repeats, default 3) and a
-side-by-side table gives the medians and the ratios:
+side-by-side table gives the medians [min-max] and the ratios; at batch > 1 ours is also measured priming
+every row, so its memory compares both ways with the reference's. Every summary line quotes medians of the
+repeats (never one repeat) and flags a figure whose max/min exceeds 1.5 with the load average. Results go to
+bench/results/prior.json (prior_reference.json with --reference), which `bench/report.py` renders:
 
     python bench/prior.py --reference /path/to/jukebox --presets small --n-ctx 8192 --modes sample,train
 
 Timings on this shared 2-core machine drift 2-3x between days: only figures measured side by side compare.
 Measure on a quiet machine: when another process keeps a core busy, OpenMP's spinning threads make small ops
 up to 20x slower (`--omp-wait-policy PASSIVE` limits the damage but adds ~40 us of wake-up to
-every parallel op, which halves batch-1 sampling speed). The last line printed is a JSON object with every
-figure.
+every parallel op, which halves batch-1 sampling speed).
 """
 
 from __future__ import annotations
@@ -411,7 +413,7 @@ def side_by_side(med: dict[tuple, dict], load: float | None = None) -> dict:
     summary = {}
     print("\nside by side with the reference (same machine, same sitting, interleaved; medians [min-max] of the "
           "repeats; the reference primes every row)")  # fmt: skip
-    print(f"{'what':<44} {'n':>2} {'reference tok/s':>22} {'jukebox-pl tok/s':>22} {'ratio':>6} "
+    print(f"{'what':<50} {'n':>2} {'reference tok/s':>22} {'jukebox-pl tok/s':>22} {'ratio':>6} "
           f"{'ref peak MB':>11} {'our peak MB':>11} {'mem ratio':>9}")  # fmt: skip
     refs = {k: r for k, r in med.items() if k[6] == "reference"}
     for (mode, preset, n_ctx, batch, _, _, _), ref in sorted(refs.items()):
@@ -423,11 +425,13 @@ def side_by_side(med: dict[tuple, dict], load: float | None = None) -> dict:
             what = f"{preset} {mode} n_ctx {n_ctx} B {batch}{how}"
             r_rate, o_rate, r_mem, o_mem = ref["rate"], ours["rate"], ref["memory"], ours["memory"]
             ratio, mem_ratio = o_rate["median"] / r_rate["median"], o_mem["median"] / r_mem["median"]
-            print(f"{what:<44} {r_rate['n']:>2} {measure.cell(r_rate, '.2f'):>22} {measure.cell(o_rate, '.2f'):>22} "
+            print(f"{what:<50} {r_rate['n']:>2} {measure.cell(r_rate, '.2f'):>22} {measure.cell(o_rate, '.2f'):>22} "
                   f"{ratio:>5.2f}x {r_mem['median']:>11.0f} {o_mem['median']:>11.0f} {mem_ratio:>8.2f}x"
                   + measure.flag(r_rate, load) + measure.flag(o_rate, load))  # fmt: skip
             name = f"{preset}_{n_ctx}_{mode}_b{batch}" + ("" if mode == "train" else f"_{weights}_{prime}")
-            summary[name] = {"reference": r_rate["median"], "jukebox_pl": o_rate["median"], "ratio": ratio,
+            summary[name] = {"mode": mode, "preset": preset, "n_ctx": n_ctx, "batch": batch, "weights": weights,
+                             "prime": prime, "prompt_len": ours.get("prompt_len"), "tokens": ours.get("new_tokens"),
+                             "reference": r_rate["median"], "jukebox_pl": o_rate["median"], "ratio": ratio,
                              "reference_peak_mb": r_mem["median"], "peak_mb": o_mem["median"],
                              "memory_ratio": mem_ratio, "n": min(r_rate["n"], o_rate["n"]),
                              "reference_stats": r_rate, "jukebox_pl_stats": o_rate,

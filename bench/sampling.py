@@ -17,15 +17,19 @@ machine: OpenMP threads spinning against another process make every figure sever
 
 times the reference's transformer of each level's shape (small preset, the reference's small_prior as the top)
 beside ours, level by level, and prints the ratios of sampling compute per audio second (VQ-VAE decoding, and
-the conditioners that run once per window, are left out on both sides).
+the conditioners that run once per window, are left out on both sides). Every level is measured after one
+untimed run of each side, in --repeats (>= 3) interleaved rounds; both prime every row and leave the same two
+tokens untimed; figures are medians [min-max], flagged when max/min > 1.5. Results go to
+bench/results/sampling.json (sampling_reference.json with --reference), which `bench/report.py` renders.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 import time
 
+import measure
 import torch
 
 from jukebox_pl.config import load_config
@@ -51,8 +55,11 @@ def build(preset: str, weights: str, overrides: tuple[str, ...] = ()) -> Samplin
     return SamplingModels(vqvae, priors, LabelVocab().extend(["a", "b"], ["g"]), levels.sample_rate)
 
 
+WARM_TOKENS = 2  # untimed tokens after the priming, on both sides (the reference's sampler: reference_prior.py)
+
+
 @torch.inference_mode()
-def level_rates(models: SamplingModels, level: int, batch: int, tokens: int) -> dict:
+def level_rates(models: SamplingModels, level: int, batch: int, tokens: int, decode: bool = True) -> dict:
     prior = models.priors[level]
     spec = SongSpec(artists=[1] * batch, genres=[[1]] * batch, lyrics=[list(range(1, 40))] * batch,
                     total_samples=prior.sample_length * 2, seed=0)  # fmt: skip
@@ -72,8 +79,9 @@ def level_rates(models: SamplingModels, level: int, batch: int, tokens: int) -> 
             step(prompt[:, i : i + 128], i + 1, batch, x_cond, y_cond, enc)
         prime_s = time.perf_counter() - t0
         pos, tok = prompt.shape[1] + 1, prompt[:, -1:]
-        t0 = time.perf_counter()
-        for k in range(tokens):
+        for k in range(WARM_TOKENS + tokens):
+            if k == WARM_TOKENS:
+                t0 = time.perf_counter()
             logits = step(tok, pos + k, batch, x_cond, y_cond, enc)[:, -1]
             tok = torch.multinomial(logits.float().softmax(-1), 1)
         sample_s = time.perf_counter() - t0
@@ -81,26 +89,35 @@ def level_rates(models: SamplingModels, level: int, batch: int, tokens: int) -> 
     h = 0.125 if prior.is_top else 0.5
     prime_rate, sample_rate = prompt.shape[1] / prime_s, tokens / sample_s  # per stream-batch step
     per_audio_s = audio_tokens * (1 / sample_rate + (1 - h) / h / prime_rate) / batch
-    codes = torch.randint(0, prior.bins, (batch, int(audio_tokens)))
-    t0 = time.perf_counter()
-    models.vqvae.decode(codes, level)
-    decode = (time.perf_counter() - t0) / batch
-    return {"n_ctx": prior.n_ctx, "hop": prior.hop_length, "prime_tok_s": prime_rate * batch,
-            "sample_tok_s": sample_rate * batch, "sample_s_per_audio_s": per_audio_s,
-            "decode_s_per_audio_s": decode}  # fmt: skip
+    out = {"n_ctx": prior.n_ctx, "hop": prior.hop_length, "prime_tok_s": prime_rate * batch,
+           "sample_tok_s": sample_rate * batch, "sample_s_per_audio_s": per_audio_s}  # fmt: skip
+    if decode:
+        codes = torch.randint(0, prior.bins, (batch, int(audio_tokens)))
+        t0 = time.perf_counter()
+        models.vqvae.decode(codes, level)
+        out["decode_s_per_audio_s"] = (time.perf_counter() - t0) / batch
+    return out
 
 
-def reference_rates(ar, models: SamplingModels, level: int, batch: int, tokens: int) -> dict:
-    """The same figures for the reference's own transformer of this level's shape (`bench/reference_prior.py`):
-    its primed_sample primes every row, then samples one token per step."""
+def reference_model(ar, models: SamplingModels, level: int):
+    """The reference's own transformer of this level's shape (`bench/reference_prior.py`), built once."""
     import reference_prior
 
     prior = models.priors[level]
     c = prior.cfg
     shape = {"bins": prior.bins, "width": c.width, "depth": c.depth, "heads": c.heads, "attn_order": c.attn_order}
-    model = reference_prior.build(ar, shape, c.n_ctx, c.n_ctx // c.blocks, False, x_cond=not prior.is_top,
-                                  y_cond=bool(c.labels))  # fmt: skip
-    r = reference_prior.sample(ar, model, batch, c.n_ctx // 2, tokens, 128)
+    return reference_prior.build(ar, shape, c.n_ctx, c.n_ctx // c.blocks, False, x_cond=not prior.is_top,
+                                 y_cond=bool(c.labels))  # fmt: skip
+
+
+def reference_rates(ar, model, models: SamplingModels, level: int, batch: int, tokens: int) -> dict:
+    """The same figures for the reference's transformer: its primed_sample primes every row (as `level_rates`
+    does), leaves WARM_TOKENS untimed, then samples one token per step."""
+    import reference_prior
+
+    prior = models.priors[level]
+    c = prior.cfg
+    r = reference_prior.sample(ar, model, batch, c.n_ctx // 2, tokens, 128, warm=WARM_TOKENS)
     h = 0.125 if prior.is_top else 0.5
     audio_tokens = models.sample_rate / prior.hop_length
     prime_rate, sample_rate = r["prime_tokens_per_s"] / batch, r["tokens_per_s_per_stream"]
@@ -131,68 +148,113 @@ def main(argv=None) -> None:
     p.add_argument("--weights", default="fp32", choices=("fp32", "int8"))
     p.add_argument("--tokens", type=int, default=32, help="timed sampling steps per level")
     p.add_argument("--song-seconds", type=float, default=3.0, help="tiny end-to-end song length")
-    p.add_argument("--reference", metavar="CHECKOUT",
-                   help="a checkout of openai/jukebox: time its transformer of each level's shape beside ours, "
-                   "interleaved (small preset, with the reference's small_prior as the top: labels and lyrics "
-                   "conditioning are not part of its bare transformer)")  # fmt: skip
-    args = p.parse_args(argv)
-    if args.reference:
-        return side_by_side(args)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=measure.MIN_REPEATS,
+        help="interleaved repeats of every level's measurement after one untimed warm-up (default 3)",
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch threads, the same on both sides (default 2)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        help="where the figures go (default bench/results/sampling.json, "
+        "sampling_reference.json with --reference; '-' for none)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="CHECKOUT",
+        help="a checkout of openai/jukebox: time its transformer of each level's shape beside ours, "
+        "interleaved (small preset, with the reference's small_prior as the top: labels and lyrics "
+        "conditioning are not part of its bare transformer)",
+    )
+    p.add_argument("--reference-commit", help="the reference checkout's commit, when it has no .git to read it from")
+    args = p.parse_args(argv)  # fmt: skip
+    if args.reference and args.repeats < measure.MIN_REPEATS:
+        p.error(f"--repeats {args.repeats}: a side-by-side figure is the median of at least {measure.MIN_REPEATS}")
+    sitting = measure.Sitting("sampling", args.threads, args.reference, args.reference_commit)
+    rows = side_by_side(args, sitting.load) if args.reference else ours_only(args, sitting.load)
+    out = args.json or measure.RESULTS / ("sampling_reference.json" if args.reference else "sampling.json")
+    sitting.finish({"bench": "sampling", "repeats": args.repeats, "tokens": args.tokens, "rows": rows}, out)
+
+
+def ours_only(args, load: float) -> list[dict]:
+    """Per preset, batch and level: medians of `--repeats` measurements, and the song estimate from them."""
     results = []
     print(f"{'preset':<6} {'level':<7} {'B':>3} {'n_ctx':>6} {'hop':>4} {'prime tok/s':>11} {'sample tok/s':>12} "
-          f"{'sample s/s':>10} {'decode s/s':>10}")  # fmt: skip
+          f"{'sample s/s':>18} {'decode s/s':>10}   (medians of {args.repeats}; s/s [min-max])")  # fmt: skip
     for preset in args.presets.split(","):
         models = build(preset, args.weights)
         for batch in (int(b) for b in args.batches.split(",")):
             total = 0.0
             for level in sorted(models.priors, reverse=True):
-                r = level_rates(models, level, batch, args.tokens)
+                fn = lambda m=models, lv=level, b=batch: level_rates(m, lv, b, args.tokens)  # noqa: E731
+                runs = measure.interleaved({"jukebox-pl": fn}, args.repeats)["jukebox-pl"]
+                r = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
+                s = measure.stats([x["sample_s_per_audio_s"] for x in runs])
                 name = models.name(level)
                 total += r["sample_s_per_audio_s"] + r["decode_s_per_audio_s"]
-                results.append({"preset": preset, "level": name, "batch": batch, **r})
+                results.append({"preset": preset, "level": name, "batch": batch, **r, "stats": s, "runs": runs})
                 print(f"{preset:<6} {name:<7} {batch:>3} {r['n_ctx']:>6} {r['hop']:>4} {r['prime_tok_s']:>11.1f} "
-                      f"{r['sample_tok_s']:>12.1f} {r['sample_s_per_audio_s']:>10.2f} "
-                      f"{r['decode_s_per_audio_s']:>10.4f}")  # fmt: skip
+                      f"{r['sample_tok_s']:>12.1f} {measure.cell(s, '.2f'):>18} "
+                      f"{r['decode_s_per_audio_s']:>10.4f}{measure.flag(s, load)}")  # fmt: skip
             print(f"{preset:<6} {'song':<7} {batch:>3}  full {models.n_levels}-level song: {total:.2f} s of compute "
-                  f"per second of audio per song (estimate)")  # fmt: skip
+                  f"per second of audio per song (estimate, from the medians)")  # fmt: skip
             results.append({"preset": preset, "level": "song", "batch": batch, "s_per_audio_s": total})
             if preset == "tiny":
                 e2e = end_to_end(models, batch, args.song_seconds)
                 print(f"{preset:<6} {'e2e':<7} {batch:>3}  measured {args.song_seconds:.0f} s song, SongSampler: "
                       + ", ".join(f"{k} {v:.2f}" for k, v in e2e.items())
-                      + f" = {sum(e2e.values()):.2f} s/s (sampling only)")  # fmt: skip
+                      + f" = {sum(e2e.values()):.2f} s/s (sampling only, one run)")  # fmt: skip
                 results.append({"preset": preset, "level": "e2e", "batch": batch, **e2e})
-    print(json.dumps(results))
+    return results
 
 
-def side_by_side(args) -> None:
-    """Per level and batch: our sampling rates and the reference's, measured one after the other."""
+def side_by_side(args, load: float, preset: str = "small", overrides=("prior.top.arch=small_prior",)) -> list[dict]:
+    """Per level and batch: our sampling rates and the reference's, after one untimed run of each, in
+    `--repeats` interleaved rounds (ours, reference, ours, ...); both prime every row and leave the same
+    WARM_TOKENS untimed. Ratios are of the medians."""
     import reference_prior
 
     ar = reference_prior.load(args.reference)
-    models = build("small", "fp32", ("prior.top.arch=small_prior",))
+    models = build(preset, "fp32", tuple(overrides))
     rows = []
     print(f"{'level':<7} {'B':>3} {'ref prime':>9} {'our prime':>9} {'ref sample':>10} {'our sample':>10} "
-          f"{'ref s/s':>8} {'our s/s':>8} {'ratio':>6}   (tokens/s over all streams; s/s = sampling compute "
-          f"per audio second per song)")  # fmt: skip
+          f"{'ref s/s':>16} {'our s/s':>16} {'ratio':>6}   (tokens/s over all streams; s/s = sampling compute "
+          f"per audio second per song, median [min-max] of {args.repeats} interleaved repeats)")  # fmt: skip
     for batch in (int(b) for b in args.batches.split(",")):
         song = {"reference": 0.0, "jukebox-pl": 0.0}
         for level in sorted(models.priors, reverse=True):
-            ours = level_rates(models, level, batch, args.tokens)
-            ref = reference_rates(ar, models, level, batch, args.tokens)
+            ref_model = reference_model(ar, models, level)
+            runs = measure.interleaved(
+                {
+                    "jukebox-pl": lambda lv=level, b=batch: level_rates(models, lv, b, args.tokens, decode=False),
+                    "reference": lambda lv=level, b=batch, m=ref_model: reference_rates(ar, m, models, lv, b,
+                                                                                        args.tokens),
+                },
+                args.repeats,
+            )  # fmt: skip
+            med = {side: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for side, rs in runs.items()}
+            st = {side: measure.stats([x["sample_s_per_audio_s"] for x in rs]) for side, rs in runs.items()}
+            ours, ref = med["jukebox-pl"], med["reference"]
             song["reference"] += ref["sample_s_per_audio_s"]
             song["jukebox-pl"] += ours["sample_s_per_audio_s"]
             ratio = ref["sample_s_per_audio_s"] / ours["sample_s_per_audio_s"]
             name = models.name(level)
-            rows.append({"level": name, "batch": batch, "reference": ref, "jukebox_pl": ours, "ratio": ratio})
+            rows.append({"level": name, "batch": batch, "reference": ref, "jukebox_pl": ours, "ratio": ratio,
+                         "reference_stats": st["reference"], "jukebox_pl_stats": st["jukebox-pl"],
+                         "runs": runs})  # fmt: skip
             print(f"{name:<7} {batch:>3} {ref['prime_tok_s']:>9.0f} {ours['prime_tok_s']:>9.0f} "
-                  f"{ref['sample_tok_s']:>10.1f} {ours['sample_tok_s']:>10.1f} {ref['sample_s_per_audio_s']:>8.1f} "
-                  f"{ours['sample_s_per_audio_s']:>8.1f} {ratio:>5.2f}x", flush=True)  # fmt: skip
+                  f"{ref['sample_tok_s']:>10.1f} {ours['sample_tok_s']:>10.1f} "
+                  f"{measure.cell(st['reference'], '.1f'):>16} {measure.cell(st['jukebox-pl'], '.1f'):>16} "
+                  f"{ratio:>5.2f}x{measure.flag(st['reference'], load)}{measure.flag(st['jukebox-pl'], load)}",
+                  flush=True)  # fmt: skip
         ratio = song["reference"] / song["jukebox-pl"]
-        print(f"{'song':<7} {batch:>3}  sampling compute per audio second: reference {song['reference']:.1f} s, "
-              f"jukebox-pl {song['jukebox-pl']:.1f} s: {ratio:.2f}x", flush=True)  # fmt: skip
+        print(f"{'song':<7} {batch:>3}  sampling compute per audio second (sum of the levels' medians): "
+              f"reference {song['reference']:.1f} s, jukebox-pl {song['jukebox-pl']:.1f} s: {ratio:.2f}x",
+              flush=True)  # fmt: skip
         rows.append({"level": "song", "batch": batch, **song, "ratio": ratio})
-    print(json.dumps(rows))
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@
                                   [--modes auraloss,reference] [--levels bottom middle top]
 
 speed: the `small` preset (the reference's small_vqvae: 2 levels, 22050 Hz), a training step on a batch of
-4 x 2 s through both levels (median of interleaved repeats), and encode / decode real-time factors for a 30 s
-clip. With --reference, the reference implementation's own VQ-VAE is timed side by side on the same input
-(a plain checkout of openai/jukebox; shims stand in for CUDA and librosa, nothing of it is imported
-otherwise), because this machine is shared and absolute timings drift by 20%.
+4 x 2 s through both levels (median of interleaved repeats after the same warm-up), and encode / decode
+real-time factors for a 30 s clip. With --reference, the reference implementation's own VQ-VAE is timed side
+by side on the same input (a plain checkout of openai/jukebox; shims stand in for CUDA and librosa, nothing of
+it is imported otherwise), because this machine is shared and absolute timings drift by 20%. Its step is timed without
+the zero-weight spectral loss and the no-grad metrics that ours does not compute (--reference-as-shipped keeps
+them); figures go to bench/results/vqvae_speed*.json.
 
 quality: the `tiny` preset trained for a fixed budget of steps per level on each shard folder of --data, once per
 spectral loss of --modes (vqvae.spectral_mode; same seed and data order for every mode), then measured on
@@ -28,6 +30,7 @@ import time
 import types
 from pathlib import Path
 
+import measure
 import torch
 
 from jukebox_pl.config import load_config
@@ -47,7 +50,8 @@ def _timed(fn, repeats: int) -> list[float]:
 
 
 def ours_step():
-    # the reference's own spectral loss, so the side-by-side timing compares the same computation
+    """Our small preset's training step with the reference's spectral loss (vqvae.spectral_mode=reference): l2 +
+    multispectral + commit per level, what `reference_step` computes once its extras are switched off."""
     cfg = load_config("small", ["vqvae.spectral_mode=reference"]).vqvae
     models = [build_vqvae_level(cfg, level) for level in range(cfg.levels)]
     params = [p for m in models for p in m.parameters()]
@@ -62,14 +66,38 @@ def ours_step():
     return step, models
 
 
-def reference_step(checkout: Path):
-    """The reference's small_vqvae training step (its VQVAE.forward, loss, backward, Adam)."""
+EXTRAS = "its zero-weight spectral loss and its 4 no-grad metrics (spectral convergence, l1, l2, linf)"
+
+
+def skip_reference_extras(vqvae_module) -> None:
+    """Switch off what the reference's VQVAE.forward computes beyond ours: the single-resolution spectral loss it
+    weights by `spectral=0.0` (yet computes and backpropagates through) and the metrics it computes under
+    no_grad. What remains is the same as ours: l2 + multispectral + commit per level. The loss value is
+    unchanged; these terms only return zeros."""
+    zero = lambda *args, **kwargs: torch.zeros(())  # noqa: E731
+    vqvae_module.spectral_loss = zero  # only its zero-weight term calls it (use_nonrelative_specloss)
+    vqvae_module.spectral_convergence = zero  # only its no-grad metric calls it
+    loss_fn = vqvae_module._loss_fn
+
+    def training_terms_only(kind, x_target, x_pred, hps):  # its l1 / l2 / linf metrics run under no_grad
+        return loss_fn(kind, x_target, x_pred, hps) if torch.is_grad_enabled() else torch.zeros(())
+
+    vqvae_module._loss_fn = training_terms_only
+
+
+def reference_step(checkout: Path, as_shipped: bool = False):
+    """The reference's small_vqvae training step (its VQVAE.forward, loss, backward, Adam); unless `as_shipped`,
+    without the extras that ours does not compute (`skip_reference_extras`)."""
     from reference_cpu import use_reference
 
     use_reference(checkout)
     import jukebox.utils.audio_utils as audio_utils
     import jukebox.utils.dist_adapter as dist_adapter
+    import jukebox.vqvae.vqvae as vqvae_module
     from jukebox.vqvae.vqvae import VQVAE
+
+    if not as_shipped:
+        skip_reference_extras(vqvae_module)
 
     dist_adapter.is_available = lambda: False
     audio_utils.stft = lambda sig, hps: torch.view_as_real(
@@ -128,46 +156,55 @@ def reference_step(checkout: Path):
 
 
 def speed(args) -> None:
+    sitting = measure.Sitting("vqvae_speed", args.threads, args.reference, args.reference_commit)
     torch.manual_seed(0)
     ours, models = ours_step()
-    steps = {"jukebox-pl": ours}
+    steps = {"jukebox-pl": measure.timed(ours)}
     reference = None
     if args.reference:
-        steps["reference"], reference = reference_step(Path(args.reference))
-    for step in steps.values():
-        step()  # warm-up
-    times = {name: [] for name in steps}
-    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
-        for name, step in steps.items():
-            times[name] += _timed(step, 1)
+        step, reference = reference_step(Path(args.reference), args.reference_as_shipped)
+        steps["reference"] = measure.timed(step)
+        what = "as shipped: " + EXTRAS + " included" if args.reference_as_shipped else EXTRAS + " switched off"
+        print(f"reference step: {what}; ours: l2 + multispectral (the reference's formula) + commit per level")
+    times = measure.interleaved(steps, args.repeats, warmup=1)  # the same warm-up step on both sides
+    st = {name: measure.stats(ts) for name, ts in times.items()}
     audio_s = BATCH * LENGTH / SR
-    print(f"small preset training step, batch {BATCH} x {LENGTH / SR:.1f} s, both levels, median of {args.repeats}:")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"  {name:>10}: {med:.2f} s/step = {audio_s / med:.2f} audio-seconds/s")
+    print(f"small preset training step, batch {BATCH} x {LENGTH / SR:.1f} s, both levels, median [min-max] of "
+          f"{args.repeats} interleaved repeats:")  # fmt: skip
+    for name, s in st.items():
+        print(f"  {name:>10}: {measure.cell(s, '.2f')} s/step = {audio_s / s['median']:.2f} audio-seconds/s"
+              + measure.flag(s, sitting.load))  # fmt: skip
+    result = {"bench": "vqvae_speed", "repeats": args.repeats, "step_s": st, "audio_s_per_step": audio_s}
     if args.reference:
-        ratio = statistics.median(times["reference"]) / statistics.median(times["jukebox-pl"])
-        print(f"  speed-up over the reference, same machine, same input: {ratio:.2f}x")
+        ratio = st["reference"]["median"] / st["jukebox-pl"]["median"]
+        result |= {"speedup": ratio, "reference_as_shipped": args.reference_as_shipped}
+        print(f"  speed-up over the reference (medians), same machine, same input: {ratio:.2f}x")
     clip = torch.randn(1, 1, SR * 30) * 0.1
-    print("30 s clip, real-time factors (higher is faster):")
+    print(f"30 s clip, real-time factors (higher is faster; medians of {args.repeats}):")
+    rtf = {}
     with torch.inference_mode():
         for m in models:
             m.eval()
-            enc = statistics.median(_timed(lambda m=m: m.encode(clip), 3))
+            enc = statistics.median(_timed(lambda m=m: m.encode(clip), args.repeats))
             codes = m.encode(clip)
-            dec = statistics.median(_timed(lambda m=m, c=codes: m.decode(c), 3))
+            dec = statistics.median(_timed(lambda m=m, c=codes: m.decode(c), args.repeats))
+            rtf[f"level{m.level}"] = {"encode": 30 / enc, "decode": 30 / dec}
             print(f"  level {m.level} (hop {m.hop_length}): encode {30 / enc:.1f}x, decode {30 / dec:.1f}x")
-        total_enc = sum(statistics.median(_timed(lambda m=m: m.encode(clip), 3)) for m in models)
-        print(f"  jukebox-pl, all levels encoded: {30 / total_enc:.1f}x")
         if reference is not None:
             reference.eval()
             clip_ntc = clip.permute(0, 2, 1)
-            enc = statistics.median(_timed(lambda: reference.encode(clip_ntc), 3))
+            enc = statistics.median(_timed(lambda: reference.encode(clip_ntc), args.repeats))
             zs = reference.encode(clip_ntc)
+            rtf["reference_encode_all"] = 30 / enc
             print(f"  reference, all levels encoded: {30 / enc:.1f}x")
             for level in range(2):
-                dec = statistics.median(_timed(lambda lv=level: reference.decode(zs[lv:], start_level=lv), 3))
+                dec = statistics.median(
+                    _timed(lambda lv=level: reference.decode(zs[lv:], start_level=lv), args.repeats)
+                )
+                rtf[f"reference_level{level}_decode"] = 30 / dec
                 print(f"  reference level {level}: decode {30 / dec:.1f}x")
+    out = args.json or measure.RESULTS / ("vqvae_speed_reference.json" if args.reference else "vqvae_speed.json")
+    sitting.finish(result | {"real_time_factors": rtf}, out)
 
 
 def heldout_clips(folder: Path, seconds: float = 1.5) -> list[dict]:
@@ -319,12 +356,21 @@ def quality(args) -> None:
     print("\n".join(rows))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     s = sub.add_parser("speed")
     s.add_argument("--reference", help="a checkout of openai/jukebox to time side by side")
-    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--repeats", type=int, default=5, help="interleaved repeats after one warm-up step (>= 3)")
+    s.add_argument("--threads", type=int, default=2, help="torch threads, the same on both sides (default 2)")
+    s.add_argument("--reference-commit", help="the reference checkout's commit, when it has no .git to read it from")
+    s.add_argument(
+        "--reference-as-shipped",
+        action="store_true",
+        help="time the reference's step with its zero-weight spectral loss and metrics, as it ships",
+    )
+    s.add_argument("--json", metavar="PATH", help="where the figures go (default bench/results/vqvae_speed.json, "
+                   "vqvae_speed_reference.json with --reference; '-' for none)")  # fmt: skip
     q = sub.add_parser("quality")
     q.add_argument("--steps", type=int, default=300)
     q.add_argument("--data", nargs="+", default=["data/toy_shards"], help="one or more `jukebox-pl prep` folders")
@@ -337,7 +383,9 @@ def main() -> None:
     )
     q.add_argument("--levels", nargs="+", default=["bottom", "middle", "top"])
     q.add_argument("--override", nargs="*", default=[], help="config overrides, e.g. vqvae.l_bins=128")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.what == "speed" and args.repeats < measure.MIN_REPEATS:
+        p.error(f"--repeats {args.repeats}: a figure is the median of at least {measure.MIN_REPEATS}")
     speed(args) if args.what == "speed" else quality(args)
 
 

@@ -1,0 +1,211 @@
+"""The README's performance tables, rendered from the benches' result files (bench/results/*.json), so that every
+figure the README quotes has a file behind it.
+
+    python bench/report.py                      # every table, in Markdown
+    python bench/report.py --check README.md    # exit 1 naming the first table that differs from its files
+    python bench/report.py --write README.md    # replace each table between its markers
+
+A table sits in the README between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`; NAME is one of TABLES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+MARKER = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /bench:(?P=name) -->", re.S)
+
+
+class Missing(Exception):
+    """A result file a table needs is not there (the bench has not been run)."""
+
+
+def _load(results: Path, name: str) -> dict:
+    path = results / name
+    if not path.is_file():
+        raise Missing(f"{path} is missing: run the bench that writes it (see `python bench/report.py --help`)")
+    return json.loads(path.read_text())
+
+
+def provenance(result: dict, what: str) -> str:
+    """One line saying when, on what and from which commits a result file was measured."""
+    m = result.get("meta", {})
+    git = m.get("git", {})
+    commit = str(git.get("commit", "unknown"))[:10] + ("+changes" if git.get("dirty") else "")
+    ref = m.get("reference_commit")
+    ref = f", reference {str(ref)[:10]}" if ref else ""
+    cpu = m.get("cpu", {})
+    flags = ", ".join(cpu.get("flags", [])) or "no vector flags recorded"
+    loads = f"load {m.get('load_before', float('nan')):.1f} before, {m.get('load_after', float('nan')):.1f} after"
+    return (f"{what}: measured {m.get('date', '?')} (commit {commit}{ref}, torch {m.get('torch', '?')}, "
+            f"{m.get('threads', '?')} threads, {cpu.get('model', '?')} [{flags}]; {loads}).")  # fmt: skip
+
+
+def _spread(stats: list[dict]) -> str:
+    worst = max(stats, key=lambda s: s["spread"])
+    n = min(s["n"] for s in stats)
+    noisy = " (noisy)" if any(s["noisy"] for s in stats) else ""
+    return f"medians of {n} interleaved repeats, widest spread max/min {worst['spread']:.2f}x{noisy}"
+
+
+def _gb(mb: float) -> str:
+    return f"{mb / 1024:.1f}"
+
+
+def prior_label(e: dict) -> str:
+    """What a side-by-side row of bench/prior.py measured, in words."""
+    if e["mode"] == "train":
+        return f"training step, batch {e['batch']}"
+    label = f"sampling, batch {e['batch']}"
+    if e["batch"] == 1:
+        label += f", {e['tokens']} tokens after a {e['prompt_len']}-token prompt"
+    else:
+        label += " (all streams), ours priming " + ("one row" if e["prime"] == "expand" else "every row")
+    if e["weights"] != "fp32":
+        label += f", our {e['weights']} weights vs its fp32"
+    return label
+
+
+def side_by_side(results: Path) -> str:
+    """The table of "Measuring": bench/prior.py --reference (prior_reference.json) and bench/sampling.py
+    --reference (sampling_reference.json)."""
+    prior = _load(results, "prior_reference.json")
+    sampling = _load(results, "sampling_reference.json")
+    rows = ["| measurement | reference | jukebox-pl | speed | peak memory |", "|---|---|---|---|---|"]
+    entries = sorted(prior["summary"].get("side_by_side", {}).values(),
+                     key=lambda e: (e["preset"], e["n_ctx"], e["mode"] != "sample", e["weights"] != "fp32",
+                                    e["batch"], e["prime"]))  # fmt: skip
+    stats = []
+    for e in entries:
+        memory = f"{e['memory_ratio']:.2f}x"
+        if e["batch"] > 1:
+            memory += f" ({_gb(e['peak_mb'])} vs {_gb(e['reference_peak_mb'])} GB)"
+        rows.append(f"| {prior_label(e)} | {e['reference']:.1f} tok/s | {e['jukebox_pl']:.1f} tok/s | "
+                    f"{e['ratio']:.2f}x | {memory} |")  # fmt: skip
+        stats += [e["reference_stats"], e["jukebox_pl_stats"]]
+    song_stats = []
+    for row in sampling["rows"]:
+        if row["level"] == "song":
+            what = f"sampling compute per audio second, `small` 2-level song, batch {row['batch']}"
+            rows.append(f"| {what} | {row['reference']:.1f} s | {row['jukebox-pl']:.1f} s | {row['ratio']:.2f}x | |")
+        else:
+            song_stats += [row["reference_stats"], row["jukebox_pl_stats"]]
+    out = rows + [""]
+    if stats:
+        out.append(provenance(prior, "`bench/prior.py --reference`") + " " + _spread(stats).capitalize() + ".")
+    if song_stats:
+        out.append(provenance(sampling, "`bench/sampling.py --reference`") + " " + _spread(song_stats).capitalize()
+                   + " per level.")  # fmt: skip
+    return "\n".join(out)
+
+
+def paper(results: Path) -> str:
+    """The tables of "Real music": bench/paper.py's own report of paper.json."""
+    sys.path.insert(0, str(HERE))
+    import paper as paper_bench
+
+    return paper_bench.report(_load(results, "paper.json"))
+
+
+TABLES: dict[str, Callable[[Path], str]] = {"side-by-side": side_by_side, "paper": paper}
+COMMANDS = {
+    "side-by-side": "python bench/prior.py --reference CHECKOUT --presets small --n-ctx 8192 --modes sample,train "
+    "--sample-batches 1,16; python bench/sampling.py --reference CHECKOUT --batches 1,8",
+    "paper": "make bench-paper",
+}
+
+
+def render(name: str, results: Path = RESULTS) -> str:
+    if name not in TABLES:
+        raise Missing(f"no table named {name!r}: choose from {', '.join(TABLES)}")
+    return TABLES[name](results).strip()
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """(name, body) of every marked table of a README, in order."""
+    return [(m["name"], m["body"].strip()) for m in MARKER.finditer(text)]
+
+
+def check(readme: Path, results: Path = RESULTS) -> list[str]:
+    """Problems, first first: a marked table that differs from what its files render, or that has no files."""
+    problems = []
+    found = blocks(readme.read_text())
+    if not found:
+        return [f"{readme}: no <!-- bench:NAME --> markers around any table"]
+    for name, body in found:
+        try:
+            want = render(name, results)
+        except Missing as e:
+            problems.append(f"{readme}: table bench:{name}: {e} ({COMMANDS.get(name, '')})")
+            continue
+        if body != want:
+            have_lines, want_lines = body.splitlines(), want.splitlines()
+            line = next((i for i, (a, b) in enumerate(zip(have_lines, want_lines)) if a != b),
+                        min(len(have_lines), len(want_lines)))  # fmt: skip
+            shown = want_lines[line] if line < len(want_lines) else "(end of table)"
+            problems.append(f"{readme}: table bench:{name} differs from its result files at its line {line + 1}: "
+                            f"the files say {shown!r}; run `python bench/report.py --write {readme}`")  # fmt: skip
+    return problems
+
+
+def write(readme: Path, results: Path = RESULTS) -> list[str]:
+    """Replace every marked table of which the files exist; return the names written."""
+    text, written = readme.read_text(), []
+
+    def replace(m: re.Match) -> str:
+        try:
+            body = render(m["name"], results)
+        except Missing as e:
+            print(f"kept bench:{m['name']}: {e}", file=sys.stderr)
+            return m.group(0)
+        written.append(m["name"])
+        return f"<!-- bench:{m['name']} -->\n{body}\n<!-- /bench:{m['name']} -->"
+
+    new = MARKER.sub(replace, text)
+    tmp = readme.with_name(f".{readme.name}.{os.getpid()}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, readme)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="result files: " + "; ".join(f"{k}: {v}" for k, v in COMMANDS.items()),
+    )
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files (bench/results)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--check", type=Path, metavar="README", help="exit 1 when a marked table differs from its files")
+    g.add_argument("--write", type=Path, metavar="README", help="render every marked table into README")
+    p.add_argument("tables", nargs="*", help=f"tables to print (default all: {', '.join(TABLES)})")
+    args = p.parse_args(argv)  # fmt: skip
+    if args.check:
+        problems = check(args.check, args.results)
+        for line in problems[:1]:
+            print(line, file=sys.stderr)
+        if len(problems) > 1:
+            print(f"({len(problems) - 1} more tables differ)", file=sys.stderr)
+        return 1 if problems else 0
+    if args.write:
+        print("wrote " + (", ".join(write(args.write, args.results)) or "nothing"))
+        return 0
+    status = 0
+    for name in args.tables or TABLES:
+        try:
+            print(f"<!-- bench:{name} -->\n{render(name, args.results)}\n<!-- /bench:{name} -->\n")
+        except Missing as e:
+            print(f"bench:{name}: {e}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
