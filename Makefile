@@ -127,7 +127,7 @@ bench: install ## print measured figures: data-loader throughput, VQ-VAE speed (
 	$(PY) bench/data_throughput.py
 	$(PY) bench/vqvae.py speed $(if $(REFERENCE),--reference $(REFERENCE))
 
-bench-prior: install ## prior training/sampling tokens/s (KV cache, int8, no cache) and memory, tiny + small (~5 min)
+bench-prior: install ## prior training/sampling tokens/s (KV cache, int8, no cache) and memory, tiny + small (~15 min: 3 repeats each)
 	$(PY) bench/prior.py $(ARGS)
 
 bench-sampling: install ## seconds of compute per second of sampled audio, per level and per song (~2 min)
