@@ -279,7 +279,11 @@ def worker(job: dict) -> dict:
     model = build(job["preset"], n_ctx, checkpoint_res=checkpoint_res)
     out = {"build_s": time.perf_counter() - t0, "params": n_params(model)}
     if mode != "train":
-        quantize_weights(model, job.get("weights", "fp32"))
+        weights = job.get("weights", "fp32")
+        if weights == "bf16":  # bf16 storage and compute (AVX-512 bf16 on this CPU; what `sample --weights bf16` does)
+            model.to(torch.bfloat16)
+        else:
+            quantize_weights(model, weights)
     out["model_mb"] = current_rss_mb() - rss0
     if mode == "train":
         out |= bench_train(model, n_ctx, batch, job["warmup"], job["steps"])
@@ -539,7 +543,7 @@ def main(argv=None) -> None:
     p.add_argument("--nocache-tokens", type=int, help="timed tokens without a cache (default 4; 2 at 8192)")
     p.add_argument("--prompt-len", type=int, help="prompt length P (default n_ctx / 4)")
     p.add_argument("--weights", type=lambda s: s.split(","), default=["fp32", "int8"],
-                   help="weight storage for sampling: fp32,int8 (int8 = jukebox_pl.prior.quantize)")  # fmt: skip
+                   help="weight storage for sampling: fp32,int8,bf16 (int8 = jukebox_pl.prior.quantize)")  # fmt: skip
     p.add_argument("--chunk", type=int, default=128, help="prompt chunk length when priming (default 128)")
     p.add_argument("--prime", choices=["expand", "full"], default="expand",
                    help="prime the cache at batch 1 and replicate it (expand), or prime every row (full)")  # fmt: skip
