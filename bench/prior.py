@@ -101,7 +101,11 @@ def reference_loss(model, tokens: torch.Tensor) -> torch.Tensor:
     return model(tokens)[0]  # the reference's forward returns (loss in bits/token, None)
 
 
-def bench_train(model, n_ctx: int, batch: int, warmup: int, steps: int, loss_of=our_loss) -> dict:
+def bench_train(
+    model, n_ctx: int, batch: int, warmup: int, steps: int, loss_of=our_loss, precision: str = "fp32"
+) -> dict:
+    """Training steps; `precision` "bf16-mixed": the forward pass under CPU/GPU bf16 autocast (what
+    `trainer.precision=bf16-mixed` does), weights, gradients and Adam in fp32."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     tokens = torch.randint(model.bins, (batch, n_ctx))
@@ -113,7 +117,8 @@ def bench_train(model, n_ctx: int, batch: int, warmup: int, steps: int, loss_of=
         opt.zero_grad(set_to_none=True)
         if measure:  # the memory the forward pass keeps for backward (activations, checkpoints, logits)
             rss0 = current_rss_mb()
-        loss = loss_of(model, tokens)
+        with torch.autocast(tokens.device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = loss_of(model, tokens)
         if measure:
             fwd_mb.append(peak_rss_mb() - rss0)
         loss.backward()
@@ -286,7 +291,7 @@ def worker(job: dict) -> dict:
             quantize_weights(model, weights)
     out["model_mb"] = current_rss_mb() - rss0
     if mode == "train":
-        out |= bench_train(model, n_ctx, batch, job["warmup"], job["steps"])
+        out |= bench_train(model, n_ctx, batch, job["warmup"], job["steps"], precision=job.get("weights", "fp32"))
     elif mode == "sample":
         out |= bench_sample(model, n_ctx, batch, job["prompt_len"], job["tokens"], job["chunk"], job["prime"])
     elif mode == "nocache":
@@ -352,7 +357,9 @@ def plan(args) -> list[dict]:
                     steps = 1 if args.quick or big else 2 if preset == "small" else 3
                 batches = args.train_batches or ([1, 8] if preset == "tiny" else [1])
                 for batch in batches:
-                    jobs.append(cfg | {"mode": "train", "batch": batch, "warmup": args.train_warmup, "steps": steps})
+                    for precision in args.train_precision:  # (keyed as "weights", beside sampling's storage)
+                        job = {"mode": "train", "batch": batch, "warmup": args.train_warmup, "steps": steps}
+                        jobs.append(cfg | job | {"weights": precision})
             if "sample" in args.modes:
                 batches = args.sample_batches or ([1, 8] if preset == "tiny" else [1, 8, 16])
                 tokens = args.tokens or (16 if args.quick else 64)
@@ -448,13 +455,15 @@ def report(results: list[dict], load: float | None = None) -> dict:
     compared = side_by_side(med, load) if any(r.get("impl") == "reference" for r in results) else {}
     results = [r for r in results if r.get("impl") != "reference" and "twin" not in r]
     ok = [r for r in results if "error" not in r]
-    print("\ntraining (fp32, forward + backward + Adam, full n_ctx sequence; peak MB = peak RSS - RSS after imports,")
+    print("\ntraining (forward + backward + Adam, full n_ctx sequence; bf16-mixed: the forward under bf16 autocast;")
+    print("peak MB = peak RSS - RSS after imports,", end=" ")
     print("act MB = peak - model - grads - Adam moments, fwd MB = what a timed step's forward pass adds)")
-    print(f"{'preset':<6} {'n_ctx':>5} {'B':>3} {'params':>8} {'s/step':>8} {'tok/s':>8} {'warm s':>7} "
-          f"{'peak MB':>8} {'act MB':>8} {'fwd MB':>8} {'wall s':>7}")  # fmt: skip
+    print(f"{'preset':<6} {'n_ctx':>5} {'precision':>10} {'B':>3} {'params':>8} {'s/step':>8} {'tok/s':>8} "
+          f"{'warm s':>7} {'peak MB':>8} {'act MB':>8} {'fwd MB':>8} {'wall s':>7}")  # fmt: skip
     for r in ok:
         if r["mode"] == "train":
-            print(f"{r['preset']:<6} {r['n_ctx']:>5} {r['batch']:>3} {r['params'] / 1e6:>7.1f}M "
+            print(f"{r['preset']:<6} {r['n_ctx']:>5} {r.get('weights', 'fp32'):>10} {r['batch']:>3} "
+                  f"{r['params'] / 1e6:>7.1f}M "
                   f"{r['s_per_step']:>8.2f} {r['tokens_per_s']:>8.1f} {max(r['warmup_s'], default=0):>7.2f} "
                   f"{r['peak_mb']:>8.0f} {r['activations_mb']:>8.0f} {fmt(r['forward_mb'], '.0f'):>8} "
                   f"{r['wall_s']:>7.1f}")  # fmt: skip
@@ -537,6 +546,8 @@ def main(argv=None) -> None:
     p.add_argument("--train-batches", type=ints, help="default: tiny 1,8; small 1")
     p.add_argument("--sample-batches", type=ints, help="default: tiny 1,8; small 1,8,16")
     p.add_argument("--train-warmup", type=int, default=1, help="untimed training steps (default 1)")
+    p.add_argument("--train-precision", type=lambda s: s.split(","), default=["fp32"],
+                   help="training precisions: fp32,bf16-mixed (bf16 autocast, fp32 weights and Adam)")  # fmt: skip
     p.add_argument("--train-steps", type=int, help="timed training steps (default: tiny 3, small 2; 1 at 8192)")
     p.add_argument("--skip-big-train", action="store_true", help="skip training small at n_ctx >= 8192")
     p.add_argument("--tokens", type=int, help="timed sampled tokens per stream (default 64, --quick 16)")

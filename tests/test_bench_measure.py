@@ -205,3 +205,21 @@ def test_the_readme_paper_tables_match_their_result_file():
     readme = Path(__file__).resolve().parents[1] / "README.md"
     body = dict(report.blocks(readme.read_text()))["paper"]
     assert body == report.render("paper")
+
+
+def test_a_bf16_mixed_training_step_runs_the_forward_under_autocast(monkeypatch):
+    """bench/prior.py --train-precision bf16-mixed: the loss is computed under bf16 autocast, Adam stays fp32."""
+    prior_bench = importlib.import_module("prior")
+    model = prior_bench.build("tiny", 256, checkpoint_res=False)
+    seen = []
+
+    def loss_of(m, tokens):
+        seen.append(torch.is_autocast_cpu_enabled() and torch.get_autocast_cpu_dtype() == torch.bfloat16)
+        return prior_bench.our_loss(m, tokens)
+
+    out = prior_bench.bench_train(model, 256, 1, 1, 1, loss_of=loss_of, precision="bf16-mixed")
+    assert seen == [True, True] and out["tokens_per_s"] > 0
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    seen.clear()
+    prior_bench.bench_train(model, 256, 1, 0, 1, loss_of=loss_of)
+    assert seen == [False]
