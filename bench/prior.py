@@ -431,15 +431,19 @@ def side_by_side(med: dict[tuple, dict], load: float | None = None) -> dict:
         for (m, pr, n, b, weights, prime, impl), ours in sorted(med.items()):
             if impl != "ours" or (m, pr, n, b) != (mode, preset, n_ctx, batch):
                 continue
-            how = "" if mode == "train" else f" {weights}" + (f" ours primes {'1 row' if prime == 'expand' else 'all'}"
-                                                             if batch > 1 else "")  # fmt: skip
+            if mode == "train":  # a training precision other than fp32 is named (bf16-mixed)
+                how = "" if weights == "fp32" else f" {weights}"
+            else:
+                how = f" {weights}" + (f" ours primes {'1 row' if prime == 'expand' else 'all'}" if batch > 1 else "")
             what = f"{preset} {mode} n_ctx {n_ctx} B {batch}{how}"
             r_rate, o_rate, r_mem, o_mem = ref["rate"], ours["rate"], ref["memory"], ours["memory"]
             ratio, mem_ratio = o_rate["median"] / r_rate["median"], o_mem["median"] / r_mem["median"]
             print(f"{what:<50} {r_rate['n']:>2} {measure.cell(r_rate, '.2f'):>22} {measure.cell(o_rate, '.2f'):>22} "
                   f"{ratio:>5.2f}x {r_mem['median']:>11.0f} {o_mem['median']:>11.0f} {mem_ratio:>8.2f}x"
                   + measure.flag(r_rate, load) + measure.flag(o_rate, load))  # fmt: skip
-            name = f"{preset}_{n_ctx}_{mode}_b{batch}" + ("" if mode == "train" else f"_{weights}_{prime}")
+            name = f"{preset}_{n_ctx}_{mode}_b{batch}" + (
+                ("" if weights == "fp32" else f"_{weights}") if mode == "train" else f"_{weights}_{prime}"
+            )
             summary[name] = {"mode": mode, "preset": preset, "n_ctx": n_ctx, "batch": batch, "weights": weights,
                              "prime": prime, "prompt_len": ours.get("prompt_len"), "tokens": ours.get("new_tokens"),
                              "reference": r_rate["median"], "jukebox_pl": o_rate["median"], "ratio": ratio,

@@ -223,3 +223,21 @@ def test_a_bf16_mixed_training_step_runs_the_forward_under_autocast(monkeypatch)
     seen.clear()
     prior_bench.bench_train(model, 256, 1, 0, 1, loss_of=loss_of)
     assert seen == [False]
+
+
+def test_a_bf16_mixed_training_row_is_named_and_kept_apart_from_fp32(capsys):
+    prior = importlib.import_module("prior")
+
+    def train(rate, impl="ours", weights="fp32"):
+        r = {"mode": "train", "preset": "small", "n_ctx": 8192, "batch": 1, "weights": weights, "prime": "expand",
+             "params": 1e8, "s_per_step": 8192 / rate, "tokens_per_s": rate, "warmup_s": [1.0], "peak_mb": 4000.0,
+             "activations_mb": 1.0, "forward_mb": 1.0, "wall_s": 1.0}  # fmt: skip
+        return r | ({"impl": "reference"} if impl == "reference" else {})
+
+    results = [
+        r for _ in range(3) for r in (train(176.0), train(160.0, "reference"), train(432.0, weights="bf16-mixed"))
+    ]
+    summary = prior.report(results)["side_by_side"]
+    assert summary["small_8192_train_b1"]["jukebox_pl"] == 176.0
+    assert summary["small_8192_train_b1_bf16-mixed"]["ratio"] == pytest.approx(432 / 160)
+    assert "small train n_ctx 8192 B 1 bf16-mixed" in capsys.readouterr().out
