@@ -78,3 +78,16 @@ def make_music_folder(root: Path, n_good: int = 6, seconds: float = 3.0) -> dict
         "metadata": meta,
         "truncated": "bad/truncated.flac",
     }
+
+
+def new_artist_shards(music: dict, folder: Path, name: str = "Zed Newcomer") -> Path:
+    """Shards of the music folder in which "Artist 0" is renamed `name` (a new artist for a fine-tuning test),
+    at 22050 Hz with a larger validation split; returns the shard folder `folder/new_shards`."""
+    from jukebox_pl.data.prep import PrepOptions, prepare_shards
+
+    meta = folder / "new.csv"
+    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", name))
+    shards = folder / "new_shards"
+    prepare_shards(PrepOptions(src=str(music["root"]), out=str(shards), metadata=str(meta), sr=22050,
+                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    return shards

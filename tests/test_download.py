@@ -9,7 +9,6 @@ import hashlib
 import json
 import sys
 import threading
-import types
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -263,28 +262,15 @@ def parser() -> argparse.ArgumentParser:
 def pickled_reference_vqvae() -> bytes:
     """A reference-format vqvae.pth.tar with the released model's keys, whose hparams are pickled as the
     reference's `Hyperparams` (so it loads only with --trust-pickle), as in test_import_openai."""
-    from test_import_openai import released_file
+    import tempfile
 
-    hparams = types.ModuleType("jukebox.hparams")
+    from test_import_openai import reference_hyperparams, released_file
 
-    class Hyperparams(dict):
-        pass
-
-    Hyperparams.__module__, Hyperparams.__qualname__ = "jukebox.hparams", "Hyperparams"
-    hparams.Hyperparams = Hyperparams
-    package = types.ModuleType("jukebox")
-    package.hparams = hparams
-    sys.modules["jukebox"], sys.modules["jukebox.hparams"] = package, hparams
-    try:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = released_file("vqvae", Path(tmp))
-            saved = torch.load(path, weights_only=True)
-            torch.save({**saved, "hps": Hyperparams(sr=44100)}, path)
-            return path.read_bytes()
-    finally:
-        del sys.modules["jukebox.hparams"], sys.modules["jukebox"]
+    with reference_hyperparams() as Hyperparams, tempfile.TemporaryDirectory() as tmp:
+        path = released_file("vqvae", Path(tmp))
+        saved = torch.load(path, weights_only=True)
+        torch.save({**saved, "hps": Hyperparams(sr=44100)}, path)
+        return path.read_bytes()
 
 
 def test_import_fetches_and_imports_in_one_step(serve, tmp_path, monkeypatch, capsys):

@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from audio_fixtures import new_artist_shards
+from cli_output import one_line_error
 from prior_settings import COMMON, PRIOR, VQVAE
 
 from jukebox_pl.cli import build_parser, main
@@ -27,14 +29,6 @@ def shards_44k(music, tmp_path_factory) -> Path:
     return out
 
 
-def one_line(capsys, *names: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    for name in names:
-        assert name in err, (name, err)
-    return err
-
-
 def test_prep_with_a_preset_makes_shards_at_its_rate(music, tmp_path, capsys):
     out = tmp_path / "shards"
     assert main(["prep", "--src", str(music["root"]), "--out", str(out), "--preset", "tiny", "--workers", "1",
@@ -50,7 +44,7 @@ def test_shards_at_another_rate_are_refused_before_any_output(shards_44k, tmp_pa
     with caplog.at_level(logging.INFO):
         code = main(["train", "vqvae", "--level", "top", "--data", str(shards_44k), "--run", str(run)])
     assert code == 2
-    one_line(capsys, str(shards_44k), "44100 Hz", "22050 Hz", "--preset tiny", "data.sample_rate=44100")
+    one_line_error(capsys, str(shards_44k), "44100 Hz", "22050 Hz", "--preset tiny", "data.sample_rate=44100")
     assert not run.exists(), "a refused start leaves no run folder"
     assert "config of" not in caplog.text and "Total params" not in caplog.text
 
@@ -59,7 +53,7 @@ def test_a_start_refused_after_its_folder_was_made_leaves_none(shards, tmp_path,
     """A refusal found once the stage is set up (here: no trained VQ-VAE for a prior) removes what it made."""
     run = tmp_path / "run"
     assert main(["train", "prior", "--level", "top", "--data", str(shards), "--run", str(run)]) == 2
-    one_line(capsys)
+    one_line_error(capsys)
     assert not run.exists()
     kept = tmp_path / "kept"
     (kept / "notes").mkdir(parents=True)
@@ -76,7 +70,7 @@ def test_finetune_on_shards_at_another_rate_leaves_no_run(shards_44k, tmp_path, 
     save_config(load_config("tiny"), base / "config.yaml")
     new = tmp_path / "new"
     assert main(["finetune", "--from", str(tmp_path / "base"), "--data", str(shards_44k), "--run", str(new)]) == 2
-    one_line(capsys, "44100 Hz", "22050 Hz", str(base / "config.yaml"))
+    one_line_error(capsys, "44100 Hz", "22050 Hz", str(base / "config.yaml"))
     assert not new.exists()
 
 
@@ -123,11 +117,7 @@ def test_a_base_prior_is_scored_on_new_names_and_finetune_records_it(shards, mus
     base = tmp_path / "base"
     train_vqvae(base, "top", "tiny", str(shards), VQVAE + COMMON)
     train_prior(base, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
-    meta = tmp_path / "new.csv"
-    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
-    new_shards = tmp_path / "new_shards"
-    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
-                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    new_shards = new_artist_shards(music, tmp_path)
     capsys.readouterr()
     assert main(["evaluate", "--from", str(base), "--data", str(new_shards), "--json"]) == 0
     captured = capsys.readouterr()

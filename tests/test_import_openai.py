@@ -7,6 +7,7 @@ import ast
 import json
 import sys
 import types
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -144,9 +145,10 @@ def test_a_file_that_does_not_fit_is_refused_with_the_keys(tmp_path, capsys):
     assert not (tmp_path / "run" / "prior_bottom").exists()
 
 
-def test_a_file_that_needs_pickle_requires_trust(tmp_path, capsys):
-    """The reference pickled its `Hyperparams` (a dict subclass); such a file loads only with --trust-pickle,
-    and then its own hparams are used when --hps is not given."""
+@contextmanager
+def reference_hyperparams():
+    """The reference's `jukebox.hparams.Hyperparams` (a dict subclass) importable while inside, so that a file
+    pickled with it can be written as the reference wrote its checkpoints."""
     hparams = types.ModuleType("jukebox.hparams")
 
     class Hyperparams(dict):
@@ -158,11 +160,18 @@ def test_a_file_that_needs_pickle_requires_trust(tmp_path, capsys):
     package.hparams = hparams
     sys.modules["jukebox"], sys.modules["jukebox.hparams"] = package, hparams
     try:
+        yield Hyperparams
+    finally:
+        del sys.modules["jukebox.hparams"], sys.modules["jukebox"]
+
+
+def test_a_file_that_needs_pickle_requires_trust(tmp_path, capsys):
+    """The reference pickled its `Hyperparams` (a dict subclass); such a file loads only with --trust-pickle,
+    and then its own hparams are used when --hps is not given."""
+    with reference_hyperparams() as Hyperparams:
         hps = Hyperparams(json.loads((FIXTURES / "small_vqvae" / "meta.json").read_text())["hparams"])
         state = torch.load(FIXTURES / "small_vqvae" / "state_dict.pt", weights_only=True)
         torch.save({"hps": hps, "model": state, "step": 0}, tmp_path / "vqvae.pth.tar")
-    finally:
-        del sys.modules["jukebox.hparams"], sys.modules["jukebox"]
     args = ["import-openai", "--out", str(tmp_path / "run"), "--vqvae", str(tmp_path / "vqvae.pth.tar")]
     assert main(args) == 2
     assert "needs pickle to load (Unsupported global: GLOBAL jukebox.hparams.Hyperparams" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_output import one_line_error
 from omegaconf import OmegaConf
 from prior_settings import VQVAE
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -40,14 +41,6 @@ def nothing_allowed(monkeypatch):
     monkeypatch.delitem(sys.modules, "toy_callback", raising=False)
 
 
-def one_line(capsys, *names: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    for name in names:
-        assert name in err, (name, err)
-    return err
-
-
 def stage_trainer(tmp_path: Path, *overrides: str):
     """The Trainer `build_trainer` makes for a stage folder, without training."""
     run = StageRun(run_config(load_config("tiny", list(overrides))), tmp_path / "vqvae_top", None)
@@ -75,7 +68,9 @@ def test_two_loggers_and_callbacks_from_the_command_line_run_then_a_resume_from_
     sys.modules.pop("toy_callback", None)
     saved = (stage / "config.yaml").read_text()
     assert main([*args, "--resume", "trainer.max_steps=2"]) == 2
-    one_line(capsys, "trainer.callbacks.1", "toy_callback.StepMarker", str(stage / "config.yaml"), "--allow-class")
+    one_line_error(
+        capsys, "trainer.callbacks.1", "toy_callback.StepMarker", str(stage / "config.yaml"), "--allow-class"
+    )
     assert "toy_callback" not in sys.modules
     assert (stage / "config.yaml").read_text() == saved
     assert marker.read_text().split() == ["1"]
@@ -140,7 +135,7 @@ def test_a_wrong_class_or_argument_is_one_line_naming_the_key(tmp_path, capsys, 
         assert name in str(err.value), (name, str(err.value))
     run = tmp_path / "run"
     assert main(["train", "vqvae", "--level", "top", "--run", str(run), override]) == 2
-    one_line(capsys, names[0])
+    one_line_error(capsys, names[0])
     assert not run.exists()  # refused at config load, before any run folder is written
 
 

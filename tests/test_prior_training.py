@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from audio_fixtures import new_artist_shards
 from prior_settings import COMMON, PRIOR, VQVAE
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -309,16 +310,11 @@ def test_fsdp_trains_like_ddp_resumes_and_its_checkpoint_samples_in_one_process(
 def test_fine_tuning_under_fsdp_keeps_the_base_rows_bit_for_bit(vqvae_run, shards, music, tmp_path):
     """`finetune --train embeddings` with 2 FSDP processes: the label tables are sharded by row, and every rank
     puts back the base rows of its own shard after each step; the new artist's row learns."""
-    from jukebox_pl.data.prep import PrepOptions, prepare_shards
 
     (tmp_path / "base").mkdir()
     base = fresh_run(vqvae_run, tmp_path / "base")
     train_prior(base, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
-    meta = tmp_path / "new.csv"
-    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
-    new_shards = tmp_path / "new_shards"
-    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
-                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    new_shards = new_artist_shards(music, tmp_path)
     cli = Path(sys.executable).parent / "jukebox-pl"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     proc = subprocess.run([str(cli), "finetune", "--from", str(base), "--data", str(new_shards), "--run",
@@ -341,7 +337,6 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     """New shards prepared on their own number their artists afresh ('Artist 1' is id 1 there, 2 in the base);
     `--init` merges the vocabularies by name: base artists keep their ids and rows, a new artist gets a new row
     started from the mean of the base rows, and the new songs are labelled with the merged ids."""
-    from jukebox_pl.data.prep import PrepOptions, prepare_shards
     from jukebox_pl.data.vocab import LabelVocab
     from jukebox_pl.errors import UserValueError
     from jukebox_pl.stages.finetune_labels import write_fine_tuning_vocab
@@ -352,11 +347,7 @@ def test_fine_tuning_matches_label_rows_by_name_not_by_index(vqvae_run, shards, 
     base = train_prior(base_run, "top", "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
     base_vocab = LabelVocab.from_dict(base.hparams["vocab"])
     base_ckpt = base_run / "prior_top" / "checkpoints" / "last.ckpt"
-    meta = tmp_path / "new.csv"
-    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
-    new_shards = tmp_path / "new_shards"
-    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
-                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    new_shards = new_artist_shards(music, tmp_path)
     own = LabelVocab.load(new_shards / "vocab.json")
     assert own.artist_id("Artist 1") != base_vocab.artist_id("Artist 1"), "the test needs shifted ids"
 
@@ -392,17 +383,12 @@ def test_finetune_makes_a_run_that_samples_the_new_artist_by_name(vqvae_run, sha
     """`jukebox-pl finetune` on a base run with a top and a middle prior: LoRA on the top prior, the base's other
     stages linked, the best checkpoint kept; `sample --run NEW --artist NEW_NAME` works, old names too."""
     from jukebox_pl.cli import main
-    from jukebox_pl.data.prep import PrepOptions, prepare_shards
 
     (tmp_path / "base").mkdir()
     base = fresh_run(vqvae_run, tmp_path / "base")
     for level in ("top", "middle"):
         train_prior(base, level, "tiny", str(shards), PRIOR + COMMON + ["trainer.max_steps=1"])
-    meta = tmp_path / "new.csv"
-    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
-    new_shards = tmp_path / "new_shards"
-    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
-                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    new_shards = new_artist_shards(music, tmp_path)
     new = tmp_path / "new_run"
     code = main(["finetune", "--from", str(base), "--data", str(new_shards), "--run", str(new), "--train", "lora:2",
                  "--init-artist", "Artist 1", *COMMON, "trainer.max_steps=2",
@@ -431,7 +417,6 @@ def test_evaluate_gives_the_validation_figure_and_names_unknown_artists(vqvae_ru
     """`jukebox-pl evaluate` measures what validation measured for the same weights; shards naming an artist the
     prior does not know are scored with it read as the unknown artist, and the command names it."""
     from jukebox_pl.cli import main
-    from jukebox_pl.data.prep import PrepOptions, prepare_shards
     from jukebox_pl.stages.evaluate import evaluate_prior
 
     run = fresh_run(vqvae_run, tmp_path)
@@ -442,11 +427,7 @@ def test_evaluate_gives_the_validation_figure_and_names_unknown_artists(vqvae_ru
     assert figures["music_bits_per_token"] == pytest.approx(logged, rel=1e-5)
     assert figures == evaluate_prior(run / "prior_top" / "checkpoints" / "last.ckpt", shards)
 
-    meta = tmp_path / "new.csv"
-    meta.write_text(Path(music["metadata"]).read_text().replace("Artist 0", "Zed Newcomer"))
-    new_shards = tmp_path / "new_shards"
-    prepare_shards(PrepOptions(src=str(music["root"]), out=str(new_shards), metadata=str(meta), sr=22050,
-                               val_fraction=0.3, shard_tracks=8, workers=1), progress=False)  # fmt: skip
+    new_shards = new_artist_shards(music, tmp_path)
     assert main(["evaluate", "--from", str(run), "--data", str(new_shards)]) == 0  # the "before" of a fine-tune
     err = capsys.readouterr().err
     assert "Zed Newcomer" in err and "read as the unknown label" in err, err

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_output import one_line_error
 from omegaconf import OmegaConf
 from prior_settings import VQVAE
 from test_safe_loading import reading_commands
@@ -34,16 +35,6 @@ TINY = VQVAE + [
     "data.epoch_length=4", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
     "trainer.num_sanity_val_steps=0", "run.log_audio_every_n_steps=0", "trainer.max_steps=1",
 ]  # fmt: skip
-
-
-def one_line_error(capsys, *names: str) -> str:
-    """The CLI's stderr: exactly one line, naming each of `names`, never inviting an unsafe load."""
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, err
-    assert "weights_only=False" not in err and "Traceback" not in err, err
-    for name in names:
-        assert name in err, (name, err)
-    return err
 
 
 @pytest.fixture(autouse=True)

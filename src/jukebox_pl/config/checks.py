@@ -385,10 +385,11 @@ def rule_for(key: str) -> Rule | None:
     return next((rule for pattern, rule in RULES.items() if _matches(_segments(pattern), parts)), None)
 
 
-def _leaves(tree: Mapping, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+def leaves(tree: Mapping, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(key path, value) for every leaf of a nested mapping (an empty mapping has none)."""
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            yield from _leaves(value, (*path, str(key)))
+            yield from leaves(value, (*path, str(key)))
         else:
             yield (*path, str(key)), value
 
@@ -410,7 +411,7 @@ def problems(tree: Mapping, at: str = "") -> Iterator[Problem]:
     are relative to `tree`."""
     root = _segments(at)
     found = False
-    for path, value in _leaves(tree):
+    for path, value in leaves(tree):
         rule = rule_for(".".join((*root, *path)))
         if rule is not None and not rule.accepts(value):
             found = True

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, grammar_parser
 from omegaconf.errors import ConfigKeyError, GrammarParseError, OmegaConfBaseException, ValidationError
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 
-from jukebox_pl.config.checks import problems, show
+from jukebox_pl.config.checks import leaves, problems, show
 from jukebox_pl.config.class_specs import ClassSpecError, allow_typed, check_class_choices, take_replaced
 from jukebox_pl.config.conditioner_targets import allow_conditioners, conditioner_allowed, named_targets, refusal
 from jukebox_pl.config.schema import RunConfig
@@ -504,15 +504,6 @@ def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(_escape_literals(tree)))
 
 
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        out = {}
-        for key, value in tree.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): tree}
-
-
 def changes(before: Any, after: Any) -> list[tuple[str, Any, Any]]:
     """(dotted key, value before, value after) for every leaf two configs (DictConfig or `RunConfig`) set
     differently, in key order: what a run changes from its preset (a key only one side has is None there)."""
@@ -520,7 +511,7 @@ def changes(before: Any, after: Any) -> list[tuple[str, Any, Any]]:
     def tree(cfg: Any) -> dict:
         return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else OmegaConf.to_container(cfg, resolve=True)
 
-    old, new = _leaves(tree(before)), _leaves(tree(after))
+    old, new = ({".".join(path): v for path, v in leaves(tree(cfg))} for cfg in (before, after))
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
