@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.utils._device
 
 SCRIPT = Path(__file__).parent / "fixtures" / "make_reference_fixtures.py"
 FIX = Path(__file__).parent / "fixtures" / "openai_jukebox"
@@ -36,7 +37,8 @@ def test_prior_input_matches_committed():
 def test_recorded_texts_match_meta():
     meta = json.loads((FIX / "small_prior_w128_d6" / "meta.json").read_text())
     assert meta["perturbation"] == mrf.PERTURBATION and meta["note"] == mrf.PRIOR_NOTE
-    assert meta["fixture_overrides"] == mrf.PRIOR_OVERRIDES and meta["shims"] == mrf.SHIMS
+    assert meta["fixture_overrides"] == mrf.PRIOR_OVERRIDES
+    assert meta["shims"][: len(mrf.SHIMS)] == mrf.SHIMS  # then "S7 fire stub" where fire is not installed
     assert json.loads((FIX / "small_vqvae" / "meta.json").read_text())["note"] == mrf.VQVAE_NOTE
 
 
@@ -102,3 +104,31 @@ def test_help_and_bad_checkout(tmp_path):
 def test_commit_recorded(tmp_path):
     assert mrf.reference_commit(tmp_path, "abc") == "abc"
     assert mrf.reference_commit(tmp_path, None) == "unknown"
+
+
+@pytest.fixture
+def cpu_factories():
+    """The script's S4 wrappers installed for one test, then torch's own factories put back."""
+    saved = {name: getattr(torch, name) for name in mrf.FACTORIES}
+    mrf.install_cpu_factories()
+    torch.utils._device._device_constructors.cache_clear()  # as in the script: first looked up while wrapped
+    yield
+    for name, factory in saved.items():
+        setattr(torch, name, factory)
+    torch.utils._device._device_constructors.cache_clear()
+
+
+def test_cuda_factories_make_cpu_tensors(cpu_factories):
+    assert torch.zeros(2, device="cuda").device.type == "cpu"
+    assert torch.randint(0, 5, (3,), device="cuda").device.type == "cpu"
+
+
+def test_key_lists_build_on_meta_without_allocating(cpu_factories):
+    # the meta-device context knows only torch's own factories: through the S4 wrappers a model's weights were real
+    # (the 5B prior's 20 GB ended the first --keys run), so the key lists are built with the wrappers taken off
+    with torch.device("meta"):
+        assert not torch.zeros(2).is_meta  # what went wrong
+    with mrf.plain_factories(), torch.device("meta"):
+        assert torch.zeros(4096, 4096).is_meta and torch.empty(3).is_meta
+        assert torch.nn.Linear(4800, 4800).weight.is_meta
+    assert hasattr(torch.zeros, "__wrapped__")  # and put back after
