@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format docs toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-paper real-music bench-scaling bench-gpu clean
+.PHONY: help install browser test test-fast lint format docs toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-paper real-music bench-scaling bench-gpu bench-roofline bench-precision bench-report clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -151,6 +151,15 @@ bench-paper: install ## the paper's VQ-VAE evidence on real music: curves per le
 
 bench-scaling: install toy-shards ## 1 vs 2 processes (DDP) throughput, codebook collectives, FSDP memory plan of the 5B prior (~5 min)
 	$(PY) bench/scaling.py $(ARGS)
+
+bench-roofline: install ## batch-1 sampling: bytes per token, memory bandwidth, torch's one-row kernels, vs the measured sampler (~30 s)
+	$(PY) bench/roofline.py $(ARGS)
+
+bench-precision: install ## fp32 vs bf16-mixed training curves of a VQ-VAE level and a prior, 200 steps x 4 runs each (~9 min)
+	$(PY) bench/precision.py $(ARGS)
+
+bench-report: install ## render the README's performance tables from bench/results/*.json
+	$(PY) bench/report.py --write README.md
 
 bench-gpu: install ## GPU decoding vs the bandwidth roofline, song compute time, bf16 logits, training (ARGS=--dry-run on a CPU)
 	$(PY) bench/gpu.py $(ARGS)

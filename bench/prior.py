@@ -52,7 +52,7 @@ import measure
 import torch
 from bench_presets import PRIOR_PRESETS
 
-from jukebox_pl.prior.quantize import quantize_weights
+from jukebox_pl.prior.quantize import quantize_weights, use_vector_kernel
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
 PRESETS = PRIOR_PRESETS
@@ -182,6 +182,44 @@ def sample_tokens(model, last: torch.Tensor, start: int, count: int) -> torch.Te
     return tok
 
 
+def bench_static(model, batch: int, prompt_len: int, tokens: int, chunk: int, decode: str) -> dict:
+    """Sampling through the fixed-shape step (`jukebox_pl.prior.decoding.StaticDecoder`, what `sample --decode
+    static|compile` runs): every row primed, the first two steps untimed (they hold the compilation), then
+    `tokens` timed steps."""
+    from jukebox_pl.prior.decoding import StaticDecoder
+
+    model.eval()
+    warm = 2
+    prompt = torch.randint(model.bins, (batch, prompt_len))
+    with torch.inference_mode(), model.streaming(capacity=prompt_len + warm + tokens, static=True):
+        t0 = time.perf_counter()
+        prime(model, prompt, chunk)
+        prime_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        decoder = StaticDecoder(model, prompt_len, batch, mode=decode)
+        tok = prompt[:, -1:]
+        for _ in range(warm):
+            tok = torch.multinomial(torch.softmax(decoder(tok).float(), dim=-1), 1)
+        compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(tokens):
+            tok = torch.multinomial(torch.softmax(decoder(tok).float(), dim=-1), 1)
+        sample_s = time.perf_counter() - t0
+    return {
+        "prompt_len": prompt_len,
+        "prime_rows": batch,
+        "prime_s": prime_s,
+        "prime_tokens_per_s": batch * prompt_len / prime_s,
+        "expand_s": 0.0,
+        "compile_s": compile_s,
+        "new_tokens": tokens,
+        "sample_s": sample_s,
+        "ms_per_step": 1000 * sample_s / tokens,
+        "tokens_per_s_per_stream": tokens / sample_s,
+        "tokens_per_s_total": batch * tokens / sample_s,
+    }
+
+
 def bench_sample(model, n_ctx: int, batch: int, prompt_len: int, tokens: int, chunk: int, prime_mode: str) -> dict:
     model.eval()
     warm = 2
@@ -286,14 +324,17 @@ def worker(job: dict) -> dict:
     if mode != "train":
         weights = job.get("weights", "fp32")
         if weights == "bf16":  # bf16 storage and compute (AVX-512 bf16 on this CPU; what `sample --weights bf16` does)
-            model.to(torch.bfloat16)
+            use_vector_kernel(model.to(torch.bfloat16))
         else:
             quantize_weights(model, weights)
     out["model_mb"] = current_rss_mb() - rss0
     if mode == "train":
         out |= bench_train(model, n_ctx, batch, job["warmup"], job["steps"], precision=job.get("weights", "fp32"))
     elif mode == "sample":
-        out |= bench_sample(model, n_ctx, batch, job["prompt_len"], job["tokens"], job["chunk"], job["prime"])
+        if job.get("decode", "dynamic") != "dynamic":
+            out |= bench_static(model, batch, job["prompt_len"], job["tokens"], job["chunk"], job["decode"])
+        else:
+            out |= bench_sample(model, n_ctx, batch, job["prompt_len"], job["tokens"], job["chunk"], job["prime"])
     elif mode == "nocache":
         out |= bench_nocache(model, n_ctx, batch, job["prompt_len"], job["tokens"])
     elif mode == "profile":
@@ -365,7 +406,10 @@ def plan(args) -> list[dict]:
                 tokens = args.tokens or (16 if args.quick else 64)
                 for weights in args.weights:
                     for batch in batches:
-                        jobs.append(cfg | {"mode": "sample", "batch": batch, "tokens": tokens, "weights": weights})
+                        job = cfg | {"mode": "sample", "batch": batch, "tokens": tokens, "weights": weights}
+                        jobs.append(job)
+                        for decode in [d for d in getattr(args, "decode", ()) if d != "dynamic"]:  # all rows primed
+                            jobs.append(job | {"decode": decode, "prime": "full" if batch > 1 else job["prime"]})
             if "nocache" in args.modes:
                 tokens = args.nocache_tokens or (2 if args.quick or big else 4)
                 jobs.append(cfg | {"mode": "nocache", "batch": 1, "tokens": tokens})
@@ -373,7 +417,7 @@ def plan(args) -> list[dict]:
         twins = []
         for job in jobs:
             twins.append(job)
-            if job["mode"] in ("train", "sample") and job.get("weights", "fp32") == "fp32":
+            if job["mode"] in ("train", "sample") and job.get("weights", "fp32") == "fp32" and "decode" not in job:
                 ref = job | {"impl": "reference", "reference": str(Path(args.reference).resolve())}
                 twins.append(ref | ({"prime": "full"} if job["mode"] == "sample" else {}))  # it primes every row
                 if job["mode"] == "sample" and job["batch"] > 1 and job["prime"] != "full":
@@ -394,7 +438,8 @@ MEDIAN_FIELDS = ("tokens_per_s", "tokens_per_s_total", "tokens_per_s_per_stream"
 def key_of(r: dict) -> tuple:
     """What a result measures, whatever its repeat: mode, preset, n_ctx, batch, weights, priming, whose."""
     prime = r.get("prime", "expand") if r["mode"] == "sample" else "-"
-    return (r["mode"], r["preset"], r["n_ctx"], r["batch"], r.get("weights", "fp32"), prime, r.get("impl", "ours"))
+    weights = r.get("weights", "fp32") + (f"+{r['decode']}" if r.get("decode", "dynamic") != "dynamic" else "")
+    return (r["mode"], r["preset"], r["n_ctx"], r["batch"], weights, prime, r.get("impl", "ours"))
 
 
 def medians(results: list[dict]) -> dict[tuple, dict]:
@@ -472,11 +517,11 @@ def report(results: list[dict], load: float | None = None) -> dict:
                   f"{r['peak_mb']:>8.0f} {r['activations_mb']:>8.0f} {fmt(r['forward_mb'], '.0f'):>8} "
                   f"{r['wall_s']:>7.1f}")  # fmt: skip
     print("\nsampling with the KV cache (prompt of P tokens primed in chunks, then N tokens one per step)")
-    print(f"{'preset':<6} {'n_ctx':>5} {'weights':>7} {'B':>3} {'P':>5} {'N':>4} {'prime tok/s':>11} {'ms/step':>8} "
+    print(f"{'preset':<6} {'n_ctx':>5} {'weights':>12} {'B':>3} {'P':>5} {'N':>4} {'prime tok/s':>11} {'ms/step':>8} "
           f"{'tok/s/stream':>12} {'tok/s total':>11} {'peak MB':>8} {'wall s':>7}")  # fmt: skip
     for r in ok:
         if r["mode"] == "sample":
-            print(f"{r['preset']:<6} {r['n_ctx']:>5} {r.get('weights', 'fp32'):>7} {r['batch']:>3} "
+            print(f"{r['preset']:<6} {r['n_ctx']:>5} {key_of(r)[4]:>12} {r['batch']:>3} "
                   f"{r['prompt_len']:>5} {r['new_tokens']:>4} "
                   f"{r['prime_tokens_per_s']:>11.1f} {r['ms_per_step']:>8.1f} {r['tokens_per_s_per_stream']:>12.2f} "
                   f"{r['tokens_per_s_total']:>11.2f} {r['peak_mb']:>8.0f} {r['wall_s']:>7.1f}")  # fmt: skip
@@ -559,6 +604,10 @@ def main(argv=None) -> None:
     p.add_argument("--prompt-len", type=int, help="prompt length P (default n_ctx / 4)")
     p.add_argument("--weights", type=lambda s: s.split(","), default=["fp32", "int8"],
                    help="weight storage for sampling: fp32,int8,bf16 (int8 = jukebox_pl.prior.quantize)")  # fmt: skip
+    p.add_argument("--decode", type=lambda s: s.split(","), default=["dynamic"],
+                   help="sampling steps: dynamic (the CPU default), static and/or compile (the fixed-shape step of "
+                   "`sample --decode`, every row primed; compile's first two steps, untimed, hold the compilation); "
+                   "a row's weights read e.g. int8+compile")  # fmt: skip
     p.add_argument("--chunk", type=int, default=128, help="prompt chunk length when priming (default 128)")
     p.add_argument("--prime", choices=["expand", "full"], default="expand",
                    help="prime the cache at batch 1 and replicate it (expand), or prime every row (full)")  # fmt: skip

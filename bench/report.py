@@ -68,9 +68,15 @@ def prior_label(e: dict) -> str:
         label += f", {e['tokens']} tokens after a {e['prompt_len']}-token prompt"
     else:
         label += " (all streams), ours priming " + ("one row" if e["prime"] == "expand" else "every row")
-    if e["weights"] != "fp32":
-        label += f", our {e['weights']} weights vs its fp32"
+    weights, _, decode = e["weights"].partition("+")  # "int8+compile": bench/prior.py --decode compile
+    if decode:
+        label += f", `--decode {decode}`"
+    if weights != "fp32" or decode:
+        label += f", our {weights} weights vs its fp32"
     return label
+
+
+DECODE_FILE = "prior_decode_reference.json"  # bench/prior.py --reference --decode compile --json bench/results/...
 
 
 def side_by_side(results: Path) -> str:
@@ -78,8 +84,10 @@ def side_by_side(results: Path) -> str:
     --reference (sampling_reference.json)."""
     prior = _load(results, "prior_reference.json")
     sampling = _load(results, "sampling_reference.json")
+    decode = _load(results, DECODE_FILE) if (results / DECODE_FILE).is_file() else None
     rows = ["| measurement | reference | jukebox-pl | speed | peak memory |", "|---|---|---|---|---|"]
-    entries = sorted(prior["summary"].get("side_by_side", {}).values(),
+    extra = [e for e in (decode or {}).get("summary", {}).get("side_by_side", {}).values() if "+" in e["weights"]]
+    entries = sorted([*prior["summary"].get("side_by_side", {}).values(), *extra],
                      key=lambda e: (e["preset"], e["n_ctx"], e["mode"] != "sample", e["weights"] != "fp32",
                                     e["batch"], e["prime"]))  # fmt: skip
     stats = []
@@ -100,6 +108,9 @@ def side_by_side(results: Path) -> str:
     out = rows + [""]
     if stats:
         out.append(provenance(prior, "`bench/prior.py --reference`") + " " + _spread(stats).capitalize() + ".")
+    if extra:
+        spread = _spread([x for e in extra for x in (e["reference_stats"], e["jukebox_pl_stats"])])
+        out.append(provenance(decode, f"`--decode` rows, from {DECODE_FILE}") + " " + spread.capitalize() + ".")
     if song_stats:
         out.append(provenance(sampling, "`bench/sampling.py --reference`") + " " + _spread(song_stats).capitalize()
                    + " per level.")  # fmt: skip
@@ -114,11 +125,100 @@ def paper(results: Path) -> str:
     return paper_bench.report(_load(results, "paper.json"))
 
 
-TABLES: dict[str, Callable[[Path], str]] = {"side-by-side": side_by_side, "paper": paper}
+def vqvae(results: Path) -> str:
+    """The VQ-VAE side by side (bench/vqvae.py speed --reference): training step, encode and decode."""
+    r = _load(results, "vqvae_speed_reference.json")
+    st, rtf = r["step_s"], r["real_time_factors"]
+    ref = st["reference"]["median"]
+    rows = ["| measurement | reference | jukebox-pl | speed |", "|---|---|---|---|"]
+    what = f"`small` training step, batch 4 x {r['audio_s_per_step'] / 4:.1f} s, both levels"
+    for name in [n for n in st if n.startswith("jukebox-pl")]:
+        label = what + (f", our {name.removeprefix('jukebox-pl ')} vs its fp32" if name != "jukebox-pl" else "")
+        rows.append(f"| {label} | {ref:.2f} s | {st[name]['median']:.2f} s | {ref / st[name]['median']:.2f}x |")
+    levels = sorted(k for k in rtf if k.startswith("level") and "_" not in k)
+    if "reference_encode_all" in rtf:
+        ours = 1 / sum(1 / rtf[k]["encode"] for k in levels)  # every level encoded, as the reference does
+        rows.append(f"| encode a 30 s clip to every level (x real time) | {rtf['reference_encode_all']:.1f}x | "
+                    f"{ours:.1f}x | {ours / rtf['reference_encode_all']:.2f}x |")  # fmt: skip
+    for k in levels:
+        ref_dec = rtf.get(f"reference_{k}_decode")
+        if ref_dec:
+            rows.append(f"| decode a 30 s clip from {k.replace('level', 'level ')} (x real time) | {ref_dec:.1f}x | "
+                        f"{rtf[k]['decode']:.1f}x | {rtf[k]['decode'] / ref_dec:.2f}x |")  # fmt: skip
+        if f"{k}_bf16" in rtf and ref_dec:
+            dec = rtf[f"{k}_bf16"]["decode"]
+            rows.append(f"| the same under bf16 autocast | {ref_dec:.1f}x | {dec:.1f}x | {dec / ref_dec:.2f}x |")
+    spread = _spread(list(st.values()))
+    return "\n".join(rows + ["", provenance(r, "`bench/vqvae.py speed --reference`") + f" Steps: {spread}; "
+                              f"encode / decode: medians of {r['repeats']}."])  # fmt: skip
+
+
+def roofline(results: Path) -> str:
+    """The batch-1 sampling roofline (bench/roofline.py): bytes per token, the bandwidth floor, the kernels' own
+    time, and what the sampler reached against the reference's fp32."""
+    r = _load(results, "roofline.json")
+    rows = [
+        f"| weights | MB read per token | floor at {r['bandwidth_gbs']:.1f} GB/s | the kernels alone | sampler "
+        "(measured) | of floor | most vs reference fp32: at the floor | with these kernels | reached |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        measured = row.get("measured_ms")
+        tail = "| | | | "
+        if measured:
+            kernel_ceiling = row.get("kernel_ceiling_vs_reference", row["reference_fp32_ms"] / row["kernels_ms"])
+            tail = (f"{measured:.1f} ms | {row['floor_ms'] / measured:.0%} | {row['ceiling_vs_reference']:.2f}x | "
+                    f"{kernel_ceiling:.2f}x | {row['reached_vs_reference']:.2f}x")  # fmt: skip
+        weights = row["weights"].replace("+", ", `--decode ") + ("`" if "+" in row["weights"] else "")
+        rows.append(f"| {weights} | {row['mb_per_token']:.0f} | {row['floor_ms']:.1f} ms | "
+                    f"{row['kernels_ms']:.1f} ms | {tail} |")  # fmt: skip
+    kernels = "; ".join(
+        f"{shape} x{k['count']}: fp32 {k['fp32']:.0f}, bf16 {k['bf16']:.0f} (torch's linear "
+        f"{k['bf16_plain']:.0f}), int8 {k['int8']:.0f}"
+        for shape, k in r["kernels"].items()
+    )
+    return "\n".join(rows + ["", f"Kernel read rates for one row, GB/s (matrix out x in, count): {kernels}.",
+                              provenance(r, "`bench/roofline.py`")])  # fmt: skip
+
+
+def precision(results: Path) -> str:
+    """bf16-mixed against fp32 training (bench/precision.py): losses, noise, gaps and step speed."""
+    r = _load(results, "precision.json")
+    a, b = r["seeds"]
+    rows = [f"| stage | loss at step {r['steps']}, fp32 (seeds {a}, {b}) | bf16-mixed (seeds {a}, {b}) | run-to-run "
+            "noise (fp32) | bf16-mixed vs fp32, same seed | mean curves | verdict | bf16-mixed step |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for stage, st in r["stages"].items():
+
+        def last(p: str, seed: int, st=st) -> float:
+            curve = st["curves"][f"{p} seed {seed}"]
+            return sum(curve[-10:]) / len(curve[-10:])
+
+        rows.append(f"| {stage} | {last('32-true', a):.3f}, {last('32-true', b):.3f} | {last('bf16-mixed', a):.3f}, "
+                    f"{last('bf16-mixed', b):.3f} | {st['noise']:.3f} | {st['same_seed_gap']:.3f} | "
+                    f"{st['mean_gap']:.3f} | {'within noise' if st['within_noise'] else 'outside noise'} | "
+                    f"{st['bf16_speedup']:.2f}x fp32 |")  # fmt: skip
+    note = (
+        f"Losses are the mean of the last 10 steps; gaps are the largest difference between curves smoothed "
+        f"over {r['smooth']} steps, after step {r['skip']}."
+    )
+    return "\n".join(rows + ["", note, provenance(r, "`bench/precision.py`")])
+
+
+TABLES: dict[str, Callable[[Path], str]] = {
+    "side-by-side": side_by_side,
+    "paper": paper,
+    "vqvae": vqvae,
+    "roofline": roofline,
+    "precision": precision,
+}
 COMMANDS = {
     "side-by-side": "python bench/prior.py --reference CHECKOUT --presets small --n-ctx 8192 --modes sample,train "
     "--sample-batches 1,16; python bench/sampling.py --reference CHECKOUT --batches 1,8",
     "paper": "make bench-paper",
+    "vqvae": "python bench/vqvae.py speed --reference CHECKOUT --precisions fp32,bf16-mixed",
+    "roofline": "python bench/roofline.py (after bench/prior.py --reference)",
+    "precision": "python bench/precision.py",
 }
 
 

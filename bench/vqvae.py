@@ -49,9 +49,11 @@ def _timed(fn, repeats: int) -> list[float]:
     return out
 
 
-def ours_step():
+def ours_step(precision: str = "fp32"):
     """Our small preset's training step with the reference's spectral loss (vqvae.spectral_mode=reference): l2 +
-    multispectral + commit per level, what `reference_step` computes once its extras are switched off."""
+    multispectral + commit per level, what `reference_step` computes once its extras are switched off.
+    `precision` "bf16-mixed": the forward under CPU bf16 autocast (what `trainer.precision=bf16-mixed` does),
+    weights, gradients and Adam in fp32."""
     cfg = load_config("small", ["vqvae.spectral_mode=reference"]).vqvae
     models = [build_vqvae_level(cfg, level) for level in range(cfg.levels)]
     params = [p for m in models for p in m.parameters()]
@@ -60,7 +62,9 @@ def ours_step():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        sum(m(x, Bandwidth()).loss for m in models).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = sum(m(x, Bandwidth()).loss for m in models)
+        loss.backward()
         opt.step()
 
     return step, models
@@ -160,6 +164,11 @@ def speed(args) -> None:
     torch.manual_seed(0)
     ours, models = ours_step()
     steps = {"jukebox-pl": measure.timed(ours)}
+    for precision in [p for p in args.precisions.split(",") if p and p != "fp32"]:
+        if precision != "bf16-mixed":
+            raise SystemExit(f"--precisions: unknown precision {precision!r}; choose fp32,bf16-mixed")
+        torch.manual_seed(0)
+        steps[f"jukebox-pl {precision}"] = measure.timed(ours_step(precision)[0])
     reference = None
     if args.reference:
         step, reference = reference_step(Path(args.reference), args.reference_as_shipped)
@@ -179,6 +188,10 @@ def speed(args) -> None:
         ratio = st["reference"]["median"] / st["jukebox-pl"]["median"]
         result |= {"speedup": ratio, "reference_as_shipped": args.reference_as_shipped}
         print(f"  speed-up over the reference (medians), same machine, same input: {ratio:.2f}x")
+        for name in [n for n in st if n.startswith("jukebox-pl ")]:
+            r = st["reference"]["median"] / st[name]["median"]
+            result.setdefault("speedups", {})[name.removeprefix("jukebox-pl ")] = r
+            print(f"  {name} over the reference's fp32 step: {r:.2f}x")
     clip = torch.randn(1, 1, SR * 30) * 0.1
     print(f"30 s clip, real-time factors (higher is faster; medians of {args.repeats}):")
     rtf = {}
@@ -190,6 +203,12 @@ def speed(args) -> None:
             dec = statistics.median(_timed(lambda m=m, c=codes: m.decode(c), args.repeats))
             rtf[f"level{m.level}"] = {"encode": 30 / enc, "decode": 30 / dec}
             print(f"  level {m.level} (hop {m.hop_length}): encode {30 / enc:.1f}x, decode {30 / dec:.1f}x")
+            if "bf16-mixed" in args.precisions:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    enc = statistics.median(_timed(lambda m=m: m.encode(clip), args.repeats))
+                    dec = statistics.median(_timed(lambda m=m, c=codes: m.decode(c), args.repeats))
+                rtf[f"level{m.level}_bf16"] = {"encode": 30 / enc, "decode": 30 / dec}
+                print(f"  level {m.level} under bf16 autocast: encode {30 / enc:.1f}x, decode {30 / dec:.1f}x")
         if reference is not None:
             reference.eval()
             clip_ntc = clip.permute(0, 2, 1)
@@ -363,6 +382,8 @@ def main(argv=None) -> None:
     s.add_argument("--reference", help="a checkout of openai/jukebox to time side by side")
     s.add_argument("--repeats", type=int, default=5, help="interleaved repeats after one warm-up step (>= 3)")
     s.add_argument("--threads", type=int, default=2, help="torch threads, the same on both sides (default 2)")
+    s.add_argument("--precisions", default="fp32", help="fp32,bf16-mixed: also time our step (and encode/decode) "
+                   "under bf16 autocast")  # fmt: skip
     s.add_argument("--reference-commit", help="the reference checkout's commit, when it has no .git to read it from")
     s.add_argument(
         "--reference-as-shipped",

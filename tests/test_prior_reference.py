@@ -89,3 +89,32 @@ def test_int8_weights_keep_the_reference_loss(ref):
     assert bits == pytest.approx(ref[1]["eval_loss"].item(), abs=0.005)
     agree = (logits[0].argmax(-1) == ref[1]["argmax_per_position"]).float().mean().item()
     assert agree > 0.95, agree
+
+
+def test_bf16_vector_kernel_matches_linear_and_keeps_the_greedy_sample(ref):
+    """`--weights bf16` on a CPU multiplies one row with addmv: the same numbers as bf16 `linear` within bf16
+    rounding, the same parameters, and the reference's greedy sample through the cache."""
+    from jukebox_pl.prior.quantize import VectorLinear, use_vector_kernel
+
+    linear = torch.nn.Linear(64, 48).to(torch.bfloat16)
+    vector = VectorLinear.sharing(linear)
+    assert vector.weight is linear.weight and vector.bias is linear.bias
+    x = torch.randn(1, 1, 64, dtype=torch.bfloat16)
+    torch.testing.assert_close(vector(x), linear(x), atol=2e-2, rtol=2e-2)
+    rows = torch.randn(3, 64, dtype=torch.bfloat16)
+    assert torch.equal(vector(rows), linear(rows))  # more than one row: linear itself
+    model = use_vector_kernel(build(ref).to(torch.bfloat16))
+    assert sum(type(m) is VectorLinear for m in model.modules()) == 6 * 4
+    plain = build(ref).to(torch.bfloat16)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    want = ref[1]["greedy_sample_tokens"].reshape(-1)[:40]
+    for candidate in (model, plain):
+        tokens = []
+        with torch.inference_mode(), candidate.streaming(capacity=want.numel()):
+            tok = None
+            for pos in range(want.numel()):
+                logits = candidate.step(tok, pos, 1)
+                tok = logits[:, -1].float().argmax(-1, keepdim=True)
+                tokens.append(int(tok))
+        agree = (torch.tensor(tokens) == want).float().mean().item()
+        assert agree > 0.9, agree

@@ -47,6 +47,49 @@ class Int8Linear(nn.Module):
         return y.reshape(*lead, self.out_features).to(x.dtype)
 
 
+class VectorLinear(nn.Linear):
+    """An `nn.Linear` that multiplies a single bf16 row by its weights with `torch.addmv` on the CPU.
+
+    At batch 1 every token is one row, and torch's bf16 `linear` for one row reads the weights at ~15-18 GB/s on
+    this CPU where its matrix-vector kernel reads them at 24-26 GB/s (`bench/prior.py --roofline`); more rows (a
+    batch, a prompt) keep `linear`, which uses the matrix units. Same parameters, same state-dict keys."""
+
+    @classmethod
+    def sharing(cls, linear: nn.Linear) -> VectorLinear:
+        """A VectorLinear holding `linear`'s own parameters (nothing copied)."""
+        out = cls.__new__(cls)
+        nn.Module.__init__(out)
+        out.in_features, out.out_features = linear.in_features, linear.out_features
+        out.weight, out.bias = linear.weight, linear.bias
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() != self.in_features or x.device.type != "cpu" or x.dtype != torch.bfloat16:
+            return super().forward(x)
+        row = x.reshape(-1)
+        y = torch.mv(self.weight, row) if self.bias is None else torch.addmv(self.bias, self.weight, row)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def block_linears(model: nn.Module):
+    """(parent, name, linear) for the linear layers of every transformer block (attention and MLP)."""
+    from jukebox_pl.prior.transformer import ResAttnBlock
+
+    for block in [m for m in model.modules() if isinstance(m, ResAttnBlock)]:
+        for parent in (block.attn, block.mlp):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    yield parent, name, child
+
+
+def use_vector_kernel(model: nn.Module) -> nn.Module:
+    """Give the blocks' linear layers the one-row bf16 path of `VectorLinear` (for `--weights bf16`)."""
+    for parent, name, child in block_linears(model):
+        if type(child) is nn.Linear:
+            setattr(parent, name, VectorLinear.sharing(child))
+    return model
+
+
 def quantize_weights(model: nn.Module, mode: str = "int8") -> nn.Module:
     """Replace the linear layers of every transformer block (attention and MLP) in place; `fp32` is a no-op.
 
@@ -55,11 +98,6 @@ def quantize_weights(model: nn.Module, mode: str = "int8") -> nn.Module:
         return model
     if mode != "int8":
         raise UserValueError(f"unknown weight storage {mode!r}; choose fp32 or int8")
-    from jukebox_pl.prior.transformer import ResAttnBlock
-
-    for block in [m for m in model.modules() if isinstance(m, ResAttnBlock)]:
-        for parent in (block.attn, block.mlp):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, nn.Linear):
-                    setattr(parent, name, Int8Linear(child))
+    for parent, name, child in block_linears(model):
+        setattr(parent, name, Int8Linear(child))
     return model.eval().requires_grad_(False)

@@ -60,6 +60,10 @@ def for_sampling(model: JukeboxPrior, weights: str) -> JukeboxPrior:
     """A loaded prior in eval mode, frozen, in the precision `--weights` asks for."""
     if weights in HALF:  # GPU sampling: fp16 weights as stored (the released 5B priors') stay, uncopied
         model.to(HALF[weights])
+        if weights == "bf16":  # one row at a time on a CPU: its matrix-vector kernel
+            from jukebox_pl.prior.quantize import use_vector_kernel
+
+            use_vector_kernel(model)
     elif any(p.dtype != torch.float32 for p in model.parameters()):
         model.float()  # stored fp16, computed in fp32 (then int8 if asked, below)
     model.eval().requires_grad_(False)
