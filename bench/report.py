@@ -174,7 +174,7 @@ def roofline(results: Path) -> str:
                     f"{row['kernels_ms']:.1f} ms | {tail} |")  # fmt: skip
     kernels = "; ".join(
         f"{shape} x{k['count']}: fp32 {k['fp32']:.0f}, bf16 {k['bf16']:.0f} (torch's linear "
-        f"{k['bf16_plain']:.0f}), int8 {k['int8']:.0f}"
+        f"{k['bf16_plain']:.0f}), int8 {k['int8']:.0f}" + (f", int4 {k['int4']:.0f}" if "int4" in k else "")
         for shape, k in r["kernels"].items()
     )
     return "\n".join(rows + ["", f"Kernel read rates for one row, GB/s (matrix out x in, count): {kernels}.",

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from bench_presets import PRIOR_PRESETS
 
-from jukebox_pl.prior.quantize import Int8Linear, VectorLinear, block_linears
+from jukebox_pl.prior.quantize import INT4_GROUPS, Int4Linear, Int8Linear, VectorLinear, block_linears
 from jukebox_pl.prior.transformer import AutoregressiveTransformer
 
-FORMATS = ("fp32", "bf16", "int8")
-WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
+FORMATS = ("fp32", "bf16", "int8", "int4")
+WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1, "int4": 0.5}
 STACK_BYTES = 640 << 20  # each kernel runs over copies of a matrix that together exceed the caches (L3 here: 105 MB)
 BUFFER_BYTES = 512 << 20
 
@@ -55,18 +55,28 @@ def read_bandwidth_gbs() -> float:
     return BUFFER_BYTES / median_seconds(buf.sum) / 1e9
 
 
+def matrix_bytes(n_out: int, n_in: int, fmt: str) -> float:
+    """Bytes a (out, in) weight matrix reads per token in `fmt`, with its scales (int8: a bf16 per row; int4: a bf16
+    scale and offset per group of inputs, the matrix padded as `Int4Linear` pads it)."""
+    if fmt == "int8":
+        return n_out * n_in + 2 * n_out
+    if fmt == "int4":
+        n, k = n_out + (-n_out % 16), n_in + (-n_in % INT4_GROUPS[-1])
+        group = next(g for g in INT4_GROUPS if k % g == 0)
+        return n * k / 2 + 4 * n * (k // group)
+    return n_out * n_in * WEIGHT_BYTES[fmt]
+
+
 def bytes_per_token(model: AutoregressiveTransformer) -> dict[str, dict[str, float]]:
     """Weight bytes read for one token, per format: the blocks' linear weights, the head, the rest."""
-    linear_params = sum(lin.weight.numel() for _, _, lin in block_linears(model))
-    linear_rows = sum(lin.weight.shape[0] for _, _, lin in block_linears(model))
-    linear_biases = sum(lin.bias.numel() for _, _, lin in block_linears(model) if lin.bias is not None)
+    linears = [lin for _, _, lin in block_linears(model)]
+    linear_biases = sum(lin.bias.numel() for lin in linears if lin.bias is not None)
     head = model.x_out.weight.numel() if hasattr(model, "x_out") else 0
     norms = sum(p.numel() for n, p in model.named_parameters() if ".ln" in n or n.startswith("ln"))
     out = {}
     for fmt in FORMATS:
-        half = fmt == "bf16"
-        weights = linear_params * WEIGHT_BYTES[fmt] + (linear_rows * 2 if fmt == "int8" else 0)
-        rest = (head + norms + linear_biases) * (2 if half else 4)
+        weights = sum(matrix_bytes(*lin.weight.shape, fmt) for lin in linears)
+        rest = (head + norms + linear_biases) * (2 if fmt == "bf16" else 4)
         out[fmt] = {"block_linears": weights, "head_and_norms": rest, "total": weights + rest}
     return out
 
@@ -74,15 +84,15 @@ def bytes_per_token(model: AutoregressiveTransformer) -> dict[str, dict[str, flo
 def kernel_gbs(shape: tuple[int, int], fmt: str) -> float:
     """GB/s at which the sampler's kernel for `fmt` reads a (out, in) weight matrix for one row."""
     n_out, n_in = shape
-    per_matrix = n_out * n_in * WEIGHT_BYTES[fmt]
-    copies = max(2, STACK_BYTES // per_matrix)
+    per_matrix = matrix_bytes(n_out, n_in, fmt)
+    copies = max(2, int(STACK_BYTES // per_matrix))
     layers = []
     for _ in range(copies):
         linear = torch.nn.Linear(n_in, n_out)
         if fmt == "bf16":
             layers.append(VectorLinear.sharing(linear.to(torch.bfloat16)))
-        elif fmt == "int8":
-            layers.append(Int8Linear(linear))
+        elif fmt in ("int8", "int4"):
+            layers.append((Int8Linear if fmt == "int8" else Int4Linear)(linear))
         else:
             layers.append(linear)
     x = torch.randn(1, 1, n_in, dtype=torch.bfloat16 if fmt == "bf16" else torch.float32)
@@ -144,12 +154,12 @@ def main(argv: list[str] | None = None) -> dict:
     kernels = {}
     print("\nkernel read rate for one row, GB/s (the blocks' matrices; bf16 plain = torch's linear, which "
           "VectorLinear replaces at batch 1):")  # fmt: skip
-    print(f"  {'matrix (out, in)':>18} {'count':>6} {'fp32':>7} {'bf16':>7} {'bf16 plain':>11} {'int8':>7}")
+    print(f"  {'matrix (out, in)':>18} {'count':>6} {'fp32':>7} {'bf16':>7} {'bf16 plain':>11} {'int8':>7} {'int4':>7}")
     for shape, count in sorted(shapes.items()):
         row = {fmt: kernel_gbs(shape, fmt) for fmt in FORMATS} | {"bf16_plain": plain_bf16_gbs(shape)}
         kernels[f"{shape[0]}x{shape[1]}"] = {"count": count, **row}
         print(f"  {str(shape):>18} {count:>6} {row['fp32']:>7.1f} {row['bf16']:>7.1f} {row['bf16_plain']:>11.1f} "
-              f"{row['int8']:>7.1f}")  # fmt: skip
+              f"{row['int8']:>7.1f} {row['int4']:>7.1f}")  # fmt: skip
     measured = measured_sampling(args.results)
     rows = []
     print(f"\nbatch-1 sampling, {args.preset} prior ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M "
@@ -164,8 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         total = per_token[fmt]["total"]
         floor_ms = total / bandwidth / 1e6
         matrices = sum(
-            n * shape[0] * shape[1] * WEIGHT_BYTES[fmt] / kernels[f"{shape[0]}x{shape[1]}"][fmt]
-            for shape, n in shapes.items()
+            n * matrix_bytes(*shape, fmt) / kernels[f"{shape[0]}x{shape[1]}"][fmt] for shape, n in shapes.items()
         )
         kernel_ms = (matrices + per_token[fmt]["head_and_norms"] / bandwidth) / 1e6
         row = {"weights": label, "mb_per_token": total / 2**20, "floor_ms": floor_ms, "kernels_ms": kernel_ms,

@@ -37,6 +37,11 @@ def test_bytes_per_token_counts_each_format():
     assert got["bf16"]["total"] == 2 * (weights + rest)
     assert got["int8"]["total"] == weights + 2 * rows + 4 * rest  # int8 weights, a bf16 scale per row
     assert got["fp32"]["block_linears"] == 4 * weights and len(linears) == 2 * 4
+    # int4: half a byte per weight and 4 bytes (scale, offset) per group, padded to 16 outputs and 32 inputs;
+    # a (24, 16) matrix becomes (32, 32) in one group of 32
+    assert roofline.matrix_bytes(24, 16, "int4") == 32 * 32 / 2 + 4 * 32 * 1
+    assert roofline.matrix_bytes(1024, 1024, "int4") == 1024 * 1024 / 2 + 4 * 1024 * 8
+    assert got["int4"]["total"] == sum(roofline.matrix_bytes(*lin.weight.shape, "int4") for lin in linears) + 4 * rest
 
 
 def test_measured_sampling_reads_batch_one_rows(tmp_path):
@@ -64,7 +69,7 @@ def test_roofline_bench_runs_and_its_table_renders(tmp_path, monkeypatch):
     model = AutoregressiveTransformer(n_ctx=256, blocks=2, **roofline.PRIOR_PRESETS["unit"])
     shapes = {f"{lin.weight.shape[0]}x{lin.weight.shape[1]}" for _, _, lin in roofline.block_linears(model)}
     assert figures["bandwidth_gbs"] > 0 and set(figures["kernels"]) == shapes and len(shapes) == 3
-    assert all(k[f] > 0 for k in figures["kernels"].values() for f in ("fp32", "bf16", "int8", "bf16_plain"))
+    assert all(k[f] > 0 for k in figures["kernels"].values() for f in ("fp32", "bf16", "int8", "int4", "bf16_plain"))
     fp32 = figures["rows"][0]
     assert fp32["reached_vs_reference"] == pytest.approx(1.5)  # 20 ms per token against the reference's 30
     table = report.render("roofline", tmp_path)

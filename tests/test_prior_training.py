@@ -426,6 +426,9 @@ def test_evaluate_gives_the_validation_figure_and_names_unknown_artists(vqvae_ru
     figures = evaluate_prior(run, shards)
     assert figures["music_bits_per_token"] == pytest.approx(logged, rel=1e-5)
     assert figures == evaluate_prior(run / "prior_top" / "checkpoints" / "last.ckpt", shards)
+    int4 = evaluate_prior(run, shards, weights="int4")  # what `sample --weights int4` would cost, in bits
+    assert int4["music_bits_per_token"] == pytest.approx(figures["music_bits_per_token"], abs=0.05)
+    assert int4 != figures
 
     new_shards = new_artist_shards(music, tmp_path)
     assert main(["evaluate", "--from", str(run), "--data", str(new_shards)]) == 0  # the "before" of a fine-tune

@@ -96,3 +96,22 @@ def test_three_levels_sample_with_priors_in_half_precision(tmp_path, dtype):
     assert summary["levels"] == ["top", "middle", "bottom"]
     for level in ("top", "middle", "bottom"):
         assert (tmp_path / "half" / level / "sample_0.wav").is_file()
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4", "bf16"])
+def test_three_levels_sample_with_every_prior_stored_for_cpu_speed(tmp_path, weights):
+    """What `--weights int8|int4|bf16` loads (`for_sampling`): every level's prior, upsamplers included, stores its
+    blocks' linear layers that way, and the song still comes out whole."""
+    from jukebox_pl.prior.quantize import Int4Linear, Int8Linear, VectorLinear
+    from jukebox_pl.sampling.models import for_sampling
+    from jukebox_pl.stages.sample import SampleRequest, sample_song
+
+    models = tiny_models()
+    kind = {"int8": Int8Linear, "int4": Int4Linear, "bf16": VectorLinear}[weights]
+    for level, prior in models.priors.items():
+        for_sampling(prior, weights)
+        assert any(isinstance(m, kind) for m in prior.modules()), level
+    req = SampleRequest(out=str(tmp_path / weights), artists=["Organ Ondine"], seconds=0.3, temperature=0.9)
+    assert sample_song(models, req)["levels"] == ["top", "middle", "bottom"]
+    for level in ("top", "middle", "bottom"):
+        assert (tmp_path / weights / level / "sample_0.wav").is_file()

@@ -348,8 +348,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", type=int, choices=(1, 2, 3), help="how many levels to sample, from the top")
     p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--max-batch", type=POSITIVE, default=16, help="samples per forward pass (memory cap)")
-    p.add_argument("--weights", choices=("fp32", "int8", "fp16", "bf16"), default="fp32",
-                   help="prior weights: int8 = faster CPU sampling; fp16 / bf16 = half the memory on a GPU "
+    p.add_argument("--weights", choices=("fp32", "int8", "int4", "fp16", "bf16"), default="fp32",
+                   help="prior weights: int8 = faster CPU sampling; int4 = faster still at batch 1, coarser (4-bit "
+                   "groups of 128); bf16 = AVX-512 bf16 / AMX on a CPU, half the memory on a GPU; fp16 = a GPU's "
                    "(the released 5B priors are stored in fp16)")  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument(
@@ -519,6 +520,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="shards to measure on (`jukebox-pl prep`; their val split)")
     p.add_argument("--level", default="top", choices=("top", "middle", "bottom"), help="which prior")
     p.add_argument("--batches", type=POSITIVE, help="only the first N validation batches (default: all)")
+    p.add_argument("--weights", choices=("fp32", "int8", "int4", "bf16"), default="fp32",
+                   help="the prior's weights stored as `sample --weights` stores them: what int8 / int4 / bf16 "
+                   "cost in bits per token")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a line per figure")
     p.add_argument("overrides", nargs="*", help="key=value overrides (data.val_crops_per_track=..., ...)")
 
@@ -528,7 +532,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     from jukebox_pl.stages.evaluate import evaluate_prior
 
-    figures = evaluate_prior(args.source, args.data, args.level, args.overrides, args.batches)
+    figures = evaluate_prior(args.source, args.data, args.level, args.overrides, args.batches, weights=args.weights)
     if args.json:
         print(json.dumps(figures))
     for name, value in () if args.json else figures.items():

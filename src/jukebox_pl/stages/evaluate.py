@@ -38,11 +38,12 @@ def evaluate_prior(
     overrides: list[str] = (),
     batches: int | None = None,
     echo=lambda text: print(text, file=sys.stderr),
+    weights: str = "fp32",
 ) -> dict[str, float]:
     """Mean bits/token of the `level` prior of `source` (a run folder or a checkpoint/export inside one) over the
     validation split of the shards `data` (the first `batches` batches only, when given). Names the prior's
     vocabulary lacks (a new artist's songs, scored before fine-tuning) read as its unknown label; `echo` is told
-    which."""
+    which. `weights` stores the prior as `sample --weights` would (int8, int4, bf16): what that costs in bits."""
     import pytorch_lightning as pl
     import torch
 
@@ -56,7 +57,7 @@ def evaluate_prior(
 
     ckpt, run = base_of(source, level)
     preset = stage_config(ckpt)
-    model, hp = load_prior(ckpt)
+    model, hp = load_prior(ckpt, weights)
     where = [f"data.shards={data}", "data.train_urls=null", "data.val_urls=null", "data.vocab=null"]
     cfg = run_config(load_config(str(preset), [*overrides, *where]))
     check_shard_rate(cfg, str(preset))
