@@ -76,7 +76,9 @@ def prior_label(e: dict) -> str:
     return label
 
 
-DECODE_FILE = "prior_decode_reference.json"  # bench/prior.py --reference --decode compile --json bench/results/...
+# batch-1 rows measured in a second sitting (`--decode compile`, int4): bench/prior.py --reference --sample-batches 1
+# --weights fp32,int8,int4,bf16 --decode compile --json bench/results/prior_batch1_reference.json
+DECODE_FILE = "prior_batch1_reference.json"
 
 
 def side_by_side(results: Path) -> str:
@@ -86,7 +88,9 @@ def side_by_side(results: Path) -> str:
     sampling = _load(results, "sampling_reference.json")
     decode = _load(results, DECODE_FILE) if (results / DECODE_FILE).is_file() else None
     rows = ["| measurement | reference | jukebox-pl | speed | peak memory |", "|---|---|---|---|---|"]
-    extra = [e for e in (decode or {}).get("summary", {}).get("side_by_side", {}).values() if "+" in e["weights"]]
+    main = {(e["mode"], e["batch"], e["weights"]) for e in prior["summary"].get("side_by_side", {}).values()}
+    extra = [e for e in (decode or {}).get("summary", {}).get("side_by_side", {}).values()
+             if (e["mode"], e["batch"], e["weights"]) not in main]  # fmt: skip
     entries = sorted([*prior["summary"].get("side_by_side", {}).values(), *extra],
                      key=lambda e: (e["preset"], e["n_ctx"], e["mode"] != "sample", e["weights"] != "fp32",
                                     e["batch"], e["prime"]))  # fmt: skip
@@ -110,7 +114,8 @@ def side_by_side(results: Path) -> str:
         out.append(provenance(prior, "`bench/prior.py --reference`") + " " + _spread(stats).capitalize() + ".")
     if extra:
         spread = _spread([x for e in extra for x in (e["reference_stats"], e["jukebox_pl_stats"])])
-        out.append(provenance(decode, f"`--decode` rows, from {DECODE_FILE}") + " " + spread.capitalize() + ".")
+        out.append(provenance(decode, f"Rows with `--decode` or int4, from {DECODE_FILE}") + " " + spread.capitalize()
+                   + ".")  # fmt: skip
     if song_stats:
         out.append(provenance(sampling, "`bench/sampling.py --reference`") + " " + _spread(song_stats).capitalize()
                    + " per level.")  # fmt: skip

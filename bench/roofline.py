@@ -121,14 +121,15 @@ def plain_bf16_gbs(shape: tuple[int, int]) -> float:
 
 def measured_sampling(results: Path) -> dict[str, dict]:
     """Batch-1 ms per token of ours (per weight format) and of the reference (fp32, the same sitting) from
-    prior_reference.json, and the `--decode` rows ("int8+compile") from prior_decode_reference.json."""
+    prior_reference.json, and what it lacks (`--decode` rows such as "int8+compile", int4) from
+    prior_batch1_reference.json."""
     out = {}
-    for name, wanted in (("prior_reference.json", False), ("prior_decode_reference.json", True)):
+    for name in ("prior_reference.json", "prior_batch1_reference.json"):  # the first sitting's figure wins
         path = results / name
         if not path.is_file():
             continue
         for entry in json.loads(path.read_text())["summary"].get("side_by_side", {}).values():
-            if entry["mode"] == "sample" and entry["batch"] == 1 and ("+" in entry["weights"]) == wanted:
+            if entry["mode"] == "sample" and entry["batch"] == 1 and entry["weights"] not in out:
                 out[entry["weights"]] = {"ours_ms": 1000 / entry["jukebox_pl"],
                                          "reference_ms": 1000 / entry["reference"], "file": name}  # fmt: skip
     return out
