@@ -106,6 +106,8 @@ def side_by_side(results: Path) -> str:
     for row in sampling["rows"]:
         if row["level"] == "song":
             what = f"sampling compute per audio second, `small` 2-level song, batch {row['batch']}"
+            if row.get("weights", "fp32") != "fp32":
+                what += f", our {row['weights']} weights vs its fp32"
             rows.append(f"| {what} | {row['reference']:.1f} s | {row['jukebox-pl']:.1f} s | {row['ratio']:.2f}x | |")
         else:
             song_stats += [row["reference_stats"], row["jukebox_pl_stats"]]

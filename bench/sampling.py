@@ -36,8 +36,7 @@ from jukebox_pl.config import load_config
 from jukebox_pl.config.levels import Levels
 from jukebox_pl.data.vocab import LabelVocab
 from jukebox_pl.prior.model import build_prior
-from jukebox_pl.prior.quantize import quantize_weights
-from jukebox_pl.sampling.models import SamplingModels
+from jukebox_pl.sampling.models import SamplingModels, for_sampling
 from jukebox_pl.sampling.song_sampler import SongSampler, SongSpec
 from jukebox_pl.vqvae.model import build_vqvae_level
 from jukebox_pl.vqvae.vqvae import VQVAE
@@ -51,7 +50,7 @@ def build(preset: str, weights: str, overrides: tuple[str, ...] = ()) -> Samplin
     priors = {}
     for i in range(len(levels)):
         prior = build_prior(levels, i, cfg.prior[levels.name(i)], y_bins=(4, 5)).eval()
-        priors[i] = quantize_weights(prior, weights)
+        priors[i] = for_sampling(prior, weights)  # what `sample --weights` loads
     return SamplingModels(vqvae, priors, LabelVocab().extend(["a", "b"], ["g"]), levels.sample_rate)
 
 
@@ -145,7 +144,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="tiny,small")
     p.add_argument("--batches", default="1,8")
-    p.add_argument("--weights", default="fp32", choices=("fp32", "int8"))
+    p.add_argument("--weights", default="fp32",
+                   help="fp32, int8, int4 or bf16 (`sample --weights`); with --reference a list (fp32,int4,bf16): "
+                   "each is timed beside the reference's fp32 in the same rounds")  # fmt: skip
     p.add_argument("--tokens", type=int, default=32, help="timed sampling steps per level")
     p.add_argument("--song-seconds", type=float, default=3.0, help="tiny end-to-end song length")
     p.add_argument(
@@ -217,43 +218,50 @@ def side_by_side(args, load: float, preset: str = "small", overrides=("prior.top
     import reference_prior
 
     ar = reference_prior.load(args.reference)
-    models = build(preset, "fp32", tuple(overrides))
+    formats = getattr(args, "weights", "fp32").split(",")
+    built = {w: build(preset, w, tuple(overrides)) for w in formats}
+    models = built[formats[0]]
+    sides = {w: "jukebox-pl" if i == 0 else f"jukebox-pl {w}" for i, w in enumerate(formats)}
     rows = []
-    print(f"{'level':<7} {'B':>3} {'ref prime':>9} {'our prime':>9} {'ref sample':>10} {'our sample':>10} "
-          f"{'ref s/s':>16} {'our s/s':>16} {'ratio':>6}   (tokens/s over all streams; s/s = sampling compute "
-          f"per audio second per song, median [min-max] of {args.repeats} interleaved repeats)")  # fmt: skip
+    print(
+        f"{'level':<7} {'B':>3} {'weights':>7} {'ref prime':>9} {'our prime':>9} {'ref sample':>10} "
+        f"{'our sample':>10} {'ref s/s':>16} {'our s/s':>16} {'ratio':>6}   (tokens/s over all streams; s/s = "
+        f"sampling compute per audio second per song, median [min-max] of {args.repeats} interleaved repeats)"
+    )
     for batch in (int(b) for b in args.batches.split(",")):
-        song = {"reference": 0.0, "jukebox-pl": 0.0}
+        song = {"reference": 0.0, **{side: 0.0 for side in sides.values()}}
         for level in sorted(models.priors, reverse=True):
             ref_model = reference_model(ar, models, level)
-            runs = measure.interleaved(
-                {
-                    "jukebox-pl": lambda lv=level, b=batch: level_rates(models, lv, b, args.tokens, decode=False),
-                    "reference": lambda lv=level, b=batch, m=ref_model: reference_rates(ar, m, models, lv, b,
-                                                                                        args.tokens),
-                },
-                args.repeats,
-            )  # fmt: skip
+            fns = {side: lambda lv=level, b=batch, m=built[w]: level_rates(m, lv, b, args.tokens, decode=False)
+                   for w, side in sides.items()}  # fmt: skip
+            fns["reference"] = lambda lv=level, b=batch, m=ref_model: reference_rates(ar, m, models, lv, b, args.tokens)
+            runs = measure.interleaved(fns, args.repeats)
             med = {side: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for side, rs in runs.items()}
             st = {side: measure.stats([x["sample_s_per_audio_s"] for x in rs]) for side, rs in runs.items()}
-            ours, ref = med["jukebox-pl"], med["reference"]
+            ref = med["reference"]
             song["reference"] += ref["sample_s_per_audio_s"]
-            song["jukebox-pl"] += ours["sample_s_per_audio_s"]
-            ratio = ref["sample_s_per_audio_s"] / ours["sample_s_per_audio_s"]
             name = models.name(level)
-            rows.append({"level": name, "batch": batch, "reference": ref, "jukebox_pl": ours, "ratio": ratio,
-                         "reference_stats": st["reference"], "jukebox_pl_stats": st["jukebox-pl"],
-                         "runs": runs})  # fmt: skip
-            print(f"{name:<7} {batch:>3} {ref['prime_tok_s']:>9.0f} {ours['prime_tok_s']:>9.0f} "
-                  f"{ref['sample_tok_s']:>10.1f} {ours['sample_tok_s']:>10.1f} "
-                  f"{measure.cell(st['reference'], '.1f'):>16} {measure.cell(st['jukebox-pl'], '.1f'):>16} "
-                  f"{ratio:>5.2f}x{measure.flag(st['reference'], load)}{measure.flag(st['jukebox-pl'], load)}",
-                  flush=True)  # fmt: skip
-        ratio = song["reference"] / song["jukebox-pl"]
-        print(f"{'song':<7} {batch:>3}  sampling compute per audio second (sum of the levels' medians): "
-              f"reference {song['reference']:.1f} s, jukebox-pl {song['jukebox-pl']:.1f} s: {ratio:.2f}x",
-              flush=True)  # fmt: skip
-        rows.append({"level": "song", "batch": batch, **song, "ratio": ratio})
+            for w, side in sides.items():
+                ours = med[side]
+                song[side] += ours["sample_s_per_audio_s"]
+                ratio = ref["sample_s_per_audio_s"] / ours["sample_s_per_audio_s"]
+                rows.append({"level": name, "batch": batch, "weights": w, "reference": ref, "jukebox_pl": ours,
+                             "ratio": ratio, "reference_stats": st["reference"], "jukebox_pl_stats": st[side],
+                             "runs": {"jukebox-pl": runs[side], "reference": runs["reference"]}})  # fmt: skip
+                print(f"{name:<7} {batch:>3} {w:>7} {ref['prime_tok_s']:>9.0f} {ours['prime_tok_s']:>9.0f} "
+                      f"{ref['sample_tok_s']:>10.1f} {ours['sample_tok_s']:>10.1f} "
+                      f"{measure.cell(st['reference'], '.1f'):>16} {measure.cell(st[side], '.1f'):>16} "
+                      f"{ratio:>5.2f}x{measure.flag(st['reference'], load)}{measure.flag(st[side], load)}",
+                      flush=True)  # fmt: skip
+        for w, side in sides.items():
+            ratio = song["reference"] / song[side]
+            print(
+                f"{'song':<7} {batch:>3} {w:>7}  sampling compute per audio second (sum of the levels' medians): "
+                f"reference {song['reference']:.1f} s, jukebox-pl {song[side]:.1f} s: {ratio:.2f}x",
+                flush=True,
+            )
+            rows.append({"level": "song", "batch": batch, "weights": w, "reference": song["reference"],
+                         "jukebox-pl": song[side], "ratio": ratio})  # fmt: skip
     return rows
 
 

@@ -132,6 +132,16 @@ def test_sampling_side_by_side_interleaves_three_repeats_warmed_alike(monkeypatc
     with pytest.raises(SystemExit):
         sampling.main(["--reference", "/tmp/ref", "--repeats", "2"])
 
+    calls.clear()  # several weight formats: each timed beside the same reference runs, in the same rounds
+    built = []
+    monkeypatch.setattr(sampling, "build", lambda preset, weights, overrides: built.append(weights) or fake)
+    args = types.SimpleNamespace(reference="/tmp/ref", batches="1", tokens=4, repeats=3, weights="fp32,int4")
+    rows = sampling.side_by_side(args, load=0.5)
+    assert built == ["fp32", "int4"]
+    assert calls == [("ours", 1), ("ours", 1), ("ref", 1)] * 4 + [("ours", 0), ("ours", 0), ("ref", 0)] * 4
+    songs = [r for r in rows if r["level"] == "song"]
+    assert [(r["weights"], r["ratio"]) for r in songs] == [("fp32", pytest.approx(1.5)), ("int4", pytest.approx(1.5))]
+
 
 def test_reference_vqvae_step_computes_what_ours_does():
     vqvae = importlib.import_module("vqvae")
