@@ -118,8 +118,8 @@ class Int4Linear(nn.Module):
 class VectorLinear(nn.Linear):
     """An `nn.Linear` that multiplies a single bf16 row by its weights with `torch.addmv` on the CPU.
 
-    At batch 1 every token is one row, and torch's bf16 `linear` for one row reads the weights at ~15-18 GB/s on
-    this CPU where its matrix-vector kernel reads them at 24-26 GB/s (`bench/prior.py --roofline`); more rows (a
+    At batch 1 every token is one row, and torch's bf16 `linear` reads the prior's matrices for one row at 8-15
+    GB/s on this CPU where its matrix-vector kernel reads them at 9-18 GB/s (`bench/roofline.py`); more rows (a
     batch, a prompt) keep `linear`, which uses the matrix units. Same parameters, same state-dict keys."""
 
     @classmethod
