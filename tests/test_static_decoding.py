@@ -102,3 +102,27 @@ def test_sampling_with_the_static_step_draws_the_same_songs():
         g = torch.Generator().manual_seed(7)
         drawn[decode] = model.sample(cond, 2, prompt=prompt, temperature=1.0, generator=g, decode=decode)
     assert torch.equal(drawn["dynamic"], drawn["static"])
+
+
+def test_a_songs_windows_share_one_compilation(monkeypatch):
+    """`sample --decode compile` builds a StaticDecoder per window: the windows after the first reuse the first's
+    compiled step (torch's guards pass for a new window's caches), so a song compiles once per level, not once per
+    window."""
+    from test_sampling import tiny_models
+    from torch._dynamo.utils import counters
+
+    from jukebox_pl.sampling.song_sampler import SongSampler, SongSpec
+
+    torch._dynamo.reset()
+    counters.clear()
+    models = tiny_models()
+    prior, hop = models.priors[2], models.vqvae.hop_length(2)
+    total = prior.sample_length * 3 // hop * hop  # three windows' worth of top-level tokens
+    spec = SongSpec(artists=[1], genres=[[1]], lyrics=[list(range(1, 20))], total_samples=total, seed=0)
+    windows = []
+    original = StaticDecoder.__init__
+    monkeypatch.setattr(StaticDecoder, "__init__", lambda self, *a, **k: windows.append(1) or original(self, *a, **k))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        codes = SongSampler(models, spec, [2], decode="compile").run()
+    assert codes[2].shape[1] == total // hop and len(windows) >= 3
+    assert counters["stats"]["unique_graphs"] == 1
