@@ -182,6 +182,22 @@ def sample_tokens(model, last: torch.Tensor, start: int, count: int) -> torch.Te
     return tok
 
 
+def sample_figures(batch, prompt_len, prime_rows, prime_s, expand_s, tokens, sample_s) -> dict:
+    """What a sampling measurement reports, from its timings (one stream's rate and all `batch` streams')."""
+    return {
+        "prompt_len": prompt_len,
+        "prime_rows": prime_rows,
+        "prime_s": prime_s,
+        "prime_tokens_per_s": prime_rows * prompt_len / prime_s,
+        "expand_s": expand_s,
+        "new_tokens": tokens,
+        "sample_s": sample_s,
+        "ms_per_step": 1000 * sample_s / tokens,
+        "tokens_per_s_per_stream": tokens / sample_s,
+        "tokens_per_s_total": batch * tokens / sample_s,
+    }
+
+
 def bench_static(model, batch: int, prompt_len: int, tokens: int, chunk: int, decode: str) -> dict:
     """Sampling through the fixed-shape step (`jukebox_pl.prior.decoding.StaticDecoder`, what `sample --decode
     static|compile` runs): every row primed, the first two steps untimed (they hold the compilation), then
@@ -205,19 +221,7 @@ def bench_static(model, batch: int, prompt_len: int, tokens: int, chunk: int, de
         for _ in range(tokens):
             tok = torch.multinomial(torch.softmax(decoder(tok).float(), dim=-1), 1)
         sample_s = time.perf_counter() - t0
-    return {
-        "prompt_len": prompt_len,
-        "prime_rows": batch,
-        "prime_s": prime_s,
-        "prime_tokens_per_s": batch * prompt_len / prime_s,
-        "expand_s": 0.0,
-        "compile_s": compile_s,
-        "new_tokens": tokens,
-        "sample_s": sample_s,
-        "ms_per_step": 1000 * sample_s / tokens,
-        "tokens_per_s_per_stream": tokens / sample_s,
-        "tokens_per_s_total": batch * tokens / sample_s,
-    }
+    return sample_figures(batch, prompt_len, batch, prime_s, 0.0, tokens, sample_s) | {"compile_s": compile_s}
 
 
 def bench_sample(model, n_ctx: int, batch: int, prompt_len: int, tokens: int, chunk: int, prime_mode: str) -> dict:
@@ -243,19 +247,7 @@ def bench_sample(model, n_ctx: int, batch: int, prompt_len: int, tokens: int, ch
         t0 = time.perf_counter()
         sample_tokens(model, last, prompt_len + warm, tokens)
         sample_s = time.perf_counter() - t0
-    per_stream = tokens / sample_s
-    return {
-        "prompt_len": prompt_len,
-        "prime_rows": prime_rows,
-        "prime_s": prime_s,
-        "prime_tokens_per_s": prime_rows * prompt_len / prime_s,
-        "expand_s": expand_s,
-        "new_tokens": tokens,
-        "sample_s": sample_s,
-        "ms_per_step": 1000 * sample_s / tokens,
-        "tokens_per_s_per_stream": per_stream,
-        "tokens_per_s_total": batch * per_stream,
-    }
+    return sample_figures(batch, prompt_len, prime_rows, prime_s, expand_s, tokens, sample_s)
 
 
 def bench_nocache(model, n_ctx: int, batch: int, prompt_len: int, tokens: int) -> dict:

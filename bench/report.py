@@ -88,9 +88,9 @@ def side_by_side(results: Path) -> str:
     sampling = _load(results, "sampling_reference.json")
     decode = _load(results, DECODE_FILE) if (results / DECODE_FILE).is_file() else None
     rows = ["| measurement | reference | jukebox-pl | speed | peak memory |", "|---|---|---|---|---|"]
-    main = {(e["mode"], e["batch"], e["weights"]) for e in prior["summary"].get("side_by_side", {}).values()}
+    first = {(e["mode"], e["batch"], e["weights"]) for e in prior["summary"].get("side_by_side", {}).values()}
     extra = [e for e in (decode or {}).get("summary", {}).get("side_by_side", {}).values()
-             if (e["mode"], e["batch"], e["weights"]) not in main]  # fmt: skip
+             if (e["mode"], e["batch"], e["weights"]) not in first]  # fmt: skip
     entries = sorted([*prior["summary"].get("side_by_side", {}).values(), *extra],
                      key=lambda e: (e["preset"], e["n_ctx"], e["mode"] != "sample", e["weights"] != "fp32",
                                     e["batch"], e["prime"]))  # fmt: skip

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import measure
 import torch
-import torch.nn.functional as F
 from bench_presets import PRIOR_PRESETS
 
 from jukebox_pl.prior.quantize import INT4_GROUPS, Int4Linear, Int8Linear, VectorLinear, block_linears
@@ -84,18 +83,20 @@ def bytes_per_token(model: AutoregressiveTransformer) -> dict[str, dict[str, flo
 def kernel_gbs(shape: tuple[int, int], fmt: str) -> float:
     """GB/s at which the sampler's kernel for `fmt` reads a (out, in) weight matrix for one row."""
     n_out, n_in = shape
-    per_matrix = matrix_bytes(n_out, n_in, fmt)
+    per_matrix = matrix_bytes(n_out, n_in, "bf16" if fmt == "bf16_plain" else fmt)
     copies = max(2, int(STACK_BYTES // per_matrix))
     layers = []
     for _ in range(copies):
         linear = torch.nn.Linear(n_in, n_out)
         if fmt == "bf16":
             layers.append(VectorLinear.sharing(linear.to(torch.bfloat16)))
+        elif fmt == "bf16_plain":  # torch's own bf16 linear, which VectorLinear replaces for one row
+            layers.append(linear.to(torch.bfloat16))
         elif fmt in ("int8", "int4"):
             layers.append((Int8Linear if fmt == "int8" else Int4Linear)(linear))
         else:
             layers.append(linear)
-    x = torch.randn(1, 1, n_in, dtype=torch.bfloat16 if fmt == "bf16" else torch.float32)
+    x = torch.randn(1, 1, n_in, dtype=torch.bfloat16 if fmt.startswith("bf16") else torch.float32)
 
     def run():
         for layer in layers:
@@ -103,20 +104,6 @@ def kernel_gbs(shape: tuple[int, int], fmt: str) -> float:
 
     with torch.inference_mode():
         return copies * per_matrix / median_seconds(run) / 1e9
-
-
-def plain_bf16_gbs(shape: tuple[int, int]) -> float:
-    """The same for torch's bf16 `linear` on one row (what VectorLinear replaces)."""
-    n_out, n_in = shape
-    copies = max(2, STACK_BYTES // (n_out * n_in * 2))
-    weights = [torch.randn(n_out, n_in, dtype=torch.bfloat16) for _ in range(copies)]
-    x = torch.randn(1, n_in, dtype=torch.bfloat16)
-
-    def run():
-        for w in weights:
-            F.linear(x, w)
-
-    return copies * n_out * n_in * 2 / median_seconds(run) / 1e9
 
 
 def measured_sampling(results: Path) -> dict[str, dict]:
@@ -157,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
           "VectorLinear replaces at batch 1):")  # fmt: skip
     print(f"  {'matrix (out, in)':>18} {'count':>6} {'fp32':>7} {'bf16':>7} {'bf16 plain':>11} {'int8':>7} {'int4':>7}")
     for shape, count in sorted(shapes.items()):
-        row = {fmt: kernel_gbs(shape, fmt) for fmt in FORMATS} | {"bf16_plain": plain_bf16_gbs(shape)}
+        row = {fmt: kernel_gbs(shape, fmt) for fmt in (*FORMATS, "bf16_plain")}
         kernels[f"{shape[0]}x{shape[1]}"] = {"count": count, **row}
         print(f"  {str(shape):>18} {count:>6} {row['fp32']:>7.1f} {row['bf16']:>7.1f} {row['bf16_plain']:>11.1f} "
               f"{row['int8']:>7.1f} {row['int4']:>7.1f}")  # fmt: skip

@@ -164,7 +164,8 @@ def speed(args) -> None:
     torch.manual_seed(0)
     ours, models = ours_step()
     steps = {"jukebox-pl": measure.timed(ours)}
-    for precision in [p for p in args.precisions.split(",") if p and p != "fp32"]:
+    precisions = [p for p in args.precisions.split(",") if p]
+    for precision in [p for p in precisions if p != "fp32"]:
         if precision != "bf16-mixed":
             raise SystemExit(f"--precisions: unknown precision {precision!r}; choose fp32,bf16-mixed")
         torch.manual_seed(0)
@@ -203,7 +204,7 @@ def speed(args) -> None:
             dec = statistics.median(_timed(lambda m=m, c=codes: m.decode(c), args.repeats))
             rtf[f"level{m.level}"] = {"encode": 30 / enc, "decode": 30 / dec}
             print(f"  level {m.level} (hop {m.hop_length}): encode {30 / enc:.1f}x, decode {30 / dec:.1f}x")
-            if "bf16-mixed" in args.precisions:
+            if "bf16-mixed" in precisions:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     enc = statistics.median(_timed(lambda m=m: m.encode(clip), args.repeats))
                     dec = statistics.median(_timed(lambda m=m, c=codes: m.decode(c), args.repeats))

@@ -159,20 +159,18 @@ def test_prior_bench_times_the_fixed_shape_step_and_names_its_rows(tmp_path):
     assert report.prior_label(entry | {"weights": "fp32"}) == "sampling, batch 1, 64 tokens after a 2048-token prompt"
 
 
-def test_prior_bench_plans_decode_rows_without_a_second_reference_twin():
+def test_prior_bench_plans_decode_rows_without_a_second_reference_twin(monkeypatch):
     prior_bench = importlib.import_module("prior")
     argv = ["--presets", "tiny", "--n-ctx", "2048", "--modes", "sample", "--sample-batches", "1,4", "--weights",
-            "fp32", "--decode", "compile", "--reference", "/nowhere", "--repeats", "3"]  # fmt: skip
-    parser_jobs = []
-    original = prior_bench.run_job
-    try:
-        prior_bench.run_job = lambda job, timeout: parser_jobs.append(job) or {"error": "planned only", "wall_s": 0}
-        prior_bench.report = lambda results, load=None: {}
-        prior_bench.main([*argv, "--json", "-"])
-    finally:
-        prior_bench.run_job = original
-        importlib.reload(prior_bench)
-    first_round = [j for j in parser_jobs if j["repeat"] == 0]
+            "fp32", "--decode", "compile", "--reference", "/nowhere", "--repeats", "3", "--threads", "1",
+            "--json", "-"]  # fmt: skip
+    jobs = []
+    monkeypatch.setattr(
+        prior_bench, "run_job", lambda job, timeout: jobs.append(job) or {"error": "planned", "wall_s": 0}
+    )
+    monkeypatch.setattr(prior_bench, "report", lambda results, load=None: {})
+    prior_bench.main(argv)
+    first_round = [j for j in jobs if j["repeat"] == 0]
     compiled = [j for j in first_round if j.get("decode") == "compile"]
     assert [j["batch"] for j in compiled] == [1, 4] and compiled[1]["prime"] == "full"  # every row primed there
     assert sum(j.get("impl") == "reference" for j in first_round) == 2  # one twin per batch, not per decode
