@@ -160,6 +160,30 @@ def vqvae(results: Path) -> str:
                               f"encode / decode: medians of {r['repeats']}."])  # fmt: skip
 
 
+def song(results: Path) -> str:
+    """The three-level song through each side's own sampler (bench/song.py --reference): compute per audio second
+    per level (sampling, then that level's VQ-VAE decode) and for the whole song."""
+    r = _load(results, "song_reference.json")
+    names = list(r["rows"][0]["tokens"])  # top first
+    levels = {name: len(names) - 1 - i for i, name in enumerate(names)}
+    head = " | ".join(f"{n} sampling" for n in names)
+    rows = [
+        f"| batch | side | {head} | decoding, all levels | song | speed |",
+        "|---|---" + "|---" * len(names) + "|---|---|---|",
+    ]
+    for row in r["rows"]:
+        st = row["stats"]
+        cells = " | ".join(f"{st[f'sample_{levels[n]}']['median']:.2f} s" for n in names)
+        decode = sum(st[f"decode_{levels[n]}"]["median"] for n in names)
+        side = row["side"].replace("jukebox-pl ", "jukebox-pl, ").replace("+", ", `--decode` ")
+        speed = f"**{row['ratio']:.2f}x**" if row["side"] != "reference" else "1.00x"
+        rows.append(f"| {row['batch']} | {side} | {cells} | {decode:.2f} s | {st['song']['median']:.2f} s | {speed} |")
+    tokens = ", ".join(f"{n} {t}" for n, t in r["rows"][0]["tokens"].items())
+    spread = _spread([row["stats"]["song"] for row in r["rows"]])
+    return "\n".join(rows + ["", provenance(r, "`bench/song.py --reference`") + f" A {r['seconds']:.2f} s song "
+                              f"({tokens} codes per song); {spread}."])  # fmt: skip
+
+
 def roofline(results: Path) -> str:
     """The batch-1 sampling roofline (bench/roofline.py): bytes per token, the bandwidth floor, the kernels' own
     time, and what the sampler reached against the reference's fp32."""
@@ -218,6 +242,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "vqvae": vqvae,
     "roofline": roofline,
     "precision": precision,
+    "song": song,
 }
 COMMANDS = {
     "side-by-side": "python bench/prior.py --reference CHECKOUT --presets small --n-ctx 8192 --modes sample,train "
@@ -226,6 +251,7 @@ COMMANDS = {
     "vqvae": "python bench/vqvae.py speed --reference CHECKOUT --precisions fp32,bf16-mixed",
     "roofline": "python bench/roofline.py (after bench/prior.py --reference)",
     "precision": "python bench/precision.py",
+    "song": "python bench/song.py --reference CHECKOUT --batches 1,8 --weights fp32,int4,bf16",
 }
 
 

@@ -126,3 +126,20 @@ def test_a_songs_windows_share_one_compilation(monkeypatch):
         codes = SongSampler(models, spec, [2], decode="compile").run()
     assert codes[2].shape[1] == total // hop and len(windows) >= 3
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_each_model_keeps_its_own_compilations():
+    """torch.compile keeps at most `recompile_limit` graphs per code object and, with fullgraph=True, fails on the
+    next one. Every prior's step is the same lambda: before each model had a code object of its own, a song's three
+    levels at three batch sizes stopped at the ninth graph. With the limit at 1, two models each compile without
+    error (on one shared code object the second was an error)."""
+    models = [transformer(9, 2), transformer(6, 2)]
+    with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=1):
+        torch._dynamo.reset()
+        for model, n in [(models[0], 2), (models[1], 2)]:
+            tokens, x_cond, y_cond, enc = inputs(model, n)
+            with model.streaming(N_CTX, static=True):
+                model.step(tokens[:, :4], 0, n, x_cond, y_cond, enc)  # the start token and 4: 5 positions
+                decoder = StaticDecoder(model, 5, n, x_cond, enc, "compile", {"backend": "aot_eager"})
+                assert decoder(tokens[:, 4]).shape == (n, model.bins)
+    assert models[0].__dict__["_static_step_code"] is not models[1].__dict__["_static_step_code"]

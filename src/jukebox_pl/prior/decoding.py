@@ -17,6 +17,7 @@ Modes (`--decode` of `jukebox-pl sample`):
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 import torch
@@ -46,6 +47,21 @@ def prime_chunk(chunk_size: int | None, n: int, device: torch.device) -> int | N
     if chunk_size is not None:
         return chunk_size or None
     return None if device.type == "cuda" or n == 1 else 128
+
+
+def own_code(model: torch.nn.Module, fn: Callable) -> Callable:
+    """`fn` remade around a code object that belongs to `model`.
+
+    torch.compile keeps its compiled graphs per code object, at most `torch._dynamo.config.recompile_limit` (8) of
+    them, and with fullgraph=True one more is an error. Every prior's step is the same lambda, so the three levels
+    of a song at three batch sizes (or four weight formats at two) would have been nine graphs on one code object
+    and stopped the ninth. With a code object per model, each model holds only its own (one per batch size), and a
+    song's windows, which are new decoders over the same model, still share theirs."""
+    code = model.__dict__.get("_static_step_code")
+    if code is None or code.co_freevars != fn.__code__.co_freevars:
+        code = fn.__code__.replace()  # an equal code object, not the same one
+        model.__dict__["_static_step_code"] = code
+    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 class StaticDecoder:
@@ -84,7 +100,7 @@ class StaticDecoder:
         self._step: Callable[[], torch.Tensor] = lambda: step(self.token, self.pos, x_cond, encoder_kv)  # noqa: E731
         self._graph = self._out = None
         if mode == "compile":
-            self._step = self._compiled(device, compile_options or {})
+            self._step = self._compiled(own_code(model, self._step), device, compile_options or {})
         elif mode == "graph":
             self._capture(device)
         elif mode != "static":
@@ -107,12 +123,12 @@ class StaticDecoder:
             out += [t for pair in cache.extra.values() for t in pair]
         return out
 
-    def _compiled(self, device: torch.device, options: dict) -> Callable[[], torch.Tensor]:
+    def _compiled(self, step: Callable, device: torch.device, options: dict) -> Callable[[], torch.Tensor]:
         if device.type == "cuda":
             options = {"mode": "reduce-overhead", **options}
             for buf in [*self._buffers(), self.pos, self.token]:  # fixed addresses for the CUDA graphs
                 torch._dynamo.mark_static_address(buf)
-        return torch.compile(self._step, fullgraph=True, dynamic=False, **options)
+        return torch.compile(step, fullgraph=True, dynamic=False, **options)
 
     def _capture(self, device: torch.device) -> None:
         """Warm up on a side stream (kernel selection, lazy init), then record one step. The warm-up writes
