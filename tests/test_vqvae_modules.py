@@ -216,6 +216,21 @@ def test_chunked_inference_matches_one_pass():
         torch.testing.assert_close(model.decode(one_pass, chunk_samples=4096), audio, atol=1e-5, rtol=0)
 
 
+def test_several_rows_decode_one_by_one_to_the_same_audio(monkeypatch):
+    """On a CPU `decode` takes the rows of a batch one at a time (their chunks stay in cache); every row's audio is
+    what decoding all rows in one pass gives."""
+    torch.manual_seed(0)
+    model = VQVAELevelModel(vqvae_config(load_config("tiny").vqvae), 0).eval()
+    codes = torch.randint(0, model.bottleneck.l_bins, (3, 700))
+    with torch.no_grad():
+        together = model.decoder(model.bottleneck.decode(codes))
+        rows = []
+        real = model.decoder.forward
+        monkeypatch.setattr(model.decoder, "forward", lambda x: rows.append(x.shape[0]) or real(x))
+        torch.testing.assert_close(model.decode(codes), together, atol=1e-5, rtol=0)
+    assert rows and set(rows) == {1}
+
+
 def test_checkpointed_residuals_give_the_same_gradients():
     torch.manual_seed(0)
     x = torch.randn(2, 1, 4096) * 0.3

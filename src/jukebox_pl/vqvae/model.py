@@ -154,7 +154,11 @@ class VQVAELevelModel(nn.Module, VQVAELevelPretrained):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, chunk_samples: int = 65536) -> torch.Tensor:
         """Codes (N, T') int64 in [0, l_bins) -> audio (N, C, T' * hop) float (about [-1, 1]) at the model's
-        sample rate, in chunks with full context (same result, ~2x faster)."""
+        sample rate, in chunks with full context (same result, ~2x faster). On a CPU several rows are decoded one
+        by one: a chunk's activations for 8 rows leave the cache (a 2 s song's bottom level, batch 8, decoded
+        2.6x slower together than row by row; bench/song.py)."""
+        if codes.dim() == 2 and codes.shape[0] > 1 and codes.device.type == "cpu":
+            return torch.cat([self.decode(row, chunk_samples) for row in codes.split(1)])
         hop, ctx = self.hop_length, self.decoder_context()
         chunk = max(chunk_samples // hop, 16 * ctx)  # context overhead under 1/8
         if codes.shape[-1] <= chunk + 2 * ctx:
