@@ -251,7 +251,7 @@ COMMANDS = {
     "vqvae": "python bench/vqvae.py speed --reference CHECKOUT --precisions fp32,bf16-mixed",
     "roofline": "python bench/roofline.py (after bench/prior.py --reference)",
     "precision": "python bench/precision.py",
-    "song": "python bench/song.py --reference CHECKOUT --batches 1,8 --weights fp32,int4,bf16",
+    "song": "python bench/song.py --reference CHECKOUT --batches 1,8 --weights fp32,int8+compile,bf16+compile",
 }
 
 
