@@ -18,7 +18,6 @@ import io
 import sys
 import time
 import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,19 +28,6 @@ from jukebox_pl.interop.openai_hps import PRIOR_KEYS
 LYRIC_VOCAB = {"v2": 80, "v3": 79}  # the reference's n_vocab per label set (its `labels` / `labels_v3`)
 # what its sample.py uses on the upsamplers (lower_level_chunk_size); the top's is 16 for the 5B models
 CHUNK = 32
-
-
-@dataclass
-class ReferenceSong:
-    """The reference's modules and models for one song."""
-
-    sample: types.ModuleType  # jukebox.sample
-    vqvae: torch.nn.Module
-    priors: list  # SimplePrior per level, bottom first (the reference's order)
-    labels: list[dict]  # per level: {"y": ..., "info": ...}, as its Labeller.get_batch_labels makes them
-    n_samples: int
-    total_samples: int
-    hop_fractions: list[float]
 
 
 def load(checkout: str | Path):

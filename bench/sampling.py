@@ -42,14 +42,18 @@ from jukebox_pl.vqvae.model import build_vqvae_level
 from jukebox_pl.vqvae.vqvae import VQVAE
 
 
-def build(preset: str, weights: str, overrides: tuple[str, ...] = ()) -> SamplingModels:
+def build(preset: str, weights: str, overrides: tuple[str, ...] = (), y_bins: tuple[int, int] | None = (4, 5)
+          ) -> SamplingModels:  # fmt: skip
+    """The preset's models with random weights, the priors as `sample --weights` loads them. `y_bins`: the
+    priors' artist and genre bins (None: each prior's own from the config)."""
     torch.manual_seed(0)
     cfg = load_config(preset, list(overrides))
     levels = Levels.from_config(cfg)
     vqvae = VQVAE({i: build_vqvae_level(cfg, i).eval() for i in range(len(levels))}, levels.sample_rate)
     priors = {}
     for i in range(len(levels)):
-        prior = build_prior(levels, i, cfg.prior[levels.name(i)], y_bins=(4, 5)).eval()
+        pcfg = cfg.prior[levels.name(i)]
+        prior = build_prior(levels, i, pcfg, y_bins=pcfg.y_bins if y_bins is None else y_bins).eval()
         priors[i] = for_sampling(prior, weights)  # what `sample --weights` loads
     return SamplingModels(vqvae, priors, LabelVocab().extend(["a", "b"], ["g"]), levels.sample_rate)
 

@@ -26,17 +26,14 @@ import statistics
 import time
 
 import measure
+import sampling
 import torch
 
 from jukebox_pl.config import load_config
 from jukebox_pl.config.levels import Levels
 from jukebox_pl.config.typed import plain
-from jukebox_pl.data.vocab import LabelVocab
-from jukebox_pl.prior.model import build_prior
-from jukebox_pl.sampling.models import SamplingModels, for_sampling
+from jukebox_pl.sampling.models import SamplingModels
 from jukebox_pl.sampling.song_sampler import SongSampler, SongSpec
-from jukebox_pl.vqvae.model import build_vqvae_level
-from jukebox_pl.vqvae.vqvae import VQVAE
 
 PRESET = "jukebox"
 # the released architectures at a width of 512: the top keeps 20 of its layers (its first cross-attention to the
@@ -58,16 +55,8 @@ def config(overrides: tuple[str, ...] = SCALE):
 
 
 def build(weights: str, overrides: tuple[str, ...] = SCALE) -> SamplingModels:
-    """Our models of the bench's shapes with random weights, the priors as `sample --weights` loads them."""
-    torch.manual_seed(0)
-    cfg = config(overrides)
-    levels = Levels.from_config(cfg)
-    vqvae = VQVAE({i: build_vqvae_level(cfg, i).eval() for i in range(len(levels))}, levels.sample_rate)
-    priors = {}
-    for i in range(len(levels)):
-        pcfg = cfg.prior[levels.name(i)]
-        priors[i] = for_sampling(build_prior(levels, i, pcfg, y_bins=pcfg.y_bins).eval(), weights)
-    return SamplingModels(vqvae, priors, LabelVocab().extend(["a", "b"], ["g"]), levels.sample_rate)
+    """Our models of the bench's shapes with random weights and the config's label bins (`sampling.build`)."""
+    return sampling.build(PRESET, weights, overrides, y_bins=None)
 
 
 def song_samples(models: SamplingModels, seconds: float) -> int:
