@@ -34,12 +34,27 @@ def test_prior_input_matches_committed():
     assert torch.equal(mrf.prior_input(), torch.load(FIX / "small_prior_w128_d6" / "io.pt", weights_only=True)["z"])
 
 
+def test_features_inputs_match_committed():
+    io = torch.load(FIX / "features_top_w64_d6" / "io.pt", weights_only=True)
+    assert torch.equal(mrf.features_input(), io["z"])
+    rows = [
+        [total, offset, 512 * mrf.TOP_RAW_TO_TOKENS, artist, *genres, *[-1] * (5 - len(genres))]
+        for total, offset, artist, genres in mrf.features_label_ids()
+    ]
+    assert io["y"].tolist() == rows
+    assert rows[0][:2] == [int(62 * 22050) // 256 * 256, 0] and rows[1][:2] == [30 * 22050 // 256 * 256, 110080]
+
+
 def test_recorded_texts_match_meta():
     meta = json.loads((FIX / "small_prior_w128_d6" / "meta.json").read_text())
     assert meta["perturbation"] == mrf.PERTURBATION and meta["note"] == mrf.PRIOR_NOTE
     assert meta["fixture_overrides"] == mrf.PRIOR_OVERRIDES
     assert meta["shims"][: len(mrf.SHIMS)] == mrf.SHIMS  # then "S7 fire stub" where fire is not installed
     assert json.loads((FIX / "small_vqvae" / "meta.json").read_text())["note"] == mrf.VQVAE_NOTE
+    features = json.loads((FIX / "features_top_w64_d6" / "meta.json").read_text())
+    assert features["note"] == mrf.FEATURES_NOTE and features["perturbation"] == mrf.PERTURBATION
+    assert features["fixture_overrides"] == json.loads(json.dumps(mrf.FEATURES_OVERRIDES))
+    assert features["seeds"] == {k: mrf.SEEDS[k] for k in ("build", "prior_perturbation", "features_input")}
 
 
 class Conv1D(torch.nn.Module):  # the reference's (n_in, n_out) layout, by class name
