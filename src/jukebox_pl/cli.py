@@ -604,6 +604,18 @@ def _run_download(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_features(sub: argparse._SubParsersAction) -> None:
+    from jukebox_pl.stages.features import add_parser
+
+    add_parser(sub)
+
+
+def _run_features(args: argparse.Namespace) -> int:
+    from jukebox_pl.stages.features import run
+
+    return run(args)
+
+
 COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config),
             "toy-data": (_add_toy, _run_toy), "inspect-data": (_add_inspect, _run_inspect),
             "train": (_add_train, _run_train), "export": (_add_export, _run_export),
@@ -611,7 +623,7 @@ COMMANDS = {"prep": (_add_prep, _run_prep), "config": (_add_config, _run_config)
             "encode-shards": (_add_encode_shards, _run_encode_shards), "sample": (_add_sample, _run_sample),
             "demo": (_add_demo, _run_demo), "import-openai": (_add_import, _run_import),
             "finetune": (_add_finetune, _run_finetune), "evaluate": (_add_evaluate, _run_evaluate),
-            "download": (_add_download, _run_download)}  # fmt: skip
+            "download": (_add_download, _run_download), "features": (_add_features, _run_features)}  # fmt: skip
 
 
 class DefaultsShown(argparse.HelpFormatter):

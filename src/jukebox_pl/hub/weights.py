@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -111,25 +111,34 @@ def _meta_json(meta: Mapping[str, str], key: str, path: Path) -> dict:
     return value
 
 
-def read_weights(path: str | Path, what: str = "weights file") -> dict[str, torch.Tensor]:
+def read_weights(
+    path: str | Path, what: str = "weights file", keep: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
     """The tensors of a `model.safetensors` (aliases filled in), checked against their checksums and for NaN or
-    infinity; a pickle, a damaged or foreign file is one error line naming it."""
+    infinity; a pickle, a damaged or foreign file is one error line naming it. `keep`: read, check and return only
+    the tensors whose names it accepts (the others' bytes are never read)."""
     path = check_input_file(path, what)
     _check_header(path)
+    wanted = (lambda name: True) if keep is None else keep
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
+            aliases = _meta_json(meta, "aliases", path)
+            needed = {aliases.get(name, name) for name in [*f.keys(), *aliases] if wanted(name)}  # noqa: SIM118
+            state = {name: f.get_tensor(name) for name in f.keys() if name in needed}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as err:
         raise UserValueError(f"{what} {path} is not a readable safetensors file: {str(err).splitlines()[0]}") from None
-    sums = _meta_json(meta, "checksums", path)
+    sums = {name: crc for name, crc in _meta_json(meta, "checksums", path).items() if name in needed}
     bad = [name for name, crc in sums.items() if name not in state or tensor_crc(state[name]) not in (crc, None)]
     if bad:
         raise ChecksumMismatch(f"{what} {path} is damaged: {describe_damage(bad)}; fetch or export it again")
-    for alias, source in _meta_json(meta, "aliases", path).items():
+    for alias, source in aliases.items():
+        if not wanted(alias):
+            continue
         if source not in state:
             raise UserValueError(f"{what} {path}: {alias!r} is an alias of {source!r}, which the file lacks")
         state[alias] = state[source]
+    state = {name: t for name, t in state.items() if wanted(name)}
     check_finite(state, f"{what} {path}")
     return state
 

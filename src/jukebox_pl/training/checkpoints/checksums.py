@@ -10,7 +10,7 @@ it is not a signature: whoever can edit a file can recompute it, which is why lo
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -64,15 +64,17 @@ def with_checksums(obj: Any) -> Any:
     return {**obj, CHECKSUM_KEY: sums} if sums else obj
 
 
-def damaged_tensors(obj: Any) -> list[str]:
+def damaged_tensors(obj: Any, only: Callable[[str], bool] | None = None) -> list[str]:
     """Paths of the tensors whose bytes differ from the checksums the dict was written with ("(missing)" after
     a path that is gone); empty for a dict written without checksums (before they existed, or by another
-    program)."""
+    program). `only`: check just the paths it accepts (a partial load reads no other tensor's pages)."""
     if not isinstance(obj, Mapping) or not isinstance(obj.get(CHECKSUM_KEY), Mapping):
         return []
     found = dict(tensors(obj))
     bad = []
     for path, crc in obj[CHECKSUM_KEY].items():
+        if only is not None and not only(path):
+            continue
         tensor = found.get(path)
         if tensor is None:
             bad.append(f"{path} (missing)")
@@ -86,10 +88,10 @@ def describe_damage(bad: list[str]) -> str:
     return f"{len(bad)} tensor(s) differ from the checksums written with them ({shown})"
 
 
-def verify_checksums(obj: Any, what: str) -> None:
-    """Refuse a loaded dict whose tensors differ from the checksums it was written with, naming the file (`what`)
-    and the tensors."""
-    bad = damaged_tensors(obj)
+def verify_checksums(obj: Any, what: str, only: Callable[[str], bool] | None = None) -> None:
+    """Refuse a loaded dict whose tensors (those `only` accepts) differ from the checksums it was written with,
+    naming the file (`what`) and the tensors."""
+    bad = damaged_tensors(obj, only)
     if bad:
         raise ChecksumMismatch(
             f"{what} is damaged: {describe_damage(bad)}; copy or download it again, or use an earlier checkpoint"

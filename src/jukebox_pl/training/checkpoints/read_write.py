@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -205,12 +205,13 @@ def safe_load(path: str | Path, what: str = "file") -> Any:
     return obj
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint or export as a dict, its tensors checked against the checksums written with them."""
+def read_checkpoint(path: str | Path, only: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """A checkpoint or export as a dict, its tensors (those whose dotted path `only` accepts) checked against the
+    checksums written with them."""
     obj = safe_load(path, "checkpoint")
     if not isinstance(obj, dict):
         raise UserValueError(f"{path} holds a {type(obj).__name__}, not a jukebox-pl checkpoint")
-    verify_checksums(obj, f"checkpoint {path}")
+    verify_checksums(obj, f"checkpoint {path}", only)
     return obj
 
 
