@@ -128,13 +128,15 @@ class TrackDataset(Dataset):
         try:
             getattr(self, f"_read_{track.kind}")(track, item)
         except (JukeboxError, AudioDecodeError, OSError, tarfile.TarError, ValueError, KeyError) as err:
-            item["error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            item["error"] = text.removeprefix(f"{track.source}: ")
             item["audio"] = item["codes"] = None
             return item
         used = len(item["audio"]) if item["audio"] is not None else len(item["codes"]) * self.reading.hop_length
-        if used < self.reading.min_seconds * self.reading.sample_rate:
-            got = used / self.reading.sample_rate
-            item["error"] = f"{got:.2f} s of audio, shorter than --min-seconds {self.reading.min_seconds:g}"
+        r = self.reading
+        least = r.min_seconds if r.seconds is None else min(r.min_seconds, r.seconds)
+        if used < least * r.sample_rate:
+            item["error"] = f"{used / r.sample_rate:.2f} s of audio, shorter than --min-seconds {least:g}"
             item["audio"] = item["codes"] = None
         return item
 

@@ -35,7 +35,7 @@ OUTPUTS = ("block", "prior")
 
 def parse_layers(layers) -> list[int]:
     """`36`, `"12,36"`, `[12, 36]` -> sorted distinct layer numbers (1-based)."""
-    items = layers if isinstance(layers, list | tuple) else [layers]
+    items = list(layers) if isinstance(layers, list | tuple | range) else [layers]
     out = []
     for item in items:
         for part in str(item).replace(",", " ").split():

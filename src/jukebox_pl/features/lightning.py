@@ -47,17 +47,15 @@ class FeaturesModule(pl.LightningModule):
         self.features.eval()
 
     def _codes(self, items: list[dict]) -> list[torch.Tensor]:
-        """Each item's top-level codes: given, or encoded (audio rows padded to the longest, codes cut back)."""
+        """Each item's top-level codes: given, or encoded one row at a time. A batch padded to its longest row
+        would change the codes near each shorter row's end (the encoder's layers see computed activations of the
+        padding where a lone row sees their zero padding), and the prior is what batching pays for."""
         f = self.features
-        audio = [it for it in items if it["audio"] is not None]
-        encoded = {}
-        if audio:
-            longest = max(len(it["audio"]) for it in audio)
-            rows = torch.stack([F.pad(torch.from_numpy(it["audio"]), (0, longest - len(it["audio"]))) for it in audio])
-            codes = f.encode(rows.to(self.device))
-            for row, it in enumerate(audio):
-                encoded[it["key"]] = codes[row, : -(-len(it["audio"]) // f.hop_length)]
-        return [encoded[it["key"]] if it["audio"] is not None else it["codes"].to(self.device) for it in items]
+        return [
+            f.encode(torch.from_numpy(it["audio"])[None].to(self.device))[0] if it["audio"] is not None
+            else it["codes"].to(self.device)
+            for it in items
+        ]  # fmt: skip
 
     def _labels(self, item: dict) -> dict:
         f, cond = self.features, self.conditioning
@@ -96,6 +94,7 @@ class FeaturesModule(pl.LightningModule):
             out.append({
                 "key": it["key"], "source": it["source"], "layers": layers, "artist": lb["artist"],
                 "genre": lb["genre"], "artist_id": lb["artist_id"], "genre_ids": lb["genre_ids"],
+                "track_artist": it.get("artist"), "track_genre": it.get("genre"),
                 "total_seconds": lb["total"] / f.sample_rate, "offset_seconds": lb["offset"] / f.sample_rate,
                 "seconds": n * f.hop_length / f.sample_rate, "codes": n,
             })  # fmt: skip
