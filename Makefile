@@ -17,7 +17,7 @@ STAGE ?=
 SHARDS ?= $(DATA)/toy_shards
 ARGS ?=
 
-.PHONY: help install browser test test-fast lint format docs toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-paper real-music bench-scaling bench-gpu bench-roofline bench-precision bench-song bench-report clean
+.PHONY: help install browser test test-fast lint format docs toy-data toy-shards shards check-shards train-level train-stage demo sample finetune import-openai bench bench-prior bench-sampling bench-quality bench-finetune bench-conditioning bench-codec-ceiling bench-paper real-music bench-scaling bench-gpu bench-roofline bench-precision bench-song bench-features bench-report clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -160,6 +160,9 @@ bench-precision: install ## fp32 vs bf16-mixed training curves of a VQ-VAE level
 
 bench-song: install ## a three-level song per level, ours (and REFERENCE=checkout's own sampler) side by side (~30 min with REFERENCE)
 	$(PY) bench/song.py $(if $(REFERENCE),--reference $(REFERENCE)) $(ARGS)
+
+bench-features: install ## feature extraction: throughput and peak memory against the layers kept, vs the jukemirlib approach; the 5B's memory plan (~6 min)
+	$(PY) bench/features.py $(ARGS)
 
 bench-report: install ## render the README's performance tables from bench/results/*.json
 	$(PY) bench/report.py --write README.md

@@ -1,24 +1,26 @@
 """Feature extraction: throughput and peak memory against the depth kept, side by side with jukemirlib's approach.
 
-    python bench/features.py                                   # width 256, depths 9,18,36,72, batches 1,4
-    python bench/features.py --width 128 --depths 36 --repeats 3
+    python bench/features.py                      # width 512, 2048 codes, depths 9,18,36,72, batches 1,4
+    python bench/features.py --width 256 --depths 36 --repeats 3
 
-The model is the released `5b` top prior's shape (72 blocks, 8 heads, factorised attention over blocks of 64 codes,
-a context of 8192 codes = 23.8 s at 44.1 kHz, artist/genre labels and the timing signal) narrowed to --width, with
-random weights saved once as an export the way `import-openai` writes one (fp32). Each configuration runs in a
-process of its own, so that its peak memory is its own:
+The model is the released `5b` top prior's shape (72 blocks, 8 heads, factorised attention over blocks of 64
+codes, artist/genre labels and the timing signal) narrowed to --width and shortened to --n-ctx codes (the released
+one: 4800 wide, 8192 codes = 23.8 s at 44.1 kHz), so that, as in the real one, the weights outweigh a clip's
+activations; random weights are saved once as an export the way `import-openai` writes one (fp32). Each
+measurement is a process of its own, so that its peak memory is its own:
 
 - jukebox-pl: `load_truncated_prior(export, L)` (blocks 1..L and the embeddings, memory-mapped; nothing else is
-  built or read), then `JukeboxFeatures(layers=[L])` on a batch of B clips of 8192 codes;
-- the jukemirlib approach (rodrigo-castellon/jukemirlib `setup_models` + `get_activations_custom`): the whole prior
-  built, the whole file loaded with `torch.load`, then the blocks run up to layer L for one clip at a time.
+  built or read), then `JukeboxFeatures(layers=[L])` on a batch of B clips;
+- the jukemirlib approach (rodrigo-castellon/jukemirlib `setup_models` + `get_activations_custom`): the whole
+  prior built, the whole file loaded with `torch.load`, then the blocks run up to layer L, one clip at a time.
 
-Both are timed on the same codes with the recipe's labels (unknown artist and genre, 62 s, offset 0) after one
-untimed clip; --repeats timed batches give the median [min-max]. Throughput is seconds of audio described per second
-of compute; the load is timed apart. Peak memory is the process's peak resident set (`ru_maxrss`) less that of a
-process that only imports torch and jukebox_pl (printed). The VQ-VAE encode (a small convolution stack for the top
-level) is left out on both sides. Last, the memory plan of the real 5B at layer 36 in fp16 and int8, from the meta
-device. Results go to bench/results/features.json, which `bench/report.py` renders.
+Both run on the same codes with the recipe's labels (unknown artist and genre, 62 s, offset 0): each process
+loads, runs one clip untimed, then times one batch. --repeats rounds run every configuration once each, in turn;
+figures are medians [min-max] of the rounds. Throughput is seconds of audio described per second of compute (the
+load is timed apart); peak memory is the process's peak resident set (`ru_maxrss`, the largest of the rounds)
+less that of a process that only imports torch and jukebox_pl. The VQ-VAE encode (the top level's small
+convolution stack) is left out on both sides. Last, the memory plan of the real 5B at layer 36 in fp16 and int8,
+from the meta device. Results go to bench/results/features.json, which `bench/report.py` renders.
 """
 
 from __future__ import annotations
@@ -39,24 +41,25 @@ RELEASED = "5b"  # the top prior JukeMIR reads (no lyrics)
 LAYER = 36  # the layer Castellon et al. found best
 
 
-def spec(width: int):
-    """The released `5b` top prior's spec with its width (and its conditioner width) narrowed."""
+def spec(width: int, n_ctx: int):
+    """The released `5b` top prior's spec, narrowed to `width` and shortened to `n_ctx` codes (attention blocks of
+    64 codes, as released)."""
     from dataclasses import replace
 
     from jukebox_pl.interop.openai_hps import released_spec
 
     released = released_spec(RELEASED)
-    return replace(released, prior={**released.prior, "width": width})
+    return replace(released, prior={**released.prior, "width": width, "n_ctx": n_ctx, "blocks": n_ctx // 64})
 
 
-def write_export(width: int, folder: Path) -> Path:
-    """Random weights of the narrowed prior as an `import-openai` export (fp32)."""
+def write_export(width: int, n_ctx: int, folder: Path) -> Path:
+    """Random weights of the reduced prior as an `import-openai` export (fp32)."""
     import torch
 
     from jukebox_pl.interop.reference_files import prior_model
     from jukebox_pl.stages.import_openai import write_prior
 
-    s = spec(width)
+    s = spec(width, n_ctx)
     torch.manual_seed(0)
     model = prior_model(s, "cpu")
     for p in model.parameters():  # small random weights everywhere (no zero-initialised projections)
@@ -152,7 +155,8 @@ def memory_plan(layer: int = LAYER) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--width", type=int, default=256, help="the narrowed width (the released prior: 4800)")
+    p.add_argument("--width", type=int, default=512, help="the narrowed width (the released prior: 4800)")
+    p.add_argument("--n-ctx", type=int, default=2048, help="codes per clip (the released prior: 8192)")
     p.add_argument("--depths", default="9,18,36,72", help="layers kept (jukebox-pl), comma-separated")
     p.add_argument("--layer", type=int, default=LAYER, help="the layer the jukemirlib approach reads")
     p.add_argument("--batches", default="1,4", help="clips per batch (jukebox-pl)")
@@ -169,22 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     depths = [int(d) for d in args.depths.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
-        export = write_export(args.width, Path(tmp) / "run")
-        base = dict(export=str(export), repeats=args.repeats, threads=args.threads)
+        export = write_export(args.width, args.n_ctx, Path(tmp) / "run")
+        base = dict(export=str(export), repeats=1, threads=args.threads)
         baseline = run_child({**base, "side": "baseline", "layer": 1, "batch": 1})["rss_mb"]
         configs = [{"side": "jukemirlib approach", "layer": args.layer, "batch": 1}]
         configs += [{"side": "jukebox-pl", "layer": d, "batch": b} for d in depths for b in batches]
+        runs: list[list[dict]] = [[] for _ in configs]
+        for turn in range(args.repeats):  # interleaved: every configuration once per round, each in a new process
+            for i, config in enumerate(configs):
+                runs[i].append(run_child({**base, **config}))
+            print(f"round {turn + 1} of {args.repeats} done (load {measure.load1():.1f})", flush=True)
         rows = []
-        for config in configs:
-            r = run_child({**base, **config})
-            per_batch = measure.stats(r["times"])
-            rate = measure.stats([r["audio_seconds"] / t for t in r["times"]])
-            row = {**config, "load_s": r["load_s"], "per_batch": per_batch, "audio_s_per_s": rate,
-                   "peak_mb": r["rss_mb"] - baseline, "params": r["params"]}  # fmt: skip
+        for config, done in zip(configs, runs):
+            times = [r["times"][0] for r in done]
+            rate = measure.stats([r["audio_seconds"] / r["times"][0] for r in done])
+            row = {**config, "load_s": measure.stats([r["load_s"] for r in done])["median"],
+                   "per_batch": measure.stats(times), "audio_s_per_s": rate,
+                   "peak_mb": max(r["rss_mb"] for r in done) - baseline, "params": done[0]["params"]}  # fmt: skip
             rows.append(row)
             print(f"{config['side']:>20} layer {config['layer']:>2} batch {config['batch']}: "
-                  f"{measure.cell(rate, '.2f', sitting.load)} audio s/s, load {r['load_s']:.2f} s, "
-                  f"peak {row['peak_mb']:.0f} MB above baseline, {r['params'] / 1e6:.1f} M params",
+                  f"{measure.cell(rate, '.2f', sitting.load)} audio s/s, load {row['load_s']:.2f} s, "
+                  f"peak {row['peak_mb']:.0f} MB above baseline, {row['params'] / 1e6:.1f} M params",
                   flush=True)  # fmt: skip
     plan = memory_plan(args.layer)
     for row in plan:
@@ -200,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             f"layer {args.layer}, batch {r['batch']}: {speed:.2f}x the jukemirlib approach's throughput, "
             f"{r['peak_mb'] / ref['peak_mb']:.2f}x its memory"
         )
-    sitting.finish({"width": args.width, "baseline_mb": baseline, "repeats": args.repeats, "layer": args.layer,
-                    "rows": rows, "plan": plan}, args.out)  # fmt: skip
+    sitting.finish({"width": args.width, "n_ctx": args.n_ctx, "baseline_mb": baseline, "repeats": args.repeats,
+                    "layer": args.layer, "rows": rows, "plan": plan}, args.out)  # fmt: skip
     return 0
 
 

@@ -236,6 +236,41 @@ def precision(results: Path) -> str:
     return "\n".join(rows + ["", note, provenance(r, "`bench/precision.py`")])
 
 
+def features(results: Path) -> str:
+    """Feature extraction (bench/features.py): throughput and peak memory against the layers kept, beside the
+    jukemirlib approach, and the real 5B's memory plan."""
+    r = _load(results, "features.json")
+    rows = ["| approach | layers built and loaded | clips per batch | parameters | load | audio seconds per second "
+            "| peak memory |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    ref = next(row for row in r["rows"] if row["side"] != "jukebox-pl")
+    for row in r["rows"]:
+        built = 72 if row["side"] != "jukebox-pl" else row["layer"]
+        rate = row["audio_s_per_s"]
+        speed = rate["median"] / ref["audio_s_per_s"]["median"]
+        side = (
+            f"jukebox-pl, layer {row['layer']}"
+            if row["side"] == "jukebox-pl"
+            else f"{row['side']}, layer {row['layer']}"
+        )
+        rows.append(f"| {side} | {built} | {row['batch']} | {row['params'] / 1e6:.1f} M | {row['load_s']:.2f} s | "
+                    f"{rate['median']:.1f} [{rate['min']:.1f}-{rate['max']:.1f}] ({speed:.2f}x) | "
+                    f"{row['peak_mb']:.0f} MB |")  # fmt: skip
+    plan = ["", "| the released 5B top prior | weights | parameters | one clip's hidden state |", "|---|---|---|---|"]
+    for row in r["plan"]:
+        plan.append(f"| {row['layers']} layers, {row['weights']} | {row['weight_gb']:.2f} GB | "
+                    f"{row['params'] / 1e9:.2f} B | {row['hidden_state_mb']:.0f} MB |")  # fmt: skip
+    worst = max(row["audio_s_per_s"]["spread"] for row in r["rows"])
+    seconds = r["n_ctx"] * 128 / 44100
+    note = (
+        f"The 5B's shape (72 blocks, 8 heads, attention blocks of 64 codes) at width {r['width']} with a context "
+        f"of {r['n_ctx']} codes ({seconds:.1f} s of audio per clip), fp32 on the CPU. Throughput: medians "
+        f"[min-max] of {r['repeats']} rounds, each configuration once per round in a process of its own (widest "
+        f"spread max/min {worst:.2f}x); peak memory: the largest of its rounds, above a process that only imports "
+        f"torch and jukebox_pl ({r['baseline_mb']:.0f} MB)."
+    )
+    return "\n".join(rows + plan + ["", note, provenance(r, "`bench/features.py`")])
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "side-by-side": side_by_side,
     "paper": paper,
@@ -243,6 +278,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "roofline": roofline,
     "precision": precision,
     "song": song,
+    "features": features,
 }
 COMMANDS = {
     "side-by-side": "python bench/prior.py --reference CHECKOUT --presets small --n-ctx 8192 --modes sample,train "
@@ -252,6 +288,7 @@ COMMANDS = {
     "roofline": "python bench/roofline.py (after bench/prior.py --reference)",
     "precision": "python bench/precision.py",
     "song": "python bench/song.py --reference CHECKOUT --batches 1,8 --weights fp32,int8+compile,bf16+compile",
+    "features": "python bench/features.py (make bench-features)",
 }
 
 

@@ -31,12 +31,14 @@ ALLOWED = {
     "data": CORE | {"data"},  # knows nothing of models
     "interop": CORE | MODELS | {"data", "interop"},  # the reference's id tables become a LabelVocab
     "sampling": CORE | MODELS | {"data", "sampling"},
+    "features": CORE | MODELS | {"data", "sampling", "features"},  # the top prior's activations for other projects
     "unified_lightning": CORE | MODELS | {"data"},
     "lightning_cli": CORE | MODELS | {"data"},  # LightningCLI over the classes of either binding
-    "stages": CORE | MODELS | {"data", "sampling", "interop", "stages"},
+    "stages": CORE | MODELS | {"data", "sampling", "features", "interop", "stages"},
 }
 ORDER = ["errors", "machine", "user_files", "lazy", "config", "audio", "text", "lyrics", "training", "hub", "vqvae",
-         "prior", "data", "interop", "sampling", "unified_lightning", "lightning_cli", "stages", "cli"]  # fmt: skip
+         "prior", "data", "interop", "sampling", "features", "unified_lightning", "lightning_cli", "stages",
+         "cli"]  # fmt: skip
 
 
 def layer_of(path: Path) -> str:

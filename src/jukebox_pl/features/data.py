@@ -13,6 +13,7 @@ import json
 import math
 import re
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class Reading:
     min_seconds: float
     normalize: bool = True
     level: str = "top"
+    read_codes: Callable[[str], dict] | None = None  # a codes file -> its checked dict (`stages.codes.read_codes`)
 
 
 def safe_key(text: str) -> str:
@@ -167,10 +169,10 @@ class TrackDataset(Dataset):
         item["audio"] = self._prepare(audio, sr, item["source"])
 
     def _read_codes(self, track: Track, item: dict) -> None:
-        from jukebox_pl.stages.codes import read_codes
-
-        obj = read_codes(track.source)
         r = self.reading
+        if r.read_codes is None:
+            raise UserValueError("this reading was set up without a codes-file reader")
+        obj = r.read_codes(track.source)
         level = r.level
         if level not in obj["codes"]:
             raise UserValueError(f"{track.source} holds no {level} codes (has {sorted(obj['codes'])})")

@@ -25,6 +25,7 @@ from jukebox_pl.features.extractor import OUTPUTS, JukeboxFeatures, parse_layers
 from jukebox_pl.features.lightning import FeaturesModule, FeatureWriter, layer_file, merge_index, read_records
 from jukebox_pl.features.pooling import parse_pool
 from jukebox_pl.features.recipe import RECIPE_TOTAL_SECONDS, TRACK, Conditioning
+from jukebox_pl.stages.codes import read_codes
 from jukebox_pl.user_files import check_input_file, check_output_folder
 
 STATE_FILE = ".features_state.json"
@@ -118,7 +119,7 @@ def extract_features(opts: FeaturesOptions, progress: bool = True, log=print) ->
     done, _ = read_records(out)
     todo = [t for t in tracks if not (t.key in done and all(layer_file(out, n, t.key).is_file() for n in layers))]
     reading = Reading(features.sample_rate, features.hop_length, seconds, opts.min_seconds, opts.normalize,
-                      _top_name(features))  # fmt: skip
+                      _top_name(features), read_codes)  # fmt: skip
     writer = FeatureWriter(out)
     start = time.perf_counter()
     if todo:
