@@ -17,7 +17,7 @@ measurement is a process of its own, so that its peak memory is its own:
 Both run on the same codes with the recipe's labels (unknown artist and genre, 62 s, offset 0): each process
 loads, runs one clip untimed, then times one batch. --repeats rounds run every configuration once each, in turn;
 figures are medians [min-max] of the rounds. Throughput is seconds of audio described per second of compute (the
-load is timed apart); peak memory is the process's peak resident set (`ru_maxrss`, the largest of the rounds)
+load is timed apart); peak memory is the process's peak resident set (`VmHWM`, the largest of the rounds)
 less that of a process that only imports torch and jukebox_pl. The VQ-VAE encode (the top level's small
 convolution stack) is left out on both sides. Last, the memory plan of the real 5B at layer 36 in fp16 and int8,
 from the meta device. Results go to bench/results/features.json, which `bench/report.py` renders.
@@ -74,6 +74,15 @@ def random_codes(prior, batch: int):
     return torch.randint(0, prior.bins, (batch, prior.n_ctx), generator=torch.Generator().manual_seed(1))
 
 
+def peak_mb() -> float:
+    """This process's peak resident set since it started (VmHWM: per address space, so unlike `ru_maxrss` it does
+    not carry over the parent's memory from before the exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: the kernel's own figure
+
+
 def child(args: dict) -> dict:
     """One configuration in this process: load, one untimed clip, `repeats` timed batches."""
     import torch
@@ -82,7 +91,7 @@ def child(args: dict) -> dict:
 
     torch.set_num_threads(args["threads"])
     if args["side"] == "baseline":
-        return {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        return {"rss_mb": peak_mb()}
     start = time.perf_counter()
     if args["side"] == "jukebox-pl":
         prior, _ = load_truncated_prior(args["export"], args["layer"])
@@ -110,7 +119,7 @@ def child(args: dict) -> dict:
         out = features.activations(codes, inputs)[args["layer"]]
         times.append(time.perf_counter() - t)
     seconds = prior.n_ctx * prior.hop_length / prior.sample_rate
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mb()
     return {
         "load_s": load_s, "times": times, "audio_seconds": seconds * args["batch"], "shape": list(out.shape),
         "params": sum(p.numel() for p in prior.parameters()), "rss_mb": peak,

@@ -58,6 +58,9 @@ def test_every_public_name_has_a_page_with_its_docstring(pages, name):
         ("CodeDataModule", ["codes", "(N, n_ctx)", "upper_codes"]),
         ("Bottleneck", ["(N, emb_width, T)", "(N, T)", "int64"]),
         ("LyricsTokenizer", ["int64", "n_vocab"]),
+        ("JukeboxFeatures.activations", ["(B, T)", "(B, T,", "width) float32"]),
+        ("JukeboxFeatures.forward", ["(B, T)", "model's rate", "(B, codes, width)"]),
+        ("FeaturesModule", ["TrackDataset", "layers"]),
     ],
 )
 def test_the_main_inputs_and_outputs_say_their_shapes_and_units(where, words):

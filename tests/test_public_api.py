@@ -38,7 +38,7 @@ def test_importing_the_package_and_building_the_cli_loads_nothing_heavy(code):
 def test_plain_torch_models_do_not_import_lightning():
     code = (
         "from jukebox_pl import Encoder, Decoder, Bottleneck, VQVAELevelModel, AutoregressiveTransformer, "
-        "Transformer, JukeboxPrior, LabelVocab, LyricsTokenizer, load_config, RunConfig"
+        "Transformer, JukeboxPrior, LabelVocab, LyricsTokenizer, load_config, RunConfig, JukeboxFeatures"
     )
     loaded = loaded_after(code)
     assert loaded["torch"] and not loaded["pytorch_lightning"] and not loaded["lightning"]
@@ -47,7 +47,9 @@ def test_plain_torch_models_do_not_import_lightning():
 def test_every_exported_name_resolves():
     import jukebox_pl
 
-    for package in ("jukebox_pl", "jukebox_pl.data", "jukebox_pl.config", "jukebox_pl.vqvae", "jukebox_pl.prior"):
+    packages = ("jukebox_pl", "jukebox_pl.data", "jukebox_pl.config", "jukebox_pl.vqvae", "jukebox_pl.prior",
+                "jukebox_pl.features")  # fmt: skip
+    for package in packages:
         module = __import__(package, fromlist=["__all__"])
         assert module.__all__ and set(module.__all__) <= set(dir(module)), package
         for name in module.__all__:
@@ -57,7 +59,7 @@ def test_every_exported_name_resolves():
         *("Encoder", "Decoder", "Bottleneck", "VQVAELevelModel", "VQVAE", "VQVAELevel"),
         *("AutoregressiveTransformer", "Transformer", "JukeboxPrior", "PriorModule"),
         *("AudioDataModule", "CodeDataModule", "LabelVocab", "LyricsTokenizer", "prepare_shards", "PrepOptions"),
-        *("SongSampler", "SampleRequest", "sample_song", "SamplingModels"),
+        *("SongSampler", "SampleRequest", "sample_song", "SamplingModels", "JukeboxFeatures", "FeaturesModule"),
         *("load_config", "ConfigError", "JukeboxError", "Levels", "build_vqvae_level", "build_prior"),
         *("RunConfig", "DataConfig", "VQVAEConfig", "PriorConfig", "TrainerConfig"),
     }

@@ -36,6 +36,9 @@ _EXPORTS = {
     "SampleRequest": "jukebox_pl.stages.sample",
     "sample_song": "jukebox_pl.stages.sample",
     "SamplingModels": "jukebox_pl.sampling.models",
+    # features for other projects
+    "JukeboxFeatures": "jukebox_pl.features.extractor",
+    "FeaturesModule": "jukebox_pl.features.lightning",
     # configuration and errors
     "load_config": "jukebox_pl.config.loader",
     "Levels": "jukebox_pl.config.levels",
