@@ -15,12 +15,13 @@ measurement is a process of its own, so that its peak memory is its own:
   prior built, the whole file loaded with `torch.load`, then the blocks run up to layer L, one clip at a time.
 
 Both run on the same codes with the recipe's labels (unknown artist and genre, 62 s, offset 0): each process
-loads, runs one clip untimed, then times one batch. --repeats rounds run every configuration once each, in turn;
-figures are medians [min-max] of the rounds. Throughput is seconds of audio described per second of compute (the
-load is timed apart); peak memory is the process's peak resident set (`VmHWM`, the largest of the rounds)
-less that of a process that only imports torch and jukebox_pl. The VQ-VAE encode (the top level's small
-convolution stack) is left out on both sides. Last, the memory plan of the real 5B at layer 36 in fp16 and int8,
-from the meta device. Results go to bench/results/features.json, which `bench/report.py` renders.
+loads, runs one clip untimed, then times --batches-per-process batches and keeps their median. --repeats rounds
+run every configuration once each, in turn; figures are medians [min-max] of the rounds. Throughput is seconds
+of audio described per second of compute (the load is timed apart); peak memory is the process's peak resident
+set (`VmHWM`, the largest of the rounds) less that of a process that only imports torch and jukebox_pl. The
+VQ-VAE encode (the top level's small convolution stack) is left out on both sides. Last, the memory plan of the
+real 5B at layer 36 in fp16 and int8, from the meta device. Results go to bench/results/features.json, which
+`bench/report.py` renders.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depths", default="9,18,36,72", help="layers kept (jukebox-pl), comma-separated")
     p.add_argument("--layer", type=int, default=LAYER, help="the layer the jukemirlib approach reads")
     p.add_argument("--batches", default="1,4", help="clips per batch (jukebox-pl)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="rounds (each configuration once per round)")
+    p.add_argument("--batches-per-process", type=int, default=3, help="timed batches in each process (median)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="result file (default bench/results/features.json; '-' for none)")
     args = p.parse_args(argv)
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
         export = write_export(args.width, args.n_ctx, Path(tmp) / "run")
-        base = dict(export=str(export), repeats=1, threads=args.threads)
+        base = dict(export=str(export), repeats=args.batches_per_process, threads=args.threads)
         baseline = run_child({**base, "side": "baseline", "layer": 1, "batch": 1})["rss_mb"]
         configs = [{"side": "jukemirlib approach", "layer": args.layer, "batch": 1}]
         configs += [{"side": "jukebox-pl", "layer": d, "batch": b} for d in depths for b in batches]
@@ -194,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {turn + 1} of {args.repeats} done (load {measure.load1():.1f})", flush=True)
         rows = []
         for config, done in zip(configs, runs):
-            times = [r["times"][0] for r in done]
-            rate = measure.stats([r["audio_seconds"] / r["times"][0] for r in done])
+            times = [statistics.median(r["times"]) for r in done]  # each process's own median
+            rate = measure.stats([done[0]["audio_seconds"] / t for t in times])
             row = {**config, "load_s": measure.stats([r["load_s"] for r in done])["median"],
                    "per_batch": measure.stats(times), "audio_s_per_s": rate,
                    "peak_mb": max(r["rss_mb"] for r in done) - baseline, "params": done[0]["params"]}  # fmt: skip
@@ -219,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['peak_mb'] / ref['peak_mb']:.2f}x its memory"
         )
     sitting.finish({"width": args.width, "n_ctx": args.n_ctx, "baseline_mb": baseline, "repeats": args.repeats,
+                    "batches_per_process": args.batches_per_process,
                     "layer": args.layer, "rows": rows, "plan": plan}, args.out)  # fmt: skip
     return 0
 

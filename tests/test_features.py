@@ -2,6 +2,7 @@
 `jukebox-pl features` over files, shards and codes files (pooling, windows, resume, bad input)."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -280,19 +281,44 @@ def test_unknown_labels_and_layers_are_one_line(tiny, tmp_path, capsys):
     assert features(tiny, tmp_path / "c", "--audio", str(tmp_path / "missing.wav"), "--layers", "1") != 0
 
 
-@pytest.mark.slow
-def test_two_processes_share_the_tracks(tiny, tmp_path):
-    """DDP on the CPU (gloo): two processes split the tracks, every track is written once, one index."""
-    import subprocess
+def ddp_command(tiny, out, *args) -> list[str]:
+    files = [str(f) for f in tiny["files"]]
+    return [sys.executable, "-m", "jukebox_pl", "features", "--run", str(tiny["run"]), "--out", str(out), "--audio",
+            *files, "--layers", "2", "--accelerator", "cpu", "--batch-size", "1", "--no-progress", *args]  # fmt: skip
 
-    out = tmp_path / "ddp"
-    files = [str(f) for f in tiny["files"]] * 1
-    cmd = [sys.executable, "-m", "jukebox_pl", "features", "--run", str(tiny["run"]), "--out", str(out),
-           "--audio", *files, "--layers", "2", "--accelerator", "cpu", "--devices", "2", "--batch-size", "1",
-           "--no-progress"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"MASTER_PORT": "29533",
-                          **__import__("os").environ})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+
+def one_index(out: Path) -> dict:
     index = json.loads((out / "features.json").read_text())
-    assert sorted(index["tracks"]) == ["song0", "song1", "song2"]
-    assert not (out / ".parts").exists() or not list((out / ".parts").iterdir())
+    assert sorted(index["tracks"]) == ["song0", "song1", "song2"] and not index["skipped"]
+    assert not list((out / ".parts").glob("*.jsonl"))  # every process's records merged into the one index
+    return index
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_two_processes_on_one_node_share_the_tracks(tiny, tmp_path):
+    """DDP on the CPU (gloo), Lightning launching the second process: every track written once, one index."""
+    from test_multinode import clean_env, free_port
+
+    env = {**clean_env(), "MASTER_PORT": str(free_port())}
+    proc = subprocess.run(ddp_command(tiny, tmp_path / "ddp", "--devices", "2"), capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one_index(tmp_path / "ddp")
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_two_nodes_share_the_tracks_and_match_one_process(tiny, tmp_path):
+    """Two "nodes" started by hand (NODE_RANK 0 and 1, --num-nodes 2): the arrays equal a one-process run's."""
+    from test_multinode import by_hand_env, launch
+
+    out = tmp_path / "nodes"
+    results = launch([ddp_command(tiny, out, "--num-nodes", "2", "--devices", "1")] * 2, by_hand_env())
+    for rc, log in results:
+        assert rc == 0, log[-3000:]
+    one_index(out)
+    assert main(["features", "--run", str(tiny["run"]), "--out", str(tmp_path / "one"), "--audio",
+                 *map(str, tiny["files"]), "--layers", "2", "--no-progress"]) == 0  # fmt: skip
+    for key, want in arrays(tmp_path / "one", 2).items():
+        np.testing.assert_allclose(arrays(out, 2)[key], want, atol=1e-5)

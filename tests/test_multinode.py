@@ -43,9 +43,14 @@ def probe(*args) -> list[str]:
     return [sys.executable, str(SCRIPT), *map(str, args)]
 
 
+def by_hand_env(port: int | None = None) -> list[dict]:
+    """The environments of two nodes started by hand on this machine (node ranks 0 and 1, one master port)."""
+    port = port or free_port()
+    return [{**clean_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(r)} for r in (0, 1)]
+
+
 def by_hand(args: list, port: int) -> list[tuple[int, str]]:
-    envs = [{**clean_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(r)} for r in (0, 1)]
-    return launch([probe(*args)] * 2, envs)
+    return launch([probe(*args)] * 2, by_hand_env(port))
 
 
 def ranks_agree(out: Path, step: int, start: int = 0) -> None:

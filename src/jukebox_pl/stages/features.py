@@ -25,6 +25,7 @@ from jukebox_pl.features.extractor import OUTPUTS, JukeboxFeatures, parse_layers
 from jukebox_pl.features.lightning import FeaturesModule, FeatureWriter, layer_file, merge_index, read_records
 from jukebox_pl.features.pooling import parse_pool
 from jukebox_pl.features.recipe import RECIPE_TOTAL_SECONDS, TRACK, Conditioning
+from jukebox_pl.hub.folder import resolve_folder
 from jukebox_pl.stages.codes import read_codes
 from jukebox_pl.user_files import check_input_file, check_output_folder
 
@@ -100,6 +101,7 @@ def extract_features(opts: FeaturesOptions, progress: bool = True, log=print) ->
     if opts.output not in OUTPUTS:
         raise UserValueError(f"--output {opts.output!r}: choose one of {', '.join(OUTPUTS)}")
     tracks, kind = _inputs(opts)
+    opts.run = str(resolve_folder(opts.run))  # a run folder, or a Hub id (owner/name) fetched into the cache
     features = JukeboxFeatures.from_run(opts.run, layers, opts.weights, opts.output, codes_only=kind == "codes",
                                         allow_mismatch=opts.allow_mismatch)  # fmt: skip
     for name, value in (("--artist", conditioning.artist), ("--genre", conditioning.genre)):
@@ -135,11 +137,12 @@ def extract_features(opts: FeaturesOptions, progress: bool = True, log=print) ->
         if not trainer.is_global_zero:
             return {}
     index = merge_index(out, settings)
-    index["run"] = {"tracks": len(tracks), "already_done": len(tracks) - len(todo), "written": writer.written,
-                    "skipped": writer.skipped, "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
+    written = sum(t.key in index["tracks"] for t in todo)  # by every process, not this one's writer alone
+    index["run"] = {"tracks": len(tracks), "already_done": len(tracks) - len(todo), "written": written,
+                    "skipped": len(index["skipped"]), "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
     log(
         f"features of layers {', '.join(map(str, layers))} for {len(index['tracks'])} track(s) in {out} "
-        f"({writer.written} written now, {len(tracks) - len(todo)} already there, {writer.skipped} skipped)"
+        f"({written} written now, {len(tracks) - len(todo)} already there, {len(index['skipped'])} skipped)"
     )
     for record in index["skipped"].values():
         log(f"  skipped {record['source']}: {record['error']}")
@@ -172,7 +175,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from jukebox_pl.cli import LENGTH, PATHS, POSITIVE, SECONDS
 
     p = sub.add_parser("features", help="the top prior's activations at chosen layers, per track (MIR features)")
-    p.add_argument("--run", required=True, help="run folder (trained, imported with import-openai, or Hub layout)")
+    p.add_argument("--run", required=True, help="run folder (trained, imported, or Hub layout) or a Hub id")
     p.add_argument("--audio", **PATHS, default=[], help="audio files")
     p.add_argument("--data", help="a shard folder written by `jukebox-pl prep` (both splits)")
     p.add_argument("--codes", **PATHS, default=[], help="codes files from `jukebox-pl encode` (skips the VQ-VAE)")
