@@ -16,7 +16,8 @@ measurement is a process of its own, so that its peak memory is its own:
 
 Both run on the same codes with the recipe's labels (unknown artist and genre, 62 s, offset 0): each process
 loads, runs one clip untimed, then times --batches-per-process batches and keeps their median. --repeats rounds
-run every configuration once each, in turn; figures are medians [min-max] of the rounds. Throughput is seconds
+run every configuration once each, in turn (every other round in the opposite order); figures are medians
+[min-max] of the rounds. Throughput is seconds
 of audio described per second of compute (the load is timed apart); peak memory is the process's peak resident
 set (`VmHWM`, the largest of the rounds) less that of a process that only imports torch and jukebox_pl. The
 VQ-VAE encode (the top level's small convolution stack) is left out on both sides. Last, the memory plan of the
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depths", default="9,18,36,72", help="layers kept (jukebox-pl), comma-separated")
     p.add_argument("--layer", type=int, default=LAYER, help="the layer the jukemirlib approach reads")
     p.add_argument("--batches", default="1,4", help="clips per batch (jukebox-pl)")
-    p.add_argument("--repeats", type=int, default=3, help="rounds (each configuration once per round)")
+    p.add_argument("--repeats", type=int, default=5, help="rounds (each configuration once per round)")
     p.add_argument("--batches-per-process", type=int, default=3, help="timed batches in each process (median)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="result file (default bench/results/features.json; '-' for none)")
@@ -191,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         configs = [{"side": "jukemirlib approach", "layer": args.layer, "batch": 1}]
         configs += [{"side": "jukebox-pl", "layer": d, "batch": b} for d in depths for b in batches]
         runs: list[list[dict]] = [[] for _ in configs]
-        for turn in range(args.repeats):  # interleaved: every configuration once per round, each in a new process
-            for i, config in enumerate(configs):
+        for turn in range(args.repeats):  # interleaved: every configuration once per round, each in a new process,
+            order = list(enumerate(configs))  # in the opposite order every other round (no side always first)
+            for i, config in order if turn % 2 == 0 else order[::-1]:
                 runs[i].append(run_child({**base, **config}))
             print(f"round {turn + 1} of {args.repeats} done (load {measure.load1():.1f})", flush=True)
         rows = []

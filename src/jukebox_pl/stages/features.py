@@ -14,11 +14,13 @@ OUT/features.json with the reason, and the run goes on.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jukebox_pl.data.resumable_folder import resume_state, write_json_atomic
+from jukebox_pl.data.resumable_folder import resume_state
 from jukebox_pl.errors import RefusedError, UserValueError
 from jukebox_pl.features.data import Reading, TrackDataset, collate, file_tracks, shard_tracks
 from jukebox_pl.features.extractor import OUTPUTS, JukeboxFeatures, parse_layers
@@ -111,13 +113,16 @@ def extract_features(opts: FeaturesOptions, progress: bool = True, log=print) ->
     seconds = opts.seconds if opts.seconds is not None else features.n_ctx * features.hop_length / features.sample_rate
     settings = settings_of(opts, features, kind, seconds)
     settings["pool"] = pool
-    resume_state(
+    state = resume_state(
         out, STATE_FILE, command="features", key="settings", fingerprint=settings, version=STATE_VERSION,
         refused=FeaturesRefused, empty_hint="choose an empty folder",
         contents="features made with other settings", restart="use a new --out, or delete that folder to start over",
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / STATE_FILE, {"version": STATE_VERSION, "settings": settings})
+    if state is None:  # a fresh folder (on several nodes each writes the same, under a name of its own first)
+        tmp = out / f".{STATE_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"version": STATE_VERSION, "settings": settings}, indent=1) + "\n")
+        os.replace(tmp, out / STATE_FILE)
     done, _ = read_records(out)
     todo = [t for t in tracks if not (t.key in done and all(layer_file(out, n, t.key).is_file() for n in layers))]
     reading = Reading(features.sample_rate, features.hop_length, seconds, opts.min_seconds, opts.normalize,
