@@ -17,9 +17,9 @@ measurement is a process of its own, so that its peak memory is its own:
 Both run on the same codes with the recipe's labels (unknown artist and genre, 62 s, offset 0): each process
 loads, runs one clip untimed, then times --batches-per-process batches and keeps their median. --repeats rounds
 run every configuration once each, in turn (every other round in the opposite order); figures are medians
-[min-max] of the rounds. Throughput is seconds
-of audio described per second of compute (the load is timed apart); peak memory is the process's peak resident
-set (`VmHWM`, the largest of the rounds) less that of a process that only imports torch and jukebox_pl. The
+[min-max] of the rounds. Throughput is seconds of audio described per second of compute (the load is timed
+apart); peak memory is the process's peak resident set (`VmHWM`, the largest of the rounds) less that of a
+process that only imports torch and jukebox_pl. The
 VQ-VAE encode (the top level's small convolution stack) is left out on both sides. Last, the memory plan of the
 real 5B at layer 36 in fp16 and int8, from the meta device. Results go to bench/results/features.json, which
 `bench/report.py` renders.
