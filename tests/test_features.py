@@ -124,6 +124,21 @@ def test_layers_pools_and_the_recipes_audio():
     assert np.allclose(prepare_audio(stereo, 44100, 44100, None, normalize=False), 0.3)
 
 
+def test_the_command_line_offers_what_the_stage_takes():
+    """cli.py builds the parser without importing the stage (no torch for `--help`): its choices and defaults
+    must be the stage's own."""
+    from jukebox_pl.cli import build_parser
+    from jukebox_pl.features.extractor import OUTPUTS
+    from jukebox_pl.features.recipe import RECIPE_TOTAL_SECONDS
+    from jukebox_pl.stages.features import WEIGHTS, FeaturesOptions
+
+    args = build_parser().parse_args(["features", "--run", "R", "--out", "O", "--layers", "36"])
+    actions = {a.dest: a for a in build_parser()._subparsers._group_actions[0].choices["features"]._actions}
+    assert tuple(actions["output"].choices) == OUTPUTS and tuple(actions["weights"].choices) == WEIGHTS
+    assert args.total_seconds == RECIPE_TOTAL_SECONDS == FeaturesOptions.total_seconds
+    assert (args.pool, args.min_seconds, args.artist) == ("mean", 1.0, "unknown")
+
+
 def test_only_a_top_prior_gives_features():
     models = tiny_models()
     with pytest.raises(UserValueError, match="top prior"):

@@ -604,10 +604,45 @@ def _run_download(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _add_features(sub: argparse._SubParsersAction) -> None:
-    from jukebox_pl.stages.features import add_parser
+def _total_seconds(text: str) -> float | str:
+    """--total-seconds: a song length in seconds, or `track` (each track's own)."""
+    if text == "track":
+        return text
+    return LENGTH(text)
 
-    add_parser(sub)
+
+def _devices(text: str) -> int | str:
+    return text if text == "auto" else POSITIVE(text)
+
+
+def _add_features(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="the top prior's activations at chosen layers, per track (MIR features)")
+    p.add_argument("--run", required=True, help="run folder (trained, imported, or Hub layout) or a Hub id")
+    p.add_argument("--audio", **PATHS, default=[], help="audio files")
+    p.add_argument("--data", help="a shard folder written by `jukebox-pl prep` (both splits)")
+    p.add_argument("--codes", **PATHS, default=[], help="codes files from `jukebox-pl encode` (skips the VQ-VAE)")
+    p.add_argument("--out", required=True, help="output folder (layer<L>/<track>.npy and features.json)")
+    p.add_argument("--layers", nargs="+", required=True, help="layer numbers, 1 = the first block (e.g. 36)")
+    p.add_argument("--pool", default="mean", help="mean, none, or a window length in seconds (one mean each)")
+    p.add_argument("--seconds", type=LENGTH, help="seconds of each track to read (default: one context window)")
+    p.add_argument("--min-seconds", type=SECONDS, default=1.0, help="shorter tracks are skipped and reported")
+    p.add_argument("--batch-size", type=POSITIVE, default=4)
+    p.add_argument("--artist", default="unknown", help="artist label (a name of the run's vocabulary, or 'track')")
+    p.add_argument("--genre", default="unknown", help="genre label (a name of the run's vocabulary, or 'track')")
+    p.add_argument("--total-seconds", type=_total_seconds, default=62.0,
+                   help="song length the timing signal reads, or 'track' (each track's own)")  # fmt: skip
+    p.add_argument("--offset-seconds", type=SECONDS, default=0.0, help="where the clip starts in that song")
+    p.add_argument("--output", choices=("block", "prior"), default="block",
+                   help="block: block L's output (jukemirlib); prior: a depth-L prior's output (JukeMIR)")  # fmt: skip
+    p.add_argument("--weights", choices=("fp32", "bf16", "fp16", "int8", "int4"), default="fp32",
+                   help="precision of the prior's weights")  # fmt: skip
+    p.add_argument("--no-normalize", action="store_true", help="keep the audio's level (the recipe scales to peak 1)")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--devices", type=_devices, default="auto", help="devices per node (auto: all)")
+    p.add_argument("--num-nodes", type=POSITIVE, default=1)
+    p.add_argument("--num-workers", type=COUNT, default=0, help="data loader workers reading audio")
+    p.add_argument("--allow-mismatch", action="store_true", help="use a prior with a VQ-VAE it did not learn")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def _run_features(args: argparse.Namespace) -> int:

@@ -102,6 +102,8 @@ def extract_features(opts: FeaturesOptions, progress: bool = True, log=print) ->
     conditioning = opts.conditioning()
     if opts.output not in OUTPUTS:
         raise UserValueError(f"--output {opts.output!r}: choose one of {', '.join(OUTPUTS)}")
+    if opts.weights not in WEIGHTS:
+        raise UserValueError(f"--weights {opts.weights!r}: choose one of {', '.join(WEIGHTS)}")
     tracks, kind = _inputs(opts)
     opts.run = str(resolve_folder(opts.run))  # a run folder, or a Hub id (owner/name) fetched into the cache
     features = JukeboxFeatures.from_run(opts.run, layers, opts.weights, opts.output, codes_only=kind == "codes",
@@ -158,53 +160,6 @@ def _top_name(features: JukeboxFeatures) -> str:
     from jukebox_pl.config.levels import level_name
 
     return level_name(features.prior.level, features.prior.levels)
-
-
-def _total(text: str) -> float | str:
-    if text == TRACK:
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of seconds nor 'track'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a song length must be > 0 seconds")
-    return value
-
-
-def _devices(text: str) -> int | str:
-    return text if text == "auto" else int(text)
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    from jukebox_pl.cli import LENGTH, PATHS, POSITIVE, SECONDS
-
-    p = sub.add_parser("features", help="the top prior's activations at chosen layers, per track (MIR features)")
-    p.add_argument("--run", required=True, help="run folder (trained, imported, or Hub layout) or a Hub id")
-    p.add_argument("--audio", **PATHS, default=[], help="audio files")
-    p.add_argument("--data", help="a shard folder written by `jukebox-pl prep` (both splits)")
-    p.add_argument("--codes", **PATHS, default=[], help="codes files from `jukebox-pl encode` (skips the VQ-VAE)")
-    p.add_argument("--out", required=True, help="output folder (layer<L>/<track>.npy and features.json)")
-    p.add_argument("--layers", nargs="+", required=True, help="layer numbers, 1 = the first block (e.g. 36)")
-    p.add_argument("--pool", default="mean", help="mean, none, or a window length in seconds (one mean each)")
-    p.add_argument("--seconds", type=LENGTH, help="seconds of each track to read (default: one context window)")
-    p.add_argument("--min-seconds", type=SECONDS, default=1.0, help="shorter tracks are skipped and reported")
-    p.add_argument("--batch-size", type=POSITIVE, default=4)
-    p.add_argument("--artist", default="unknown", help="artist label (a name of the run's vocabulary, or 'track')")
-    p.add_argument("--genre", default="unknown", help="genre label (a name of the run's vocabulary, or 'track')")
-    p.add_argument("--total-seconds", type=_total, default=RECIPE_TOTAL_SECONDS,
-                   help="song length the timing signal reads, or 'track' (each track's own)")  # fmt: skip
-    p.add_argument("--offset-seconds", type=SECONDS, default=0.0, help="where the clip starts in that song")
-    p.add_argument("--output", choices=OUTPUTS, default="block",
-                   help="block: block L's output (jukemirlib); prior: a depth-L prior's output (JukeMIR)")  # fmt: skip
-    p.add_argument("--weights", choices=WEIGHTS, default="fp32", help="precision of the prior's weights")
-    p.add_argument("--no-normalize", action="store_true", help="keep the audio's level (the recipe scales to peak 1)")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", type=_devices, default="auto", help="devices per node (auto: all)")
-    p.add_argument("--num-nodes", type=POSITIVE, default=1)
-    p.add_argument("--num-workers", type=int, default=0, help="data loader workers reading audio")
-    p.add_argument("--allow-mismatch", action="store_true", help="use a prior with a VQ-VAE it did not learn")
-    p.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
