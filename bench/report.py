@@ -264,7 +264,8 @@ def features(results: Path) -> str:
     note = (
         f"The 5B's shape (72 blocks, 8 heads, attention blocks of 64 codes) at width {r['width']} with a context "
         f"of {r['n_ctx']} codes ({seconds:.1f} s of audio per clip), fp32 on the CPU. Throughput: medians "
-        f"[min-max] of {r['repeats']} rounds, each configuration once per round in a process of its own (widest "
+        f"[min-max] of {r['repeats']} rounds, each configuration once per round (in alternating order) in a process "
+        f"of its own that runs one clip untimed and times {r.get('batches_per_process', 1)} batches (widest "
         f"spread max/min {worst:.2f}x); peak memory: the largest of its rounds, above a process that only imports "
         f"torch and jukebox_pl ({r['baseline_mb']:.0f} MB)."
     )
