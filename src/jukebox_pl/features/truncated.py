@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from jukebox_pl.config.levels import Levels
-from jukebox_pl.config.loader import ConfigError
 from jukebox_pl.errors import JukeboxError, UserValueError
 from jukebox_pl.hub.folder import CONFIG_NAME, read_config
+from jukebox_pl.hub.mixin import named_error
 from jukebox_pl.hub.weights import WEIGHTS_NAME, load_assigned, read_weights
 from jukebox_pl.prior.builtin_conditioners import LyricsEncoderConditioner
 from jukebox_pl.prior.model import JukeboxPrior, build_prior
@@ -58,7 +58,7 @@ def load_truncated_prior(path: str | Path, depth: int, weights: str = "fp32") ->
     """The first `depth` blocks of the prior in `path` (a checkpoint, an export or a Hub-layout folder) with its
     embeddings and conditioners, in eval mode and in the `weights` precision sampling offers (fp32, bf16, fp16,
     int8, ...), and the prior's hyperparameters (as `sampling.models.load_prior` gives them)."""
-    from jukebox_pl.sampling.models import for_sampling
+    from jukebox_pl.sampling.models import folder_hparams, for_sampling
 
     path = Path(path)
     if path.is_dir():
@@ -66,17 +66,15 @@ def load_truncated_prior(path: str | Path, depth: int, weights: str = "fp32") ->
         config = read_config(config_path, (JukeboxPrior.pretrained_kind,))
         try:
             with torch.device("meta"):
-                model = truncate(JukeboxPrior.from_pretrained_config(config, config_path), depth)
-        except ConfigError:
-            raise
+                model = JukeboxPrior.from_pretrained_config(config, config_path)
         except JukeboxError as err:
-            raise type(err)(f"{config_path}: {err}") from None
+            raise named_error(err, config_path) from None
+        with torch.device("meta"):
+            truncate(model, depth)
         file = path / WEIGHTS_NAME
         load_assigned(model, read_weights(file, keep=_kept(model)), file, f"the first {depth} layers of its prior")
         model.adopt_pretrained_config(config)
-        hp = {"prior": config["prior"], "level": model.level, "sample_rate": model.sample_rate,
-              "y_bins": list(model.y_bins) if model.y_bins else None, "vocab": model.vocab, "config": None}  # fmt: skip
-        return for_sampling(model.eval(), weights), hp
+        return for_sampling(model.eval(), weights), folder_hparams(model)
     obj = read_checkpoint(path, only=lambda dotted: False)  # memory-mapped; the kept tensors are checked below
     info = describe(obj)
     if info["kind"] != "prior":

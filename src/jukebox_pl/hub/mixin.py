@@ -36,7 +36,7 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     return counts
 
 
-def _named(err: JukeboxError, where: Path) -> JukeboxError:
+def named_error(err: JukeboxError, where: Path) -> JukeboxError:
     """The same kind of error with the file it came from in front (unless it names it already)."""
     if str(err).startswith(str(where)):
         return err
@@ -141,7 +141,7 @@ class PretrainedMixin(ModelHubMixin, library_name=LIBRARY, tags=[*TAGS]):
             with torch.device("meta") if cls.build_on_meta else contextlib.nullcontext():
                 model = cls.from_pretrained_config(config, config_path)
         except JukeboxError as err:
-            raise _named(err, config_path) from None
+            raise named_error(err, config_path) from None
         weights = folder / WEIGHTS_NAME
         load_assigned(model, read_weights(weights), weights, f"the {cls.pretrained_kind} its {CONFIG_NAME} describes")
         model.adopt_pretrained_config(config)

@@ -26,9 +26,7 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
     also be a folder in the Hub layout (`save_pretrained`)."""
     if Path(path).is_dir():
         model = JukeboxPrior.load_folder(path)
-        hp = {"prior": plain(model.cfg), "level": model.level, "sample_rate": model.sample_rate,
-              "y_bins": list(model.y_bins) if model.y_bins else None, "vocab": model.vocab, "config": None}  # fmt: skip
-        return for_sampling(model, weights), hp
+        return for_sampling(model, weights), folder_hparams(model)
     info = load_any(path)
     if info["kind"] != "prior":
         raise UserValueError(f"{path} holds a {info['kind']} checkpoint, not a prior")
@@ -54,6 +52,12 @@ def load_prior(path: str | Path, weights: str = "fp32") -> tuple[JukeboxPrior, d
     model.vqvae_fingerprint = info["meta"].get("vqvae_fingerprint")
     model.vocab = hp.get("vocab")
     return for_sampling(model, weights), hp
+
+
+def folder_hparams(model: JukeboxPrior) -> dict:
+    """The hyperparameters a checkpoint would hold, for a prior loaded from a Hub-layout folder."""
+    return {"prior": plain(model.cfg), "level": model.level, "sample_rate": model.sample_rate,
+            "y_bins": list(model.y_bins) if model.y_bins else None, "vocab": model.vocab, "config": None}  # fmt: skip
 
 
 def for_sampling(model: JukeboxPrior, weights: str) -> JukeboxPrior:
