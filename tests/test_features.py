@@ -94,6 +94,31 @@ def test_partial_load_of_an_imported_export_reads_only_the_kept_layers(ref, tmp_
         load_truncated_prior(path, 6)
 
 
+def test_a_lora_fine_tuned_prior_gives_the_features_of_its_merged_weights(ref, tmp_path):
+    """A LoRA run's checkpoint (base weights + adapters): the kept blocks' adapters are merged after the partial
+    load, as sampling merges them."""
+    import copy
+
+    from jukebox_pl.prior.lora import add_lora, merge_lora
+
+    spec, _, prior, io = ref
+    tuned = copy.deepcopy(prior)
+    add_lora(tuned, 4)
+    with torch.no_grad():
+        for name, p in tuned.named_parameters():
+            if name.endswith(".lora_b"):
+                p.normal_(std=0.05, generator=torch.Generator().manual_seed(len(name)))
+    path = write_prior(tmp_path / "run", tuned.state_dict(), spec, "fixture", vocab=None)
+    cut, _ = load_truncated_prior(path, 3)
+    merged = merge_lora(copy.deepcopy(tuned)).eval()
+    want = JukeboxFeatures(merged, [3])
+    got = JukeboxFeatures(cut, [3])
+    inputs = fixture_inputs(want, io["y"])
+    expected = want.activations(io["z"], inputs)[3]
+    torch.testing.assert_close(got.activations(io["z"], inputs)[3], expected, atol=1e-5, rtol=0)
+    assert (expected - io["layers"][3]).abs().max() > 1e-3  # the adapters changed the layer
+
+
 def test_partial_load_of_a_hub_folder(ref, tmp_path):
     _, _, prior, io = ref
     prior.save_pretrained(tmp_path / "prior")
