@@ -287,6 +287,22 @@ def test_shards_with_each_tracks_labels(tiny, shards, tmp_path):
     assert 2.9 <= record["total_seconds"] <= 7.0  # the track's own length (whole codes)
 
 
+def test_a_damaged_shard_is_reported_and_the_others_are_read(tiny, shards, tmp_path):
+    import shutil
+
+    data = tmp_path / "shards"
+    shutil.copytree(shards, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    damaged = data / manifest["shards"]["train"][0]
+    damaged.write_bytes(damaged.read_bytes()[:700])  # the first header and a bit of its track
+    out = tmp_path / "out"
+    assert features(tiny, out, "--data", str(data), "--layers", "1", "--seconds", "1") == 0
+    index = json.loads((out / "features.json").read_text())
+    assert len(index["skipped"]) == 1 and len(index["tracks"]) == sum(manifest["counts"]["tracks"].values()) - 1
+    (reason,) = [r["error"] for r in index["skipped"].values()]
+    assert damaged.name in reason and ("cut short" in reason or "cannot be read" in reason), reason
+
+
 @pytest.mark.parametrize("weights", ["bf16", "int8"])
 def test_weights_in_lower_precision_stay_close(tiny, tmp_path, weights):
     files = [str(f) for f in tiny["files"]]

@@ -38,6 +38,8 @@ class Track:
     source: str
     kind: str
     member: str | None = None  # the track's key inside a shard
+    parts: tuple[tuple[str, int, int], ...] = ()  # its shard members: (extension, byte offset, size)
+    error: str | None = None  # why it cannot be read (a damaged shard)
 
 
 @dataclass(frozen=True)
@@ -86,30 +88,33 @@ def shard_tracks(folder: str | Path) -> list[Track]:
         )
     manifest = json.loads(manifest_path.read_text())
     names = [name for split in SPLITS for name in (manifest.get("shards") or {}).get(split, [])]
-    tracks, keys = [], []
+    tracks = []
     for name in names:
         shard = folder / name
-        try:
+        try:  # headers only: where each member's bytes lie, so that a track is read without scanning its shard
             with tarfile.open(shard) as tar:
-                members = [m.name.rsplit("/", 1)[-1].partition(".")[0] for m in tar if m.isfile()]
+                members = [(*m.name.rsplit("/", 1)[-1].partition(".")[::2], m.offset_data, m.size)
+                           for m in tar if m.isfile()]  # fmt: skip
         except (tarfile.TarError, OSError) as err:
-            tracks.append(Track(safe_key(name), str(shard), "broken", f"{type(err).__name__}: {err}"))
-            keys.append(safe_key(name))
+            tracks.append(Track(safe_key(name), str(shard), "broken", error=f"{type(err).__name__}: {err}"))
             continue
-        for member in dict.fromkeys(members):
-            tracks.append(Track(safe_key(member), str(shard), "shard", member))
-            keys.append(safe_key(member))
-    return [Track(key, t.source, t.kind, t.member) for key, t in zip(_unique(keys), tracks)]
+        grouped: dict[str, list[tuple[str, int, int]]] = {}
+        for member, ext, offset, size in members:
+            grouped.setdefault(member, []).append((ext, offset, size))
+        tracks += [Track(safe_key(m), str(shard), "shard", m, tuple(parts)) for m, parts in grouped.items()]
+    keys = _unique([t.key for t in tracks])
+    return [Track(key, t.source, t.kind, t.member, t.parts, t.error) for key, t in zip(keys, tracks)]
 
 
-def _shard_members(shard: str, member: str) -> dict[str, bytes]:
+def _shard_members(track: Track) -> dict[str, bytes]:
+    """A shard track's members by extension, read at the offsets its listing recorded."""
     out = {}
-    with tarfile.open(shard) as tar:
-        for info in tar:
-            name = info.name.rsplit("/", 1)[-1]
-            key, _, ext = name.partition(".")
-            if info.isfile() and key == member:
-                out[ext] = tar.extractfile(info).read()
+    with open(track.source, "rb") as fh:
+        for ext, offset, size in track.parts:
+            fh.seek(offset)
+            out[ext] = fh.read(size)
+            if len(out[ext]) != size:
+                raise UserValueError(f"{track.source}:{track.member}.{ext} is cut short (the shard is truncated)")
     return out
 
 
@@ -156,7 +161,7 @@ class TrackDataset(Dataset):
         item["audio"] = self._prepare(audio, sr, track.source)
 
     def _read_shard(self, track: Track, item: dict) -> None:
-        members = _shard_members(track.source, track.member)
+        members = _shard_members(track)
         ext = next((e for e in AUDIO_MEMBERS if e in members), None)
         if ext is None:
             raise UserValueError(f"{item['source']}: no audio member (has {sorted(members)})")
@@ -189,7 +194,7 @@ class TrackDataset(Dataset):
         item["codes"] = codes
 
     def _read_broken(self, track: Track, item: dict) -> None:
-        raise UserValueError(f"shard {track.source} cannot be read ({track.member})")
+        raise UserValueError(f"shard {track.source} cannot be read ({track.error})")
 
 
 def collate(items: list[dict]) -> list[dict]:

@@ -92,9 +92,10 @@ class JukeboxFeatures(nn.Module):
         from jukebox_pl.vqvae.vqvae import VQVAE, level_checkpoint
 
         run, layers = Path(run), parse_layers(layers)
-        tops = sorted(p.name.removeprefix("prior_") for p in run.glob("prior_*") if p.is_dir())
-        name = "top" if "top" in tops else (tops[0] if len(tops) == 1 else "top")
-        path = prior_checkpoint(run, name)
+        # the top level is "top" up to three levels, else the highest number (`config.levels.level_names`)
+        named = [p.name.removeprefix("prior_") for p in run.glob("prior_*") if p.is_dir()]
+        numbered = [int(n) for n in named if n.isdigit()]
+        path = prior_checkpoint(run, "top" if "top" in named or not numbered else str(max(numbered)))
         prior, hp = load_truncated_prior(path, layers[-1], weights)
         encoder = None
         if not codes_only:
@@ -204,23 +205,16 @@ class JukeboxFeatures(nn.Module):
         if prior.lyrics_mode == "merged":  # [lyric characters, codes] in one sequence: read the codes' positions
             skip = prior.n_tokens
             codes = torch.cat([cond.prefix, codes + prior.n_vocab], dim=1)
-        length, kept = codes.shape[1], codes.shape[1]
+        kept = codes.shape[1]
         block = body.transformer._attn_mods[0].attn.block_ctx
-        if length % block:  # factorised attention reads whole rows: pad the end (causal: earlier positions unchanged)
-            length = min(-(-length // block) * block, body.n_ctx)
-            codes = torch.nn.functional.pad(codes, (0, length - kept))
-        x = torch.cat([body._start(n, cond.y_cond), body.x_emb(codes[:, :-1])], dim=1)
-        per_position = 0.0 if cond.x_cond is None else cond.x_cond[:, :length]
-        x = (x + body.pos_emb.pos_emb[:length] + per_position).to(body.pos_emb.pos_emb.dtype)
+        if kept % block:  # factorised attention reads whole rows: pad the end (causal: earlier positions unchanged)
+            codes = torch.nn.functional.pad(codes, (0, min(-(-kept // block) * block, body.n_ctx) - kept))
+        _, layers = body.hidden(codes, cond.x_cond, cond.y_cond, cond.encoder_kv, all_layers=True,
+                                depth=self.layers[-1])  # fmt: skip
+        per_position = 0.0 if cond.x_cond is None else cond.x_cond[:, : codes.shape[1]]
         add_back = self.output == "prior" and body.add_cond_after_transformer
-        out = {}
-        for number, block in enumerate(body.transformer._attn_mods, start=1):
-            x = block(x, cond.encoder_kv)
-            if number in self.layers:
-                out[number] = ((x + per_position) if add_back else x)[:, skip:kept].float()
-            if number == self.layers[-1]:
-                break
-        return out
+        return {n: ((layers[n - 1] + per_position) if add_back else layers[n - 1])[:, skip:kept].float()
+                for n in self.layers}  # fmt: skip
 
     def forward(self, audio: torch.Tensor, conditioning: Conditioning | None = None) -> dict[int, torch.Tensor]:
         """Mono audio (B, T) at the model's rate, all rows conditioned alike -> {layer: (B, codes, width)}."""

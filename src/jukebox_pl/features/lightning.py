@@ -115,7 +115,6 @@ class FeatureWriter(BasePredictionWriter):
     def __init__(self, out: str | Path):
         super().__init__(write_interval="batch")
         self.out = Path(out)
-        self.written = self.skipped = 0
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         part = self.out / PARTS / f"rank{trainer.global_rank}.jsonl"
@@ -123,7 +122,6 @@ class FeatureWriter(BasePredictionWriter):
         lines = []
         for record in prediction:
             if record.get("error"):
-                self.skipped += 1
                 lines.append({"key": record["key"], "source": record["source"], "error": record["error"]})
                 continue
             files = {}
@@ -131,7 +129,6 @@ class FeatureWriter(BasePredictionWriter):
                 path = layer_file(self.out, layer, record["key"])
                 _save_array(path, array)
                 files[str(layer)] = str(path.relative_to(self.out))
-            self.written += 1
             lines.append({**{k: v for k, v in record.items() if k != "layers"}, "files": files})
         with open(part, "a") as fh:
             for line in lines:

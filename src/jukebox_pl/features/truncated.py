@@ -19,12 +19,9 @@ from jukebox_pl.errors import JukeboxError, UserValueError
 from jukebox_pl.hub.folder import CONFIG_NAME, read_config
 from jukebox_pl.hub.mixin import named_error
 from jukebox_pl.hub.weights import WEIGHTS_NAME, load_assigned, read_weights
-from jukebox_pl.prior.builtin_conditioners import LyricsEncoderConditioner
 from jukebox_pl.prior.model import JukeboxPrior, build_prior
 from jukebox_pl.training.checkpoints.checksums import verify_checksums
 from jukebox_pl.training.checkpoints.read_write import check_finite, describe, read_checkpoint
-
-LYRICS_ENCODER_MODULES = ("prime_prior", "prime_state_proj", "prime_state_ln", "prime_x_out")
 
 
 def truncate(prior: JukeboxPrior, depth: int) -> JukeboxPrior:
@@ -40,11 +37,10 @@ def truncate(prior: JukeboxPrior, depth: int) -> JukeboxPrior:
         del prior.prior.x_out
     prior.prior.only_encode = True
     encoder = prior.lyrics_encoder
-    if encoder is not None and "cross" not in transformer.kinds:
-        prior._conditioners = [c for c in prior._conditioners if not isinstance(c, LyricsEncoderConditioner)]
-        for name in LYRICS_ENCODER_MODULES:
-            if hasattr(prior, name):
-                delattr(prior, name)
+    if encoder is not None and "cross" not in transformer.kinds:  # a flat conditioner: its children sit on the prior
+        prior._conditioners = [c for c in prior._conditioners if c is not encoder]
+        for name, _ in encoder.named_children():
+            delattr(prior, name)
     prior.kept_depth = depth
     return prior
 

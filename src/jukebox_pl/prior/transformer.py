@@ -125,14 +125,19 @@ class Transformer(nn.Module):
         self.caches: list[LayerCache] | None = None
 
     def forward(
-        self, x: torch.Tensor, encoder_kv: torch.Tensor | None = None, *, return_layers: bool = False
+        self,
+        x: torch.Tensor,
+        encoder_kv: torch.Tensor | None = None,
+        *,
+        return_layers: bool = False,
+        depth: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """x (B, L, width) -> hidden states (B, L, width).
+        """x (B, L, width) -> hidden states (B, L, width); `depth`: only the first `depth` blocks run.
 
         With `return_layers`, also every block's output: `(x, [out_0, ..., out_{depth-1}])`, `out_{depth-1} is x`.
         """
         layers = []
-        for block in self._attn_mods:
+        for block in self._attn_mods[:depth]:
             if self.checkpoint_res and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, encoder_kv, use_reentrant=False)
             else:
@@ -238,18 +243,26 @@ class AutoregressiveTransformer(nn.Module):
         return self.start_token.expand(n, 1, self.width)
 
     def hidden(
-        self, tokens: torch.Tensor, x_cond=None, y_cond=None, encoder_kv=None, *, all_layers: bool = False
+        self,
+        tokens: torch.Tensor,
+        x_cond=None,
+        y_cond=None,
+        encoder_kv=None,
+        *,
+        all_layers: bool = False,
+        depth: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """tokens (B, L) -> final hidden states (B, L, width), the input of the head; position i has seen
         tokens[:, :i] only. With `all_layers`, also every transformer block's output (a list of `depth`
-        (B, L, width) tensors, before `x_cond` is added back)."""
+        (B, L, width) tensors, before `x_cond` is added back). `depth`: stop after that many blocks (what a prior
+        built with that depth returns, as feature extraction reads a layer)."""
         n, length = tokens.shape
         if length > self.n_ctx:
             raise UserValueError(f"{length} tokens exceed the context n_ctx={self.n_ctx}")
         x = torch.cat([self._start(n, y_cond), self.x_emb(tokens[:, :-1])], dim=1)
         cond = 0.0 if x_cond is None else x_cond[:, :length] if x_cond.shape[1] > 1 else x_cond
         x = (x + self.pos_emb.pos_emb[:length] + cond).to(self.pos_emb.pos_emb.dtype)  # weights in bf16/fp16
-        out = self.transformer(x, encoder_kv, return_layers=all_layers)
+        out = self.transformer(x, encoder_kv, return_layers=all_layers, depth=depth)
         x, layers = out if all_layers else (out, None)
         if self.add_cond_after_transformer:
             x = x + cond

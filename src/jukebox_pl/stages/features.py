@@ -82,10 +82,10 @@ def _inputs(opts: FeaturesOptions):
     return shard_tracks(opts.data), "data"
 
 
-def settings_of(opts: FeaturesOptions, features: JukeboxFeatures, kind: str, seconds: float) -> dict:
+def settings_of(opts: FeaturesOptions, features: JukeboxFeatures, kind: str, seconds: float, pool) -> dict:
     """What defines OUT's arrays: a resumed run must match it exactly."""
     return {
-        "run": str(Path(opts.run).resolve()), "input": kind, "layers": features.layers, "pool": opts.pool,
+        "run": str(Path(opts.run).resolve()), "input": kind, "layers": features.layers, "pool": pool,
         "output": opts.output, "weights": opts.weights, "seconds": seconds, "normalize": opts.normalize,
         "conditioning": asdict(opts.conditioning()), "min_seconds": opts.min_seconds,
         "sample_rate": features.sample_rate, "hop_length": features.hop_length, "width": features.width,
@@ -113,8 +113,7 @@ def extract_features(opts: FeaturesOptions, progress: bool = True, log=print) ->
             conditioning.ids(features.vocab, value if name == "--artist" else "unknown",
                              value if name == "--genre" else "unknown", strict=True)  # fmt: skip
     seconds = opts.seconds if opts.seconds is not None else features.n_ctx * features.hop_length / features.sample_rate
-    settings = settings_of(opts, features, kind, seconds)
-    settings["pool"] = pool
+    settings = settings_of(opts, features, kind, seconds, pool)
     state = resume_state(
         out, STATE_FILE, command="features", key="settings", fingerprint=settings, version=STATE_VERSION,
         refused=FeaturesRefused, empty_hint="choose an empty folder",
